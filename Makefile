@@ -1,0 +1,47 @@
+# make demo  — set everything up and run the demo (the project's main job)
+# make test  — set everything up from nothing and run lint, types and every test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help install services test lint typecheck unit integration e2e demo generate bench clean
+
+help:
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with every extra
+
+services: ## install (if missing) and start PostgreSQL, MariaDB, Redis, RabbitMQ, promtool, amtool
+	bash scripts/ensure-services.sh
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP) ## mypy --strict on the package
+	$(BIN)/mypy
+
+unit: $(STAMP) ## fast tests: no network, FakeClock
+	$(BIN)/pytest tests/unit -q
+
+test: install services lint typecheck ## everything: lint, types, unit, integration, e2e
+	$(BIN)/pytest -q
+
+demo: install services ## run the order-flow demo against the local services
+	$(BIN)/instrumented-clients demo
+
+generate: $(STAMP) ## regenerate dashboards/ and alerts/ from the metric catalog
+	$(BIN)/instrumented-clients generate
+
+bench: install services ## run the benchmarks in bench/
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

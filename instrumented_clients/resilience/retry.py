@@ -1,0 +1,429 @@
+"""Retry policies and the loop that runs an operation through retry, breaker and budget.
+
+:class:`RetryPolicy` is a value object (like redis-py's backoff classes): it says *how often* and
+*how long to wait*. :class:`Guard` runs one kind of operation under a policy, an optional
+:class:`~instrumented_clients.resilience.breaker.CircuitBreaker` and
+:class:`~instrumented_clients.resilience.budget.RetryBudget`, and reports to an
+:class:`~instrumented_clients.resilience.events.Instrumentation`. Every client is built on Guards.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ParamSpec, TypeVar, overload
+
+from instrumented_clients.resilience.breaker import CircuitBreaker
+from instrumented_clients.resilience.budget import RetryBudget
+from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
+from instrumented_clients.resilience.errors import (
+    CircuitOpenError,
+    Classifier,
+    ErrorCategory,
+    classify_exception,
+)
+from instrumented_clients.resilience.events import (
+    Instrumentation,
+    Outcome,
+    RetriesExhausted,
+    RetryBudgetDenied,
+    RetryScheduled,
+    get_default_instrumentation,
+)
+
+__all__ = ["Guard", "JitterMode", "RetryPolicy", "retry"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+RetryOn = Callable[[BaseException], bool] | type[BaseException] | tuple[type[BaseException], ...]
+
+
+class JitterMode(str, enum.Enum):
+    """How a delay is randomised (see AWS's "Exponential Backoff And Jitter").
+
+    - ``proportional``: ``delay × uniform(1 - jitter, 1 + jitter)`` (the seeds' ±10 %, ×0.5–1.5).
+    - ``full``: ``uniform(0, delay)``.
+    - ``equal``: ``delay / 2 + uniform(0, delay / 2)``.
+    - ``decorrelated``: ``uniform(initial_delay, previous × 3)``, capped.
+    - ``none``: the schedule as it is.
+    """
+
+    PROPORTIONAL = "proportional"
+    FULL = "full"
+    EQUAL = "equal"
+    DECORRELATED = "decorrelated"
+    NONE = "none"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts, how long between them, and which errors deserve another.
+
+    Args:
+        max_attempts: attempts in all, the first included (``1`` never retries).
+        initial_delay: seconds before the first retry.
+        max_delay: cap on any single delay.
+        exponential_base: growth factor between consecutive delays.
+        jitter: randomisation factor for ``proportional`` jitter (0.1 = ±10 %).
+        jitter_mode: see :class:`JitterMode`.
+        deadline: optional overall budget in seconds, from the first attempt; a retry whose delay
+            would end past it is not made.
+        retry_on: exception types, or a predicate, that are retried. Defaults to the classifier's
+            transient categories.
+        classifier: maps an exception to an :class:`ErrorCategory` (the ``error_type`` label and
+            the default retry decision). Clients pass their driver's classifier.
+        on_retry: callbacks receiving each :class:`RetryScheduled` before the wait.
+        clock: time source; :class:`~instrumented_clients.testing.FakeClock` in tests.
+        rng: random source for jitter (seed one for reproducible schedules).
+    """
+
+    max_attempts: int = 3
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    exponential_base: float = 2.0
+    jitter: float = 0.1
+    jitter_mode: JitterMode = JitterMode.PROPORTIONAL
+    deadline: float | None = None
+    retry_on: RetryOn | None = None
+    classifier: Classifier = classify_exception
+    on_retry: Sequence[Callable[[RetryScheduled], object]] = ()
+    clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
+    rng: random.Random | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or isinstance(self.max_attempts, bool):
+            raise TypeError(f"max_attempts must be an int, got {self.max_attempts!r}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1 (the first try counts), got "
+                             f"{self.max_attempts!r}")
+        for name in ("initial_delay", "max_delay", "exponential_base", "jitter"):
+            value = getattr(self, name)
+            if not _is_number(value) or value != value or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.exponential_base < 1:
+            raise ValueError(f"exponential_base must be >= 1, got {self.exponential_base!r}")
+        if self.jitter_mode is JitterMode.PROPORTIONAL and self.jitter > 1:
+            raise ValueError(f"jitter must be between 0 and 1 for proportional jitter, got "
+                             f"{self.jitter!r}")
+        if self.deadline is not None and (not _is_number(self.deadline) or self.deadline <= 0):
+            raise ValueError(f"deadline must be a number of seconds > 0, got {self.deadline!r}")
+        object.__setattr__(self, "jitter_mode", JitterMode(self.jitter_mode))
+        object.__setattr__(self, "on_retry", tuple(self.on_retry))
+
+    # -- the schedule ---------------------------------------------------------------------------
+
+    def base_delay(self, retry_number: int) -> float:
+        """The un-jittered wait before retry ``retry_number`` (1 = the first retry)."""
+        if retry_number < 1:
+            raise ValueError(f"retry_number starts at 1, got {retry_number!r}")
+        try:
+            delay = self.initial_delay * self.exponential_base ** (retry_number - 1)
+        except OverflowError:
+            return float(self.max_delay)
+        return float(min(self.max_delay, delay))
+
+    def delays(self) -> Iterator[float]:
+        """The ``max_attempts - 1`` waits of the schedule, before jitter."""
+        for retry_number in range(1, self.max_attempts):
+            yield self.base_delay(retry_number)
+
+    def backoff(self, retry_number: int, previous: float | None = None) -> float:
+        """The jittered wait before retry ``retry_number``, within ``[0, max_delay]``."""
+        delay = self.base_delay(retry_number)
+        rng = self.rng or random
+        mode = self.jitter_mode
+        if mode is JitterMode.PROPORTIONAL:
+            if self.jitter:
+                delay *= rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+        elif mode is JitterMode.FULL:
+            delay = rng.uniform(0.0, delay)
+        elif mode is JitterMode.EQUAL:
+            delay = delay / 2 + rng.uniform(0.0, delay / 2)
+        elif mode is JitterMode.DECORRELATED:
+            low = self.initial_delay
+            high = max(low, (previous if previous is not None else low) * 3)
+            delay = rng.uniform(low, high)
+        return max(0.0, min(self.max_delay, delay))
+
+    # -- the decision ---------------------------------------------------------------------------
+
+    def should_retry(self, error: BaseException, category: ErrorCategory | None = None) -> bool:
+        """Whether ``error`` deserves another attempt (attempt counts aside)."""
+        if not isinstance(error, Exception) or isinstance(error, CircuitOpenError):
+            return False
+        retry_on = self.retry_on
+        if retry_on is None:
+            return (category or self.classifier(error)).is_transient
+        if isinstance(retry_on, (type, tuple)):
+            return isinstance(error, retry_on)
+        return bool(retry_on(error))
+
+    def replace(self, **changes: Any) -> RetryPolicy:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    # -- running --------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def _guard(self) -> Guard:
+        return Guard(self, instrumentation=get_default_instrumentation(), operation="call")
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn`` and retry it under this policy."""
+        return self._guard.call(fn, *args, **kwargs)
+
+    async def acall(
+        self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Await ``fn`` and retry it under this policy, sleeping without blocking the loop."""
+        return await self._guard.acall(fn, *args, **kwargs)
+
+
+def _target_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+class Guard:
+    """Runs one kind of operation through retry, breaker, budget and instrumentation.
+
+    Created once per (client, operation) and reused, so that the labelled metric children and the
+    observer are resolved at construction and the success path does nothing else: two clock
+    reads, a state check on the breaker and one call to the observer.
+
+    Args:
+        policy: the retry policy.
+        breaker: optional circuit breaker shared by the client's operations.
+        budget: optional retry budget shared by the client's operations.
+        instrumentation: where events go; the package default when omitted.
+        system: ``system`` label (``rabbitmq``, ``redis``, ``postgresql``, ...).
+        client: ``client`` label, the user's low-cardinality name.
+        operation: ``operation`` label.
+        span_name: the span's name when tracing is configured (default: the operation).
+        span_attributes: attributes set on every span of this operation.
+    """
+
+    __slots__ = ("_breaker", "_budget", "_clock", "_instrumentation", "_monotonic", "_observer",
+                 "client", "operation", "policy", "system")
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        breaker: CircuitBreaker | None = None,
+        budget: RetryBudget | None = None,
+        instrumentation: Instrumentation | None = None,
+        system: str = "custom",
+        client: str = "default",
+        operation: str = "call",
+        span_name: str | None = None,
+        span_attributes: dict[str, Any] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.system = system
+        self.client = client
+        self.operation = operation
+        self._breaker = breaker
+        self._budget = budget
+        self._clock = policy.clock
+        self._monotonic = policy.clock.monotonic
+        self._instrumentation = instrumentation or get_default_instrumentation()
+        self._observer = self._instrumentation.observe_operation(
+            system, client, operation, span_name=span_name, span_attributes=span_attributes
+        )
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` with retries; the last error is raised unchanged."""
+        monotonic = self._monotonic
+        started = monotonic()
+        observer = self._observer
+        scope = observer.begin() if observer.tracing else None
+        breaker = self._breaker
+        if self._budget is not None:
+            self._budget.record_call()
+        attempt = 1
+        previous_delay: float | None = None
+        while True:
+            try:
+                if breaker is not None:
+                    breaker.before_call(self.operation)
+                result = fn(*args, **kwargs)
+            except BaseException as error:
+                delay = self._after_failure(error, attempt, started, previous_delay, scope, fn)
+                if delay is None:
+                    raise
+                self._clock.sleep(delay)
+                previous_delay = delay
+                attempt += 1
+                continue
+            if breaker is not None:
+                breaker.on_success()
+            observer.finish(
+                "success" if attempt == 1 else "success_after_retry",
+                monotonic() - started,
+                attempt,
+                scope,
+            )
+            return result
+
+    async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args, **kwargs)`` with retries, waiting with the clock's ``asleep``."""
+        monotonic = self._monotonic
+        started = monotonic()
+        observer = self._observer
+        scope = observer.begin() if observer.tracing else None
+        breaker = self._breaker
+        if self._budget is not None:
+            self._budget.record_call()
+        attempt = 1
+        previous_delay: float | None = None
+        while True:
+            try:
+                if breaker is not None:
+                    breaker.before_call(self.operation)
+                result = await fn(*args, **kwargs)
+            except BaseException as error:
+                delay = self._after_failure(error, attempt, started, previous_delay, scope, fn)
+                if delay is None:
+                    raise
+                await self._clock.asleep(delay)
+                previous_delay = delay
+                attempt += 1
+                continue
+            if breaker is not None:
+                breaker.on_success()
+            observer.finish(
+                "success" if attempt == 1 else "success_after_retry",
+                monotonic() - started,
+                attempt,
+                scope,
+            )
+            return result
+
+    def _after_failure(
+        self,
+        error: BaseException,
+        attempt: int,
+        started: float,
+        previous_delay: float | None,
+        scope: Any,
+        fn: Callable[..., Any],
+    ) -> float | None:
+        """Decide what follows a failed attempt: the delay before the next, or None to give up.
+
+        Everything is reported here, so the sync and async loops stay identical and short.
+        """
+        policy = self.policy
+        outcome: Outcome = "failure" if attempt == 1 else "failure_after_retry"
+        if isinstance(error, CircuitOpenError):
+            self._observer.finish("rejected", self._monotonic() - started, attempt, scope, error)
+            return None
+        category = policy.classifier(error)
+        if self._breaker is not None and isinstance(error, Exception):
+            self._breaker.on_failure(error)
+        if not policy.should_retry(error, category):
+            self._observer.finish(outcome, self._monotonic() - started, attempt, scope, error)
+            return None
+        emit = self._instrumentation.emit
+        delay = None
+        if attempt < policy.max_attempts:
+            delay = policy.backoff(attempt, previous_delay)
+            if (
+                policy.deadline is not None
+                and self._monotonic() + delay - started > policy.deadline
+            ):
+                delay = None
+        if delay is None:
+            if attempt > 1 or policy.max_attempts > 1:
+                emit(RetriesExhausted(self.system, self.client, self.operation, attempt,
+                                      category.value, error, _target_name(fn)))
+            self._observer.finish(outcome, self._monotonic() - started, attempt, scope, error)
+            return None
+        if self._budget is not None and not self._budget.try_acquire():
+            emit(RetryBudgetDenied(self.system, self.client, self.operation, category.value))
+            self._observer.finish(outcome, self._monotonic() - started, attempt, scope, error)
+            return None
+        event = RetryScheduled(self.system, self.client, self.operation, attempt,
+                               policy.max_attempts, delay, category.value, error,
+                               _target_name(fn))
+        emit(event)
+        for callback in policy.on_retry:
+            callback(event)
+        return delay
+
+
+@overload
+def retry(policy: Callable[P, T], /) -> Callable[P, T]: ...
+@overload
+def retry(
+    policy: RetryPolicy | None = None,
+    /,
+    *,
+    breaker: CircuitBreaker | None = None,
+    budget: RetryBudget | None = None,
+    instrumentation: Instrumentation | None = None,
+    system: str = "custom",
+    client: str | None = None,
+    operation: str | None = None,
+) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+def retry(
+    policy: RetryPolicy | Callable[..., Any] | None = None,
+    /,
+    *,
+    breaker: CircuitBreaker | None = None,
+    budget: RetryBudget | None = None,
+    instrumentation: Instrumentation | None = None,
+    system: str = "custom",
+    client: str | None = None,
+    operation: str | None = None,
+) -> Any:
+    """Decorate a sync or async function so that it is retried under ``policy``.
+
+    ``@retry`` alone uses the default policy. The ``client`` label defaults to the function's
+    qualified name and ``operation`` to its name: both are bounded by the code, never by data.
+    """
+    if policy is not None and not isinstance(policy, RetryPolicy):
+        to_policy = getattr(policy, "to_policy", None)  # seed 002's RetryConfig
+        if to_policy is not None:
+            policy = to_policy()
+        elif callable(policy):
+            return retry()(policy)
+        else:
+            raise TypeError(f"retry() takes a RetryPolicy or RetryConfig, got {policy!r}")
+    chosen = policy if isinstance(policy, RetryPolicy) else RetryPolicy()
+
+    def decorate(fn: Callable[P, Any]) -> Callable[P, Any]:
+        guard = Guard(
+            chosen,
+            breaker=breaker,
+            budget=budget,
+            instrumentation=instrumentation,
+            system=system,
+            client=client or _target_name(fn),
+            operation=operation or str(getattr(fn, "__name__", "call")),
+        )
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await guard.acall(fn, *args, **kwargs)
+
+            async_wrapper.guard = guard  # type: ignore[attr-defined]
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return guard.call(fn, *args, **kwargs)
+
+        wrapper.guard = guard  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate

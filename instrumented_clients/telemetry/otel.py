@@ -1,0 +1,195 @@
+"""OpenTelemetry sink: span events on the current span, and one span per reconnect cycle.
+
+Only ``opentelemetry-api`` is imported. With no SDK configured, the global tracer provider is a
+proxy and :attr:`OpenTelemetrySink.enabled` is False, so nothing at all is done per call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, Status, StatusCode
+
+from instrumented_clients.redaction import redact_text
+from instrumented_clients.resilience import events as ev
+
+__all__ = ["OpenTelemetrySink", "SpanScope"]
+
+_VERSION = "0.1.0"
+
+
+def _is_configured(provider: trace.TracerProvider) -> bool:
+    return not isinstance(provider, (ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+class SpanScope:
+    """A started span made current; closed by :meth:`close`."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Span, token: object) -> None:
+        self.span = span
+        self.token = token
+
+    def close(self, attempts: int, error: BaseException | None, error_type: str | None) -> None:
+        span = self.span
+        if attempts > 1 or error is not None:
+            span.set_attribute("retry.attempts", attempts)
+        if error is not None:
+            span.set_attribute("error.type", error_type or type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, redact_text(str(error))[:200]))
+        otel_context.detach(self.token)  # type: ignore[arg-type]
+        span.end()
+
+
+class OpenTelemetrySink:
+    """Adds the core's events to traces.
+
+    Args:
+        tracer_provider: injected provider; None follows the global one, re-checked until an SDK
+            is installed (applications often configure tracing after importing libraries).
+    """
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._provider = tracer_provider
+        self._tracer: trace.Tracer | None = None
+        self._reconnect_spans: dict[tuple[str, str], Span] = {}
+        self._lock = threading.Lock()
+        self._handlers: dict[type[Any], Callable[[Any], None]] = {
+            ev.RetryScheduled: self._on_retry,
+            ev.RetriesExhausted: self._on_exhausted,
+            ev.RetryBudgetDenied: self._span_event("retry_budget.denied"),
+            ev.BreakerStateChanged: self._on_breaker_state,
+            ev.BreakerRejected: self._span_event("circuit_breaker.rejected"),
+            ev.EventBuffered: self._span_event("buffer.buffered"),
+            ev.EventsDropped: self._span_event("buffer.dropped"),
+            ev.ConnectionStateChanged: self._on_connection_state,
+            ev.ReconnectAttempt: self._on_reconnect_attempt,
+            ev.ConnectionBlocked: self._span_event("connection.blocked"),
+        }
+
+    @property
+    def tracer(self) -> trace.Tracer | None:
+        """The tracer, or None while no SDK is configured."""
+        tracer = self._tracer
+        if tracer is not None:
+            return tracer
+        provider = self._provider or trace.get_tracer_provider()
+        if not _is_configured(provider):
+            return None
+        self._tracer = tracer = provider.get_tracer("instrumented_clients", _VERSION)
+        return tracer
+
+    @property
+    def enabled(self) -> bool:
+        return self.tracer is not None
+
+    def start(self, name: str, attributes: dict[str, Any] | None) -> SpanScope | None:
+        tracer = self.tracer
+        if tracer is None:
+            return None
+        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return SpanScope(span, token)
+
+    def emit(self, event: ev.Event) -> None:
+        if self._tracer is None and not self.enabled:
+            return
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    # -- span events ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _add_event(name: str, attributes: dict[str, Any]) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(name, attributes)
+
+    def _span_event(self, name: str) -> Callable[[Any], None]:
+        def handler(event: Any) -> None:
+            attributes = {
+                key: value
+                for key in event.__slots__
+                if isinstance(value := getattr(event, key), (str, int, float, bool))
+            }
+            self._add_event(name, attributes)
+
+        return handler
+
+    def _on_retry(self, e: ev.RetryScheduled) -> None:
+        self._add_event(
+            "retry",
+            {
+                "retry.attempt": e.attempt,
+                "retry.delay_s": round(e.delay, 6),
+                "error.type": e.error_type,
+                "exception.type": type(e.error).__qualname__,
+                "exception.message": redact_text(str(e.error))[:500],
+            },
+        )
+
+    def _on_exhausted(self, e: ev.RetriesExhausted) -> None:
+        self._add_event("retry.exhausted", {"retry.attempts": e.attempts,
+                                             "error.type": e.error_type})
+
+    def _on_breaker_state(self, e: ev.BreakerStateChanged) -> None:
+        if e.from_state is None:
+            return
+        self._add_event(
+            "circuit_breaker.state_change",
+            {"circuit_breaker.from": e.from_state, "circuit_breaker.to": e.to_state,
+             "circuit_breaker.reason": e.reason or ""},
+        )
+
+    # -- reconnect cycles: a span of their own --------------------------------------------------
+
+    def _on_connection_state(self, e: ev.ConnectionStateChanged) -> None:
+        key = (e.system, e.client)
+        tracer = self.tracer
+        if tracer is None:
+            return
+        with self._lock:
+            span = self._reconnect_spans.get(key)
+            if span is None and e.to_state in ("disconnected", "connecting") and (
+                e.from_state in ("connected", "failed", "disconnected", None)
+            ):
+                if e.from_state is None and e.to_state == "disconnected":
+                    return  # a client's initial state is not an outage
+                # Not made current and with no parent: an outage is one bar of its own.
+                span = tracer.start_span(
+                    f"{e.system} reconnect",
+                    context=otel_context.Context(),
+                    kind=SpanKind.INTERNAL,
+                    attributes={"resilient_client.system": e.system,
+                                "resilient_client.client": e.client},
+                )
+                self._reconnect_spans[key] = span
+            if span is None:
+                return
+            span.add_event("state", {"from": e.from_state or "", "to": e.to_state})
+            if e.to_state in ("connected", "failed", "closed"):
+                del self._reconnect_spans[key]
+                if e.to_state == "failed":
+                    span.set_status(Status(StatusCode.ERROR, "reconnect policy spent"))
+                span.set_attribute("resilient_client.outcome", e.to_state)
+                span.end()
+
+    def _on_reconnect_attempt(self, e: ev.ReconnectAttempt) -> None:
+        with self._lock:
+            span = self._reconnect_spans.get((e.system, e.client))
+        if span is None:
+            return
+        attributes: dict[str, Any] = {"attempt": e.attempt, "outcome": e.outcome}
+        if e.error_type:
+            attributes["error.type"] = e.error_type
+        if e.error is not None:
+            attributes["exception.message"] = redact_text(str(e.error))[:300]
+        if e.next_delay is not None:
+            attributes["next_delay_s"] = round(e.next_delay, 3)
+        span.add_event("reconnect.attempt", attributes)

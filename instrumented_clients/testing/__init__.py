@@ -1,0 +1,8 @@
+"""Public test helpers: a fake clock, captured telemetry, a fault-injecting proxy, polling."""
+
+from instrumented_clients.testing.capture import CapturedTelemetry
+from instrumented_clients.testing.clock import FakeClock
+from instrumented_clients.testing.proxy import FaultProxy, ProxyMode
+from instrumented_clients.testing.wait import wait_until
+
+__all__ = ["CapturedTelemetry", "FakeClock", "FaultProxy", "ProxyMode", "wait_until"]
