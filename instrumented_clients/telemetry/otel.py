@@ -26,6 +26,19 @@ def _is_configured(provider: trace.TracerProvider) -> bool:
     return not isinstance(provider, (ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
+# The global provider can be set only once (``set_tracer_provider`` is set-once), so "is it set
+# yet?" is the only question worth asking per call. ``trace.get_tracer_provider()`` answers it
+# with an ``os.environ`` lookup (~1 µs); the module attribute it reads costs a few ns. If a future
+# opentelemetry-api renames that attribute, fall back to the public call.
+_HAS_GLOBAL_SLOT = hasattr(trace, "_TRACER_PROVIDER")
+
+
+def _global_provider_set() -> bool:
+    if _HAS_GLOBAL_SLOT:
+        return trace._TRACER_PROVIDER is not None
+    return _is_configured(trace.get_tracer_provider())
+
+
 class SpanScope:
     """A started span made current; closed by :meth:`close`."""
 
@@ -55,8 +68,13 @@ class OpenTelemetrySink:
     """
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
-        self._provider = tracer_provider
+        self._provider = (
+            None if isinstance(tracer_provider, ProxyTracerProvider) else tracer_provider
+        )
         self._tracer: trace.Tracer | None = None
+        # True once the answer to "is tracing configured?" can no longer change: an injected
+        # provider, or the set-once global provider after it was set.
+        self._resolved = False
         self._reconnect_spans: dict[tuple[str, str], Span] = {}
         self._lock = threading.Lock()
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
@@ -71,21 +89,30 @@ class OpenTelemetrySink:
             ev.ReconnectAttempt: self._on_reconnect_attempt,
             ev.ConnectionBlocked: self._span_event("connection.blocked"),
         }
+        if self._provider is not None:
+            self._resolve(self._provider)
+        else:
+            trace.get_tracer_provider()  # installs OTEL_PYTHON_TRACER_PROVIDER's, if named
+
+    def _resolve(self, provider: trace.TracerProvider) -> None:
+        if _is_configured(provider):
+            self._tracer = provider.get_tracer("instrumented_clients", _VERSION)
+        self._resolved = True
 
     @property
     def tracer(self) -> trace.Tracer | None:
         """The tracer, or None while no SDK is configured."""
-        tracer = self._tracer
-        if tracer is not None:
-            return tracer
-        provider = self._provider or trace.get_tracer_provider()
-        if not _is_configured(provider):
-            return None
-        self._tracer = tracer = provider.get_tracer("instrumented_clients", _VERSION)
-        return tracer
+        if not self._resolved:
+            if not _global_provider_set():
+                return None
+            self._resolve(trace.get_tracer_provider())
+        return self._tracer
 
     @property
     def enabled(self) -> bool:
+        """Whether tracing is configured; costs an attribute check while it is not."""
+        if self._resolved:
+            return self._tracer is not None
         return self.tracer is not None
 
     def start(self, name: str, attributes: dict[str, Any] | None) -> SpanScope | None:
