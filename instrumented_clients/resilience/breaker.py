@@ -197,7 +197,21 @@ class CircuitBreaker:
             self._instrumentation.emit(change)
 
     def on_failure(self, error: BaseException) -> bool:
-        """Report that an admitted call failed; returns whether the error counted."""
+        """Report that an admitted call failed; returns whether the error counted.
+
+        An interruption (``asyncio.CancelledError``, ``KeyboardInterrupt``: not an ``Exception``)
+        says nothing about the dependency and is not counted, except that an interrupted
+        half-open probe re-opens the breaker: its probe slot would otherwise stay taken and
+        every later call be rejected for good.
+        """
+        if not isinstance(error, Exception):
+            change = None
+            with self._lock:
+                if self._state is BreakerState.HALF_OPEN:
+                    change = self._set_state(BreakerState.OPEN, "probe call interrupted")
+            if change is not None:
+                self._instrumentation.emit(change)
+            return False
         if not self._counts_as_failure(error):
             # The dependency answered; a half-open probe that got an answer counts as alive.
             if self._state is BreakerState.HALF_OPEN:

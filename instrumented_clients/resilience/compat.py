@@ -8,12 +8,13 @@ Code written against seed 002 ports with an import change::
     def create_worker(): ...
 
 :class:`RetryConfig` keeps the seed's field names (``jitter`` is a switch, ``jitter_factor`` its
-size, ``exception_filter`` a predicate, ``on_retry(exception, attempt)`` a callback) and converts
-to a :class:`~instrumented_clients.resilience.retry.RetryPolicy`; nothing else differs.
+size, ``exception_filter`` a predicate, ``on_retry(exception, attempt, delay)`` a callback) and
+converts to a :class:`~instrumented_clients.resilience.retry.RetryPolicy`; nothing else differs.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -38,14 +39,19 @@ class RetryConfig:
     jitter: bool = True
     jitter_factor: float = 0.1
     exception_filter: Callable[[BaseException], bool] | None = None
-    on_retry: Callable[[BaseException, int], object] | None = None
+    on_retry: Callable[..., object] | None = None
+    """Called as ``on_retry(exception, attempt, delay)`` (seed 002), or ``on_retry(exception,
+    attempt)`` when it takes two arguments."""
 
     def to_policy(self) -> RetryPolicy:
         """The equivalent :class:`RetryPolicy`."""
         callbacks: tuple[Callable[[RetryScheduled], object], ...] = ()
         if self.on_retry is not None:
             on_retry = self.on_retry
-            callbacks = (lambda event: on_retry(event.error, event.attempt),)
+            if _accepts_three(on_retry):
+                callbacks = (lambda event: on_retry(event.error, event.attempt, event.delay),)
+            else:
+                callbacks = (lambda event: on_retry(event.error, event.attempt),)
         return RetryPolicy(
             max_attempts=self.max_attempts,
             initial_delay=self.initial_delay,
@@ -55,6 +61,19 @@ class RetryConfig:
             retry_on=self.exception_filter,
             on_retry=callbacks,
         )
+
+
+def _accepts_three(callback: Callable[..., object]) -> bool:
+    """Whether ``callback`` can take (exception, attempt, delay); seed 002 passes all three."""
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # builtins without a signature: give them the seed's form
+        return True
+    try:
+        signature.bind(None, 0, 0.0)
+    except TypeError:
+        return False
+    return True
 
 
 def retry_async(

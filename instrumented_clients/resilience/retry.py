@@ -12,10 +12,11 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from instrumented_clients.resilience.breaker import CircuitBreaker
 from instrumented_clients.resilience.budget import RetryBudget
@@ -39,6 +40,7 @@ __all__ = ["Guard", "JitterMode", "RetryPolicy", "retry"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 RetryOn = Callable[[BaseException], bool] | type[BaseException] | tuple[type[BaseException], ...]
 
@@ -81,7 +83,8 @@ class RetryPolicy:
             transient categories.
         classifier: maps an exception to an :class:`ErrorCategory` (the ``error_type`` label and
             the default retry decision). Clients pass their driver's classifier.
-        on_retry: callbacks receiving each :class:`RetryScheduled` before the wait.
+        on_retry: callbacks (or one callback) receiving each :class:`RetryScheduled` before the
+            wait; one that raises is logged and skipped, the retry goes on.
         clock: time source; :class:`~instrumented_clients.testing.FakeClock` in tests.
         rng: random source for jitter (seed one for reproducible schedules).
     """
@@ -95,11 +98,20 @@ class RetryPolicy:
     deadline: float | None = None
     retry_on: RetryOn | None = None
     classifier: Classifier = classify_exception
-    on_retry: Sequence[Callable[[RetryScheduled], object]] = ()
+    on_retry: (
+        Sequence[Callable[[RetryScheduled], object]] | Callable[[RetryScheduled], object]
+    ) = ()
     clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
     rng: random.Random | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "jitter_mode", JitterMode(self.jitter_mode))
+        except ValueError:
+            choices = ", ".join(mode.value for mode in JitterMode)
+            raise ValueError(
+                f"jitter_mode must be one of {choices}, got {self.jitter_mode!r}"
+            ) from None
         if not isinstance(self.max_attempts, int) or isinstance(self.max_attempts, bool):
             raise TypeError(f"max_attempts must be an int, got {self.max_attempts!r}")
         if self.max_attempts < 1:
@@ -114,10 +126,31 @@ class RetryPolicy:
         if self.jitter_mode is JitterMode.PROPORTIONAL and self.jitter > 1:
             raise ValueError(f"jitter must be between 0 and 1 for proportional jitter, got "
                              f"{self.jitter!r}")
-        if self.deadline is not None and (not _is_number(self.deadline) or self.deadline <= 0):
+        if self.deadline is not None and (
+            not _is_number(self.deadline) or not self.deadline > 0  # `not >` also rejects NaN
+        ):
             raise ValueError(f"deadline must be a number of seconds > 0, got {self.deadline!r}")
-        object.__setattr__(self, "jitter_mode", JitterMode(self.jitter_mode))
-        object.__setattr__(self, "on_retry", tuple(self.on_retry))
+        retry_on = self.retry_on
+        if not (
+            retry_on is None
+            or (isinstance(retry_on, type) and issubclass(retry_on, BaseException))
+            or (
+                isinstance(retry_on, tuple)
+                and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on)
+            )
+            or (callable(retry_on) and not isinstance(retry_on, type))
+        ):
+            raise TypeError(
+                "retry_on must be an exception type, a tuple of exception types or a predicate "
+                f"taking the exception, got {retry_on!r}"
+            )
+        if not callable(self.classifier):
+            raise TypeError(f"classifier must be callable, got {self.classifier!r}")
+        callbacks = (self.on_retry,) if callable(self.on_retry) else tuple(self.on_retry)
+        for callback in callbacks:
+            if not callable(callback):
+                raise TypeError(f"on_retry must hold callables, got {callback!r}")
+        object.__setattr__(self, "on_retry", callbacks)
 
     # -- the schedule ---------------------------------------------------------------------------
 
@@ -188,8 +221,13 @@ class RetryPolicy:
         return await self._guard.acall(fn, *args, **kwargs)
 
 
-def _target_name(fn: Callable[..., Any]) -> str:
+def _qualified_name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _target_name(fn: Callable[..., Any]) -> str:
+    """The name in log lines, as the seeds print it: ``create_worker``, not its qualname."""
+    return getattr(fn, "__name__", None) or _qualified_name(fn)
 
 
 class Guard:
@@ -260,7 +298,11 @@ class Guard:
                 delay = self._after_failure(error, attempt, started, previous_delay, scope, fn)
                 if delay is None:
                     raise
-                self._clock.sleep(delay)
+                try:
+                    self._clock.sleep(delay)
+                except BaseException as interrupt:
+                    self._interrupted(interrupt, attempt, started, scope)
+                    raise
                 previous_delay = delay
                 attempt += 1
                 continue
@@ -294,7 +336,11 @@ class Guard:
                 delay = self._after_failure(error, attempt, started, previous_delay, scope, fn)
                 if delay is None:
                     raise
-                await self._clock.asleep(delay)
+                try:
+                    await self._clock.asleep(delay)
+                except BaseException as interrupt:  # cancelled while backing off
+                    self._interrupted(interrupt, attempt, started, scope)
+                    raise
                 previous_delay = delay
                 attempt += 1
                 continue
@@ -307,6 +353,26 @@ class Guard:
                 scope,
             )
             return result
+
+    def _interrupted(
+        self, interrupt: BaseException, attempt: int, started: float, scope: Any
+    ) -> None:
+        """The wait before a retry was interrupted (task cancelled, KeyboardInterrupt): the
+        operation ends here as a failure, and its span must still be closed."""
+        self._observer.finish(
+            "failure" if attempt == 1 else "failure_after_retry",
+            self._monotonic() - started,
+            attempt,
+            scope,
+            interrupt,
+        )
+
+    def _classify(self, error: BaseException) -> ErrorCategory:
+        try:
+            return self.policy.classifier(error)
+        except Exception:  # a broken classifier must not replace the caller's error
+            _log.exception("classifier %r failed on %r", self.policy.classifier, error)
+            return classify_exception(error)
 
     def _after_failure(
         self,
@@ -326,8 +392,8 @@ class Guard:
         if isinstance(error, CircuitOpenError):
             self._observer.finish("rejected", self._monotonic() - started, attempt, scope, error)
             return None
-        category = policy.classifier(error)
-        if self._breaker is not None and isinstance(error, Exception):
+        category = self._classify(error)
+        if self._breaker is not None:
             self._breaker.on_failure(error)
         if not policy.should_retry(error, category):
             self._observer.finish(outcome, self._monotonic() - started, attempt, scope, error)
@@ -355,8 +421,11 @@ class Guard:
                                policy.max_attempts, delay, category.value, error,
                                _target_name(fn))
         emit(event)
-        for callback in policy.on_retry:
-            callback(event)
+        for callback in cast("tuple[Callable[[RetryScheduled], object], ...]", policy.on_retry):
+            try:
+                callback(event)
+            except Exception:  # a user's callback must not turn a retry into a failure
+                _log.exception("on_retry callback %r failed", callback)
         return delay
 
 
@@ -407,7 +476,7 @@ def retry(
             budget=budget,
             instrumentation=instrumentation,
             system=system,
-            client=client or _target_name(fn),
+            client=client or _qualified_name(fn),
             operation=operation or str(getattr(fn, "__name__", "call")),
         )
         if inspect.iscoroutinefunction(fn):
