@@ -122,29 +122,32 @@ class EventBuffer(Generic[T]):
         no room appeared within ``block_timeout``.
         """
         dropped: list[tuple[T, DropReason]] = []
+        refusal = None
+        kept = True
         with self._lock:
             self._expire_locked(dropped)
             if len(self._items) >= self.capacity:
                 if self.overflow is OverflowPolicy.RAISE:
-                    raise BufferFullError(f"buffer {self.client!r} is full ({self.capacity} items)")
-                if self.overflow is OverflowPolicy.BLOCK and not self._room.wait_for(
+                    refusal = f"buffer {self.client!r} is full ({self.capacity} items)"
+                elif self.overflow is OverflowPolicy.BLOCK and not self._room.wait_for(
                     lambda: len(self._items) < self.capacity, self.block_timeout
                 ):
-                    raise BufferFullError(
-                        f"buffer {self.client!r} stayed full for {self.block_timeout}s"
-                    )
-            self._accepted += 1
-            kept = True
-            if len(self._items) >= self.capacity:
-                self._dropped["overflow"] += 1
-                if self.overflow is OverflowPolicy.DROP_NEWEST:
-                    dropped.append((item, "overflow"))
-                    kept = False
-                else:
-                    dropped.append((self._items.popleft()[1], "overflow"))
-            if kept:
-                self._items.append((self._clock.monotonic(), item))
+                    refusal = f"buffer {self.client!r} stayed full for {self.block_timeout}s"
+            if refusal is None:
+                self._accepted += 1
+                if len(self._items) >= self.capacity:
+                    self._dropped["overflow"] += 1
+                    if self.overflow is OverflowPolicy.DROP_NEWEST:
+                        dropped.append((item, "overflow"))
+                        kept = False
+                    else:
+                        dropped.append((self._items.popleft()[1], "overflow"))
+                if kept:
+                    self._items.append((self._clock.monotonic(), item))
             depth = len(self._items)
+        if refusal is not None:
+            self._report_drops(dropped, depth)  # expiries found on the way are still reported
+            raise BufferFullError(refusal)
         self._instrumentation.emit(EventBuffered(self.system, self.client, depth, self.capacity))
         self._report_drops(dropped, depth)
         return kept
@@ -192,9 +195,13 @@ class EventBuffer(Generic[T]):
         if self.max_age is None:
             return
         horizon = self._clock.monotonic() - self.max_age
+        expired = 0
         while self._items and self._items[0][0] < horizon:
             dropped.append((self._items.popleft()[1], "expired"))
-            self._dropped["expired"] += 1
+            expired += 1
+        if expired:
+            self._dropped["expired"] += expired
+            self._room.notify_all()  # room for a put blocked under the BLOCK policy
 
     def _report_drops(self, dropped: list[tuple[T, DropReason]], depth: int) -> None:
         if not dropped:
