@@ -8,13 +8,27 @@ from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["redact_text", "redact_url", "safe_address"]
 
-# scheme://user:password@host  ->  scheme://user:***@host ; also bare password=... pairs.
-_USERINFO: Final = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
-_KEY_VALUE: Final = re.compile(r"(?i)\b(password|passwd|pwd)=([^&\s'\";]+)")
+# scheme://user:password@host  ->  scheme://user:***@host. The password runs to the LAST "@" of
+# the URL (unencoded "@" and "/" do occur in real passwords), never past whitespace or a quote.
+_USERINFO: Final = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s'\"]*):[^\s'\"]*@"
+)
+# password=..., password: ..., "password": "...", PWD='...' (DSNs, JSON, driver messages).
+_KEY_VALUE: Final = re.compile(
+    r"""(?i)\b(?P<key>password|passwd|pwd)(?P<sep>["']?\s*[=:]\s*)"""
+    r"""(?:"[^"]*"|'[^']*'|[^&\s'",;]+)"""
+)
 
 
 def redact_url(url: str) -> str:
     """The URL with its password replaced by ``***`` and its query string removed."""
+    if "://" not in url:
+        # ``user:secret@host:5672`` would parse as scheme "user"; treat it as bare userinfo.
+        if "@" in url:
+            userinfo, _, rest = url.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            return f"{user}:***@{rest}" if ":" in userinfo else url
+        return redact_text(url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -30,15 +44,17 @@ def redact_url(url: str) -> str:
 def safe_address(url: str) -> str:
     """``host:port`` of a URL, for span attributes and health output (no user, no password)."""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(url if "://" in url else f"//{url}")
         host = parts.hostname or ""
         port = parts.port
     except ValueError:
         return "<unparseable>"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
     return f"{host}:{port}" if port else host
 
 
 def redact_text(text: str) -> str:
     """Remove passwords from free text such as a driver's exception message."""
     text = _USERINFO.sub(lambda match: f"{match['scheme']}{match['user']}:***@", text)
-    return _KEY_VALUE.sub(lambda match: f"{match.group(1)}=***", text)
+    return _KEY_VALUE.sub(lambda match: f"{match['key']}{match['sep']}***", text)
