@@ -48,17 +48,22 @@ class _Link:
         self.downstream = downstream
         self.upstream: socket.socket | None = None
         self.closed = threading.Event()
-        self.held_in_blackhole = False
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="fault-proxy-link", daemon=True).start()
 
     def _run(self) -> None:
         try:
-            self.upstream = socket.create_connection(self.proxy.upstream, timeout=5)
+            upstream = socket.create_connection(self.proxy.upstream, timeout=5)
         except OSError:
             self.close()
             return
+        with self._lock:
+            if self.closed.is_set():  # cut while connecting: nobody else will close it
+                _reset(upstream)
+                return
+            self.upstream = upstream
         for sock in (self.downstream, self.upstream):
             sock.settimeout(0.05)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -71,7 +76,6 @@ class _Link:
         while not self.closed.is_set():
             if proxy.mode is ProxyMode.BLACKHOLE:
                 # Read nothing, send nothing: the peer's data piles up unread, as over a dead link.
-                self.held_in_blackhole = True
                 time.sleep(0.02)
                 continue
             try:
@@ -83,7 +87,6 @@ class _Link:
             if not data:
                 break
             if proxy.blackholed:  # re-read: the mode may have flipped during recv
-                self.held_in_blackhole = True
                 continue  # bytes read just as the mode flipped are lost, as on a dead link
             if proxy.mode is ProxyMode.LATENCY and proxy.latency > 0:
                 time.sleep(proxy.latency)
@@ -95,12 +98,14 @@ class _Link:
         self.close()
 
     def close(self) -> None:
-        if self.closed.is_set():
-            return
-        self.closed.set()
+        with self._lock:
+            if self.closed.is_set():
+                return
+            self.closed.set()
+            upstream = self.upstream
         _reset(self.downstream)
-        if self.upstream is not None:
-            _reset(self.upstream)
+        if upstream is not None:
+            _reset(upstream)
         self.proxy._forget(self)
 
 
@@ -200,13 +205,11 @@ class FaultProxy:
         return len(links)
 
     def _set_mode(self, mode: ProxyMode) -> None:
-        previous = self.mode
+        if self.mode is ProxyMode.BLACKHOLE and mode is not ProxyMode.BLACKHOLE:
+            # Every connection open now went through the blackhole and may have lost bytes:
+            # reset them all BEFORE forwarding resumes, so no half-delivered stream goes on.
+            self.cut()
         self.mode = mode
-        if previous is ProxyMode.BLACKHOLE and mode is not ProxyMode.BLACKHOLE:
-            with self._lock:
-                held = [link for link in self._links if link.held_in_blackhole]
-            for link in held:
-                link.close()
         if mode is ProxyMode.REFUSE:
             self._close_listener()
         elif self._running and self._listener is None:
