@@ -59,6 +59,8 @@ class OperationRecorder:
             self._histogram: Any = metrics["operation_duration_seconds"].labels(
                 system, client, operation
             )
+            # Not used here, but an operation that exists should show 0 exhaustions, not none.
+            metrics["retries_exhausted_total"].labels(system, client, operation)
         else:
             self._outcomes = None
             self._histogram = None
