@@ -175,10 +175,15 @@ class EventBuffer(Generic[T]):
         Restored items were accepted once already: they are never dropped for overflow here, so
         the buffer can briefly exceed its capacity rather than lose them.
         """
-        now = self._clock.monotonic()
         restored = list(items)
         with self._lock:
-            self._items.extendleft((now, item) for item in reversed(restored))
+            # Stamped no younger than the item now in front: they were ahead of it, and a fresh
+            # stamp would shield every older item behind them from expiry (which looks only at
+            # the front).
+            stamp = self._clock.monotonic()
+            if self._items:
+                stamp = min(stamp, self._items[0][0])
+            self._items.extendleft((stamp, item) for item in reversed(restored))
             self._delivered -= len(restored)
 
     def drain_for_shutdown(self) -> list[T]:

@@ -398,8 +398,7 @@ def test_half_open_never_admits_more_than_the_limit(
             was_open = breaker._state is BreakerState.OPEN and breaker.remaining() > 0
             try:
                 breaker.before_call()
-            except CircuitOpenError as error:
-                assert error.remaining >= 0
+            except CircuitOpenError:
                 continue
             assert not was_open, "an open breaker admitted a call during its cool-down"
             if breaker._state is BreakerState.HALF_OPEN:

@@ -219,7 +219,7 @@ def _attempts(policy: RetryPolicy, error: BaseException) -> tuple[int, BaseExcep
         calls += 1
         raise error
 
-    with pytest.raises(BaseException) as info:
+    with pytest.raises(type(error)) as info:
         policy.call(fail)
     return calls, info.value
 
