@@ -109,7 +109,9 @@ def test_rate_limiter_directly() -> None:
 
 def test_no_password_in_log_lines(logger: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
     sink = LoggingSink(logger, clock=FakeClock())
-    error = ConnectionError("cannot reach amqp://guest:sup3rsecret@broker:5672/ (password=sup3rsecret)")
+    error = ConnectionError(
+        "cannot reach amqp://guest:sup3rsecret@broker:5672/ (password=sup3rsecret)"
+    )
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         sink.emit(retry_event(error))
         sink.emit(RetriesExhausted("custom", "workers", "create", 5, "connection", error,
