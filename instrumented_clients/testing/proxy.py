@@ -231,6 +231,11 @@ class FaultProxy:
     def _close_listener(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            # close() alone leaves the port listening while the accept thread still polls it
+            # (the kernel keeps the file until poll returns), so connects would still succeed;
+            # shutdown() stops listening at once and wakes the accept thread.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
 
     def _accept_loop(self, listener: socket.socket) -> None:
