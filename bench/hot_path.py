@@ -138,10 +138,15 @@ def render(results: dict[str, list[float]], rounds: int, command: str) -> str:
         "at most 0.33×.",
         "- tenacity: `tenacity.retry(stop=stop_after_attempt(3), wait=wait_exponential_jitter())`."
         " stamina: `stamina.retry(on=Exception, attempts=3)`, measured as users get it by "
-        "default — stamina's own instrumentation hooks are active (they run on retries, not on "
-        "the success path). backoff: `backoff.on_exception(backoff.expo, Exception, "
-        "max_tries=3)`. pybreaker: `pybreaker.CircuitBreaker()` as a decorator (no retry, no "
-        "metrics).",
+        "default: its instrumentation hooks (Prometheus/structlog/logging, whichever is "
+        "installed) are active, but they run only when a retry is scheduled; its success-path "
+        "cost is the tenacity `Retrying` object it builds per call. backoff: "
+        "`backoff.on_exception(backoff.expo, Exception, max_tries=3)`. pybreaker: "
+        "`pybreaker.CircuitBreaker()` as a decorator (no retry, no metrics).",
+        "- What ours does per successful call: two clock reads, a lock-free breaker state "
+        "check on each side of the call, one counter increment and one histogram observation "
+        "(prometheus_client takes a lock for each: these dominate), and one attribute check for "
+        "tracing. No event object is allocated.",
         f"- Machine: {os.cpu_count()} CPUs (`nproc`), Python {platform.python_version()} "
         f"({platform.python_implementation()}), {platform.machine()}; other work was running "
         "at the same time, so read differences of a few percent as noise.",

@@ -68,7 +68,11 @@ class OperationRecorder:
     @property
     def tracing(self) -> bool:
         otel = self._otel
-        return otel is not None and otel.enabled
+        if otel is None:
+            return False
+        if otel._resolved:  # the common case, read inline: this runs on every call
+            return otel._tracer is not None
+        return otel.enabled
 
     def begin(self) -> SpanScope | None:
         assert self._otel is not None
