@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Final
 
+from instrumented_clients.redaction import redact_text
+
 __all__ = ["ConfigError", "env_bool", "env_float", "env_int", "env_str"]
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -19,7 +21,8 @@ class ConfigError(ValueError):
         self.variable = variable
         self.value = value
         self.expected = expected
-        super().__init__(f"{variable}={value!r} is invalid: expected {expected}")
+        # The message is what ends up in logs and tracebacks: a bad URL must not leak its password.
+        super().__init__(f"{variable}={redact_text(value)!r} is invalid: expected {expected}")
 
 
 def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:

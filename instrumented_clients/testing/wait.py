@@ -29,7 +29,8 @@ def wait_until(
         if time.monotonic() >= deadline:
             text = message() if callable(message) else message
             raise TimeoutError(
-                f"condition not met within {timeout}s: {text or predicate!r} (last value {last!r})"
+                f"condition not met within {timeout}s: {text or repr(predicate)} "
+                f"(last value {last!r})"
             )
         time.sleep(interval)
         last = predicate()

@@ -126,3 +126,10 @@ def test_errors_name_variable_value_and_expectation(
     assert (error.variable, error.value) == (variable, value)
     assert error.expected.startswith(expected)
     assert str(error) == f"{variable}={value!r} is invalid: expected {error.expected}"
+
+
+def test_config_error_message_never_shows_a_password() -> None:
+    error = ConfigError("RABBITMQ_URL", f"amqp://guest:{SECRET}@broker:notaport/", "a URL")
+    assert SECRET not in str(error)
+    assert "amqp://guest:***@broker:notaport/" in str(error)
+    assert "RABBITMQ_URL" in str(error)
