@@ -55,7 +55,8 @@ class CapturedTelemetry(Telemetry):
     def value(self, name: str, **labels: str) -> float | None:
         """A sample's value; ``name`` without namespace, e.g. ``"retries_total"``."""
         assert self.registry is not None
-        return self.registry.get_sample_value(f"{self.namespace}_{name}", labels)
+        full_name = f"{self.namespace}_{name}" if self.namespace else name
+        return self.registry.get_sample_value(full_name, labels)
 
     def spans(self) -> tuple[Any, ...]:
         return tuple(self.exporter.get_finished_spans())

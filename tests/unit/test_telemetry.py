@@ -282,3 +282,29 @@ def test_tracing_configured_after_import_is_picked_up() -> None:
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "early"
+
+
+def test_duration_histogram_carries_the_trace_id_as_exemplar(
+    telemetry: CapturedTelemetry, clock: FakeClock
+) -> None:
+    guard = Guard(RetryPolicy(clock=clock), instrumentation=telemetry, operation="op")
+    guard.call(lambda: None)
+    [span] = telemetry.spans()
+    trace_id = format(span.context.trace_id, "032x")
+    registry = telemetry.registry
+    assert registry is not None
+    exemplars = [
+        sample.exemplar
+        for family in registry.collect()
+        if family.name == "resilient_client_operation_duration_seconds"
+        for sample in family.samples
+        if sample.exemplar is not None
+    ]
+    assert [exemplar.labels for exemplar in exemplars] == [{"trace_id": trace_id}]
+
+
+def test_captured_telemetry_without_namespace() -> None:
+    telemetry = CapturedTelemetry(namespace="", logs=False)
+    telemetry.prepare("redis", "c", ["get"])
+    assert telemetry.value("operations_total", system="redis", client="c", operation="get",
+                           outcome="success") == 0
