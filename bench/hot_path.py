@@ -145,8 +145,8 @@ def render(results: dict[str, list[float]], rounds: int, command: str) -> str:
         "`pybreaker.CircuitBreaker()` as a decorator (no retry, no metrics).",
         "- What ours does per successful call: two clock reads, a lock-free breaker state "
         "check on each side of the call, one counter increment and one histogram observation "
-        "(prometheus_client takes a lock for each: these dominate), and one attribute check for "
-        "tracing. No event object is allocated.",
+        "(three lock-protected increments inside prometheus_client: these dominate), and one "
+        "attribute check for tracing. No event object is allocated.",
         f"- Machine: {os.cpu_count()} CPUs (`nproc`), Python {platform.python_version()} "
         f"({platform.python_implementation()}), {platform.machine()}; other work was running "
         "at the same time, so read differences of a few percent as noise.",
