@@ -91,7 +91,7 @@ class _Expr:
             groups.setdefault(getattr(c.for_system(system), attribute), []).append(system)
         special = {value: systems for value, systems in groups.items() if value != default}
         if not special:
-            return f"{build('')} > {default:g}"
+            return f"(\n  {build('')}\n) > {default:g}"
         clauses = []
         for value, systems in special.items():
             matcher = "system=~" + _q("|".join(systems))
@@ -319,8 +319,9 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
             "ResilientClientMetricsAbsent",
             f"absent({e.series('operations_total')})",
             "warning", "No resilient client metrics are scraped.",
-            f"Prometheus has no {c.metric('operations_total')} series {{{{ $labels }}}} for 15 "
-            "minutes: the services are down, not scraped, or no longer instrumented.",
+            f"Prometheus has scraped no {c.metric('operations_total')} series"
+            "{{ with $labels.job }} of job {{ . }}{{ end }} for 15 minutes: the services are "
+            "down, not scraped, or no longer instrumented.",
             for_seconds=15 * MINUTE,
         ),
     ]
