@@ -153,19 +153,23 @@ def overview(config: ObservabilityConfig) -> list[Panel]:
         timeseries("Reconnect attempts", [
             Query(q.increase("reconnect_attempts_total", "system, client, outcome"),
                   "{{client}} {{outcome}}"),
-        ], bars=True, width=8),
+        ], bars=True, width=6),
+        timeseries("Connection transitions", [
+            Query(q.increase("connection_transitions_total", "system, client, to_state"),
+                  "to {{to_state}} {{client}}"),
+        ], bars=True, width=6),
         timeseries("Reconnect duration", [
             Query(q.quantile(0.5, "reconnect_duration_seconds", "system, client"),
                   "p50 {{client}}"),
             Query(q.quantile(0.99, "reconnect_duration_seconds", "system, client"),
                   "p99 {{client}}"),
-        ], unit="s", width=8, description="From losing the connection to connected again."),
+        ], unit="s", width=6, description="From losing the connection to connected again."),
         timeseries("Breaker transitions and rejections", [
             Query(q.increase("circuit_breaker_transitions_total", "system, client, to_state"),
                   "to {{to_state}} {{client}}"),
             Query(q.rate("circuit_breaker_rejections_total", "system, client"),
                   "rejected/s {{client}}"),
-        ], width=8),
+        ], width=6),
         row("Operations"),
         timeseries("Operations by outcome", [
             Query(q.rate(ops, "system, outcome"), "{{system}} {{outcome}}"),
@@ -207,7 +211,8 @@ def rabbitmq(config: ObservabilityConfig) -> list[Panel]:
             description="ack: stored. nack/timeout: the broker did not take it. returned: "
                         "unroutable."),
         stat("Returned (unroutable) in range", [Query(
-            f"sum(increase({q.s('publish_confirms_total', _eq('outcome', 'returned'))}[$__range]))")],
+            f"sum(increase({q.s('publish_confirms_total', _eq('outcome', 'returned'))}"
+            "[$__range]))")],
             thresholds=((None, "green"), (1, "orange")), width=6),
         stat("Re-sent after reconnect in range", [Query(
             f"sum(increase({q.s('publish_resent_total')}[$__range]))")], width=6),

@@ -7,7 +7,6 @@ test regenerates them and fails when a committed file is stale.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from instrumented_clients.observability._cli import OneLineParser
 from instrumented_clients.observability.config import DEFAULT_CONFIG, ObservabilityConfig
 from instrumented_clients.observability.dashboards import build_all
 from instrumented_clients.observability.rules import alerts, build_rules
@@ -85,8 +85,8 @@ def generate(
     return written
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _parser() -> OneLineParser:
+    parser = OneLineParser(
         prog="instrumented-clients generate",
         description="Write Grafana dashboards, Prometheus rules and runbooks from the metric "
                     "catalog.",
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse already printed its one-line usage error
+    except SystemExit as exit_:  # --help (0) or a usage error, already printed on one line
         return int(exit_.code or 0)
     try:
         written = generate(args.out, namespace=args.namespace, time_scale=args.time_scale)
