@@ -55,8 +55,10 @@ def test_panel_ids_are_unique_and_types_modern(stem: str) -> None:
 def test_grid_positions_do_not_overlap_and_fit_the_width(stem: str) -> None:
     boxes = [(p["title"], p["gridPos"]) for p in all_panels(DASHBOARDS[stem])]
     for title, grid in boxes:
-        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, title
-        assert grid["w"] > 0 and grid["h"] > 0, title
+        assert grid["x"] >= 0, title
+        assert grid["x"] + grid["w"] <= 24, title
+        assert grid["w"] > 0, title
+        assert grid["h"] > 0, title
     for (t1, a), (t2, b) in itertools.combinations(boxes, 2):
         apart = (a["x"] + a["w"] <= b["x"] or b["x"] + b["w"] <= a["x"]
                  or a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"])

@@ -46,7 +46,8 @@ def test_alert_style_follows_mixtool_lint(alert: dict) -> None:
     assert alert["labels"]["severity"] in {"critical", "warning", "info"}
     annotations = alert["annotations"]
     summary = annotations["summary"]
-    assert "{{" not in summary and summary.endswith("."), summary
+    assert "{{" not in summary, summary
+    assert summary.endswith("."), summary
     assert "$labels" in annotations["description"]
     assert annotations["runbook_url"] == f"docs/runbooks/{name}.md"
     assert (ROOT / annotations["runbook_url"]).is_file()
