@@ -231,8 +231,11 @@ def _variables(metric: str, job_selector: str, system_regex: str) -> list[g.Temp
                    type="datasource", default="Prometheus"),
         g.Template(name="job", label="Job", query=f"label_values({metric}{job_filter}, job)",
                    **common),
+        # "All" means this dashboard's systems, not every system: the SQL dashboard's All is
+        # postgresql|mysql|..., never redis.
         g.Template(name="system", label="System",
-                   query=f"label_values({metric}{{{system_filter}}}, system)", **common),
+                   query=f"label_values({metric}{{{system_filter}}}, system)",
+                   **{**common, "allValue": system_regex}),
         g.Template(name="client", label="Client",
                    query=f"label_values({metric}{{{client_filter}}}, client)", **common),
     ]
