@@ -3,6 +3,7 @@ dashboards and rules, faults through FaultProxy, alerts that fire and resolve.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -54,7 +55,7 @@ def test_exemplars_reach_prometheus(stack: Stack, outage: OutageReport) -> None:
     query = "resilient_client_operation_duration_seconds_bucket"
     url = (f"{stack.prometheus}/api/v1/query_exemplars?query={query}"
            f"&start={stack.started - 120:.0f}&end={time.time():.0f}")
-    import json
+
 
     with urllib.request.urlopen(url, timeout=10) as response:
         data = json.load(response)["data"]
