@@ -94,3 +94,21 @@ def test_docker_compose_config_is_valid() -> None:
         "rabbitmq", "redis", "postgres", "demo", "prometheus", "alertmanager", "grafana"}
     config = run("docker-compose", "-f", "docker-compose.yml", "config").stdout
     assert "--enable-feature=exemplar-storage" in config
+
+
+def test_snapshot_reports_an_unreachable_prometheus_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from instrumented_clients.observability.snapshot import main
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = main(["--prometheus", f"http://127.0.0.1:{port}", "--dashboard",
+                 str(ROOT / "dashboards" / "overview.json"), "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "Connection refused" in err
