@@ -268,4 +268,7 @@ def build_dashboard(
         schemaVersion=39,
     )
     data: dict[str, Any] = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder))
+    for variable in data["templating"]["list"]:
+        if variable.get("includeAll"):  # Grafana's own form of a multi-value "All" selection
+            variable["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
     return data
