@@ -1,0 +1,91 @@
+"""The whole loop on a real Prometheus and Alertmanager: a workload's telemetry, the generated
+dashboards and rules, faults through FaultProxy, alerts that fire and resolve."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from instrumented_clients.observability.snapshot import expand_query, query_range, render_dashboard
+from tests.e2e.conftest import WATCHED, OutageReport, Stack
+from tests.observability_helpers import ROOT, all_panels, dashboards
+
+pytestmark = pytest.mark.e2e
+
+
+def test_breaker_connection_and_drop_alerts_fire_then_resolve(outage: OutageReport) -> None:
+    assert set(outage.firing) == set(WATCHED)
+    breaker = outage.firing["ResilientClientCircuitBreakerOpen"]
+    assert {(a["labels"]["system"], a["labels"]["client"]) for a in breaker} >= {("redis", "cache")}
+    down = outage.firing["ResilientClientConnectionDown"]
+    assert ("rabbitmq", "events") in {(a["labels"]["system"], a["labels"]["client"]) for a in down}
+    dropped = outage.firing["ResilientClientEventsDropped"]
+    assert dropped[0]["labels"]["reason"] == "overflow"
+    assert dropped[0]["labels"]["severity"] == "critical"
+    assert dropped[0]["annotations"]["runbook_url"].endswith("ResilientClientEventsDropped.md")
+    # Resolution went through the keep_firing_for of the drop alert (10m × 0.02 = 12 s).
+    assert outage.resolved_after < 90
+
+
+def test_every_dashboard_query_returns_data(stack: Stack, outage: OutageReport) -> None:
+    end = time.time()
+    empty = []
+    checked = 0
+    for stem, dashboard in dashboards().items():
+        for panel in all_panels(dashboard):
+            for target in panel.get("targets", []):
+                expr = expand_query(target["expr"], dashboard, rate_interval="10s",
+                                    time_range=f"{int(end - stack.started)}s")
+                series = query_range(stack.prometheus, expr, stack.started, end, 2)
+                checked += 1
+                if not series:
+                    empty.append(f"{stem} / {panel['title']}: {expr}")
+    assert checked > 80
+    assert empty == []
+
+
+def test_exemplars_reach_prometheus(stack: Stack, outage: OutageReport) -> None:
+    query = "resilient_client_operation_duration_seconds_bucket"
+    url = (f"{stack.prometheus}/api/v1/query_exemplars?query={query}"
+           f"&start={stack.started - 120:.0f}&end={time.time():.0f}")
+
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        data = json.load(response)["data"]
+    trace_ids = [e["labels"]["trace_id"] for series in data for e in series["exemplars"]]
+    assert trace_ids
+    assert all(len(trace_id) == 32 for trace_id in trace_ids)
+
+
+def test_the_workload_scrape_passes_promtool_check_metrics(stack: Stack) -> None:
+    request = urllib.request.Request(stack.metrics, headers={"Accept": "text/plain"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        scrape = response.read()
+    assert b"resilient_client_operations_total" in scrape
+    result = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_snapshots_render_every_panel(stack: Stack, outage: OutageReport, tmp_path: Path) -> None:
+    keep = os.environ.get("INSTRUMENTED_CLIENTS_SNAPSHOT_DIR")
+    for stem in ("overview", "rabbitmq"):
+        path = ROOT / "dashboards" / f"{stem}.json"
+        written = render_dashboard(path, stack.prometheus, tmp_path / stem,
+                                   start=outage.started - 20, end=time.time(),
+                                   step=1, rate_interval="10s")
+        panels = [p for p in all_panels(dashboards()[stem]) if p["type"] != "row"]
+        assert len(written) == len(panels) + 1
+        assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+        assert written[-1].stat().st_size > 50_000  # the whole dashboard, not a blank page
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(written[-1], Path(keep) / f"{stem}.png")
