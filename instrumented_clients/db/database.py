@@ -493,7 +493,8 @@ class ResilientDatabase:
             "circuit_breaker_open": self.breaker.state.value == "open",
             "reconnect_attempts": self.reconnect_attempts,
             "pool": {"idle": int(counts["idle"]), "in_use": int(counts["in_use"]),
-                     "overflow": int(counts["overflow"]), "max": counts["max"]},
+                     "overflow": int(counts["overflow"]),
+                     "max": None if counts["max"] == float("inf") else int(counts["max"])},
         }
 
     def close(self) -> None:
