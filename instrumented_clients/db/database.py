@@ -213,6 +213,15 @@ class ResilientDatabase:
             _log.info("database client %r: server is %s; system label changed from %s",
                       self.name, actual, old)
 
+    def _settle_early(self) -> None:
+        # Before the first operation is counted, so that it is counted under the right label.
+        try:
+            with self._engine.connect():
+                pass
+        except Exception:
+            return  # the operation itself will fail, retry and report under the URL's label
+        self._settle_system()
+
     # -- public properties ----------------------------------------------------------------------
 
     @property
@@ -244,6 +253,8 @@ class ResilientDatabase:
         Returns:
             The rows (fetched before the connection went back to the pool) and the row count.
         """
+        if not self._system_fixed:
+            self._settle_early()
         verb = verb_of(statement)
         guard = self._execute_guards.get(verb) or self._execute_guard(verb)
         if idempotent is None:
@@ -269,6 +280,8 @@ class ResilientDatabase:
                 have committed). Default False: raise :class:`CommitOutcomeUnknownError`.
             isolation_level: e.g. ``"SERIALIZABLE"``, ``"REPEATABLE READ"`` for this transaction.
         """
+        if not self._system_fixed:
+            self._settle_early()
         result: T = self._transaction_guard.call(self._transaction_once, fn, idempotent,
                                                  isolation_level)
         return result
