@@ -141,7 +141,8 @@ def test_wrong_password_fails_once_with_a_clear_error_and_no_password(
                  policy=RetryPolicy(max_attempts=4, clock=clock))
     with pytest.raises(sa_exc.OperationalError, match="Access denied") as raised:
         db.connect_with_retry(required=True)
-    assert raised.value.orig is not None and raised.value.orig.args[0] == 1045
+    assert raised.value.orig is not None
+    assert raised.value.orig.args[0] == 1045
     assert clock.sleeps == []
     for text_out in (str(raised.value), repr(db.health()), telemetry.scrape()):
         assert wrong not in text_out

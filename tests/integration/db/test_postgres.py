@@ -88,7 +88,8 @@ def test_two_serializable_writers_reach_exactly_400(
     assert row == (400,)
     retries = telemetry.value("retries_total", system="postgresql", client="pg-serial",
                               operation="transaction", error_type="serialization")
-    assert retries is not None and retries > 0
+    assert retries is not None
+    assert retries > 0
 
 
 def test_connection_lost_during_commit_is_ambiguous_and_not_rerun(

@@ -1,4 +1,4 @@
-"""Start-up with and without the database, the circuit breaker, and seed 003's names on real drivers."""
+"""Start-up with and without the database, the breaker, and seed 003's names on real drivers."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_required_start_fails_with_a_clear_error_when_attempts_are_spent(
             db.connect_with_retry(required=True)
     message = str(raised.value)
     assert "after 4 attempt(s)" in message
-    assert "pg-down" in message and "postgresql" in message
+    assert "pg-down" in message
+    assert "postgresql" in message
     assert "pw-secret" not in message
     assert db.health()["state"] == "failed"
     assert telemetry.value("retries_total", system="postgresql", client="pg-down",
@@ -165,5 +166,6 @@ def test_a_forked_child_does_not_reuse_the_parents_connections(make_db: MakeDb) 
     finally:
         os.close(read)
         os.waitpid(child, 0)
-    assert answer and int(answer) != parent_pid
+    assert answer
+    assert int(answer) != parent_pid
     assert db.execute("SELECT pg_backend_pid()").scalar() == parent_pid
