@@ -177,6 +177,7 @@ class ResilientDatabase:
         self._state = ConnectionStateMachine(system, self.name, clock=self._clock,
                                              instrumentation=telemetry)
         self._execute_guards: dict[str, Guard] = {}
+        self._prepared: dict[str, tuple[Any, Guard, bool]] = {}
         self._transaction_guard = self._guard("transaction", "transaction", "TRANSACTION")
         self._connect_guard = self._guard("connect", "connect", None, self.connect_policy)
         metrics = telemetry.metrics
@@ -255,12 +256,24 @@ class ResilientDatabase:
         """
         if not self._system_fixed:
             self._settle_early()
+        prepared = self._prepared.get(statement) if isinstance(statement, str) else None
+        if prepared is None:
+            prepared = self._prepare(statement)
+        clause, guard, read = prepared
+        return guard.call(self._execute_once, clause, parameters,
+                          read if idempotent is None else idempotent)
+
+    def _prepare(self, statement: Any) -> tuple[Any, Guard, bool]:
+        """The statement's clause, its verb's guard and whether it is a read; cached for SQL
+        strings (bounded), so the hot path is one dict lookup."""
         verb = verb_of(statement)
-        guard = self._execute_guards.get(verb) or self._execute_guard(verb)
-        if idempotent is None:
-            idempotent = verb in READ_VERBS
-        return guard.call(self._execute_once, as_statement(statement, self._text_cache),
-                          parameters, idempotent)
+        prepared = (as_statement(statement, self._text_cache), self._execute_guard(verb),
+                    verb in READ_VERBS)
+        if isinstance(statement, str):
+            if len(self._prepared) >= 512:
+                self._prepared.clear()
+            self._prepared[statement] = prepared
+        return prepared
 
     def transaction(
         self,
