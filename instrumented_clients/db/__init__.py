@@ -3,12 +3,13 @@
 Needs the ``db`` extra (plus ``postgres`` for psycopg or ``mysql`` for PyMySQL).
 """
 
+from instrumented_clients.db._rules import default_db_policy
 from instrumented_clients.db.compat import (
     DatabaseConnectionRetry,
     get_db_connection_retry,
     with_db_retry,
 )
-from instrumented_clients.db.database import ResilientDatabase, default_db_policy
+from instrumented_clients.db.database import ResilientDatabase
 from instrumented_clients.db.errors import (
     CommitOutcomeUnknownError,
     DatabaseError,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from instrumented_clients.config import env_float, env_int
-from instrumented_clients.db.database import default_db_policy
+from instrumented_clients.db._rules import default_db_policy
 from instrumented_clients.db.errors import classify
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience import CircuitBreaker, Guard, RetryPolicy

@@ -40,11 +40,15 @@ from instrumented_clients.db._pool_metrics import (
     pool_counts,
     unbind_pool_gauges,
 )
-from instrumented_clients.db.errors import (
-    CommitOutcomeUnknownError,
-    DatabaseUnavailableError,
-    classify,
+from instrumented_clients.db._rules import (
+    commit_or_report_ambiguity,
+    counts_against_breaker,
+    default_db_policy,
+    rollback_quietly,
+    with_db_classifier,
 )
+from instrumented_clients.db._startup import connect_at_startup
+from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
 from instrumented_clients.db.result import ExecuteResult
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience import (
@@ -54,40 +58,16 @@ from instrumented_clients.resilience import (
     ErrorCategory,
     Guard,
     RetryPolicy,
-    classify_exception,
 )
 from instrumented_clients.resilience.events import ReconnectAttempt, ReconnectFinished
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
-__all__ = ["ResilientDatabase", "default_db_policy"]
+__all__ = ["ResilientDatabase"]
 
 T = TypeVar("T")
 _log = logging.getLogger("instrumented_clients.db")
 _S = ConnectionState
 OPERATIONS: Final = ("execute", "transaction", "connect")
-
-
-def default_db_policy(
-    max_attempts: int = 4, initial_delay: float = 1.0, max_delay: float = 30.0, **options: Any
-) -> RetryPolicy:
-    """Seed 003's database schedule: 4 attempts (~1, 2, 4 s between them), ×0.5–1.5 jitter."""
-    options.setdefault("jitter", 0.5)
-    options.setdefault("classifier", classify)
-    return RetryPolicy(max_attempts=max_attempts, initial_delay=initial_delay,
-                       max_delay=max_delay, **options)
-
-
-def _with_db_classifier(policy: RetryPolicy) -> RetryPolicy:
-    # A policy built without a classifier would not know SQLSTATEs: give it ours.
-    if policy.classifier is classify_exception:
-        return policy.replace(classifier=classify)
-    return policy
-
-
-def _counts_against_breaker(error: BaseException) -> bool:
-    if isinstance(error, CommitOutcomeUnknownError):
-        return True  # the connection died: the database is unwell whatever the caller opted for
-    return classify(error).is_transient
 
 
 class ResilientDatabase:
@@ -131,8 +111,8 @@ class ResilientDatabase:
             parsed = normalize_url(DEFAULT_DATABASE_URL if url is None else url)
             self._engine, self._owns_engine = build_engine(parsed, engine_options or {}), True
         self.name = name
-        self.policy = _with_db_classifier(policy or default_db_policy())
-        self.connect_policy = _with_db_classifier(connect_policy or self.policy)
+        self.policy = with_db_classifier(policy or default_db_policy())
+        self.connect_policy = with_db_classifier(connect_policy or self.policy)
         self.telemetry = telemetry or get_default_telemetry()
         # Only a mysql:// URL can turn out to be MariaDB; everything else is known now.
         self._system_fixed = system is not None or not (
@@ -172,7 +152,7 @@ class ResilientDatabase:
         self._span_base = base
         self.breaker = self._user_breaker or CircuitBreaker(
             name=self.name, system=system, clock=self._clock, instrumentation=telemetry,
-            failure_on=_counts_against_breaker,
+            failure_on=counts_against_breaker,
         )
         self._state = ConnectionStateMachine(system, self.name, clock=self._clock,
                                              instrumentation=telemetry)
@@ -321,9 +301,9 @@ class ResilientDatabase:
                                             tuple(result.keys()) if returns_rows else (),
                                             primary_key)
                 except BaseException:
-                    _rollback_quietly(connection)
+                    rollback_quietly(connection)
                     raise
-                _commit(connection, idempotent)
+                commit_or_report_ambiguity(connection, idempotent)
         except BaseException as error:
             self._note_failure(error)
             raise
@@ -343,9 +323,9 @@ class ResilientDatabase:
                     value = fn(connection)
                 except BaseException:
                     # Explicitly: MySQL's lock wait timeout (1205) undoes only the statement.
-                    _rollback_quietly(connection)
+                    rollback_quietly(connection)
                     raise
-                _commit(connection, idempotent)
+                commit_or_report_ambiguity(connection, idempotent)
         except BaseException as error:
             self._note_failure(error)
             raise
@@ -420,82 +400,7 @@ class ResilientDatabase:
             sqlalchemy.exc.DBAPIError: a permanent error (wrong password, unknown database), at
                 once and whatever ``required`` says: waiting does not fix configuration.
         """
-        if self._closed:
-            raise DatabaseUnavailableError(f"database client {self.name!r} is closed")
-        self._transition(_S.CONNECTING, "connect_with_retry")
-        attempts = 0
-        _log.info("Attempting to connect to %s %r at %s", self.system, self.name, self._address)
-
-        def attempt() -> None:
-            nonlocal attempts
-            attempts += 1
-            try:
-                self._probe()
-            except Exception as error:
-                category = classify(error)
-                self.last_error = f"{type(error).__name__}: {redact_text(str(error))[:300]}"
-                self.reconnect_attempts += 1
-                self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempts, "failure",
-                                                     category.value, error))
-                raise
-            self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempts, "success"))
-
-        try:
-            self._connect_guard.call(attempt)
-        except Exception as error:
-            self._transition(_S.FAILED, "connect attempts spent")
-            if not classify(error).is_transient:
-                raise
-            if required:
-                raise DatabaseUnavailableError(
-                    f"could not connect to {self.system} database {self.name!r} at "
-                    f"{self._address or 'local file'} after {attempts} attempt(s): "
-                    f"{self.last_error}"
-                ) from error
-            _log.warning("database %r unavailable at start-up; starting degraded and retrying "
-                         "in the background: %s", self.name, self.last_error)
-            self._start_reconnector()
-            return False
-        self._note_success()
-        _log.info("Successfully connected to %s %r", self.system, self.name)
-        return True
-
-    def _start_reconnector(self) -> None:
-        with self._lock:
-            if self._reconnector is not None and self._reconnector.is_alive():
-                return
-            self._reconnector = threading.Thread(
-                target=self._reconnect_loop, name=f"db-reconnect-{self.name}", daemon=True)
-            self._reconnector.start()
-
-    def _reconnect_loop(self) -> None:
-        policy = self.connect_policy
-        started = self._clock.monotonic()
-        attempt = 0
-        while not self._stop.is_set() and not self.connected:
-            # The schedule continues where connect_with_retry stopped and settles at the cap.
-            if self._stop.wait(policy.backoff(policy.max_attempts + attempt)):
-                return
-            attempt += 1
-            try:
-                self._probe()
-            except Exception as error:
-                self.last_error = f"{type(error).__name__}: {redact_text(str(error))[:300]}"
-                self.reconnect_attempts += 1
-                self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempt, "failure",
-                                                     classify(error).value, error))
-                continue
-            if not self.connected:
-                self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempt, "success"))
-                self.telemetry.emit(ReconnectFinished(self.system, self.name, "success",
-                                                      self._clock.monotonic() - started, attempt))
-                with self._lock:
-                    self._outage_started = None
-                    self.consecutive_failures = 0
-                if not self._system_fixed:
-                    self._settle_system()
-                self._transition(_S.CONNECTED, "background reconnect succeeded")
-            _log.info("database %r reconnected in the background", self.name)
+        return connect_at_startup(self, required)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -571,22 +476,6 @@ class ResilientDatabase:
         if "url" not in overrides:
             overrides["url"] = normalize_url(url, argument="DATABASE_URL")
         return cls(name=name, **overrides)
-
-
-def _rollback_quietly(connection: Connection) -> None:
-    try:
-        connection.rollback()
-    except Exception:  # the connection may be gone; the server rolls back what it had
-        _log.debug("rollback after a failed attempt failed", exc_info=True)
-
-
-def _commit(connection: Connection, idempotent: bool) -> None:
-    try:
-        connection.commit()
-    except Exception as error:
-        if classify(error) is ErrorCategory.CONNECTION:
-            raise CommitOutcomeUnknownError(error, idempotent=idempotent) from error
-        raise  # e.g. 40001 at COMMIT: the server said it rolled back, so a rerun is safe
 
 
 # -- fork safety: a child must not share its parent's sockets ------------------------------------
