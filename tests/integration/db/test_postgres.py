@@ -192,3 +192,75 @@ def test_pool_gauges_follow_checked_out_connections(
     assert telemetry.value("pool_max_connections", system="postgresql", client="pg-pool") == 5.0
     assert (telemetry.value("pool_wait_seconds_count", system="postgresql", client="pg-pool")
             or 0) >= 2
+
+
+def pids_of_two_pooled_connections(db: ResilientDatabase) -> set[int]:
+    """Hold two connections at once so that both come from (and return to) the pool."""
+    both = threading.Barrier(2, timeout=10)
+    pids: set[int] = set()
+
+    def hold(connection: Connection) -> None:
+        pids.add(int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one()))
+        both.wait()
+
+    threads = [threading.Thread(target=db.transaction, args=(hold,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    return pids
+
+
+def test_a_disconnect_invalidates_the_whole_pool(
+    make_db: MakeDb, pg_admin: psycopg.Connection[tuple[Any, ...]]
+) -> None:
+    db = make_db(name="pg-invalidate", engine_options={"pool_size": 2, "max_overflow": 0})
+    before = pids_of_two_pooled_connections(db)
+    assert len(before) == 2
+    runs: list[int] = []
+
+    def work(connection: Connection) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            pg_admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_until(lambda: backend_gone(pg_admin, pid), 10)
+        connection.execute(text("SELECT 1"))
+
+    db.transaction(work)
+    assert len(runs) == 2
+    after = pids_of_two_pooled_connections(db)
+    # The other idle connection was healthy, but SQLAlchemy discards every connection older
+    # than the disconnect: none of the old sessions is used again.
+    assert after.isdisjoint(before)
+
+
+def test_spans_cover_all_attempts_with_semantic_attributes(
+    make_db: MakeDb, pg_admin: psycopg.Connection[tuple[Any, ...]], pg_table: str,
+    telemetry: CapturedTelemetry,
+) -> None:
+    db = make_db(name="pg-spans")
+    runs: list[int] = []
+
+    def work(connection: Connection) -> None:
+        runs.append(1)
+        connection.execute(text(f"INSERT INTO {pg_table} (id, v) VALUES (:id, :v)"),
+                           {"id": 1, "v": 987654})
+        if len(runs) == 1:
+            raise psycopg.errors.SerializationFailure("could not serialize access")
+
+    db.transaction(work)
+    db.execute(f"SELECT v FROM {pg_table} WHERE id = :id", {"id": 1})
+    spans = {span.name: span for span in telemetry.spans()}
+    transaction = spans["transaction"]
+    assert transaction.attributes["db.system.name"] == "postgresql"
+    assert transaction.attributes["server.address"] == "127.0.0.1"
+    assert transaction.attributes["server.port"] == 5432
+    assert transaction.attributes["retry.attempts"] == 2
+    assert [event.name for event in transaction.events] == ["retry"]
+    assert transaction.events[0].attributes["error.type"] == "serialization"
+    select = spans["SELECT"]
+    assert select.attributes["db.operation.name"] == "SELECT"
+    everything = repr([(s.name, dict(s.attributes), [dict(e.attributes) for e in s.events])
+                       for s in telemetry.spans()])
+    assert "987654" not in everything

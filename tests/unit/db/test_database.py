@@ -284,3 +284,25 @@ def test_spans_name_the_verb_and_never_the_parameters(
     assert span.attributes["db.system.name"] == "sqlite"
     assert span.attributes["db.operation.name"] == "INSERT"
     assert "424242" not in repr(dict(span.attributes))
+
+
+def test_execute_with_a_list_of_parameters_runs_executemany(db: ResilientDatabase) -> None:
+    result = db.execute("INSERT INTO items (id, v) VALUES (:id, :v)",
+                        [{"id": 1, "v": 1}, {"id": 2, "v": 2}, {"id": 3, "v": 3}])
+    assert result.inserted_primary_key is None
+    assert count(db) == 3
+
+
+def test_from_env_defaults_to_the_sqlite_demo_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    database = ResilientDatabase.from_env(environ={}, telemetry=CapturedTelemetry())
+    try:
+        assert database.system == "sqlite"
+        assert database.policy.max_attempts == 4
+        assert (database.policy.initial_delay, database.policy.max_delay) == (1.0, 30.0)
+        assert database.execute("SELECT 3").scalar() == 3
+    finally:
+        database.close()
+    assert (tmp_path / "instrumented-clients-demo.db").exists()
