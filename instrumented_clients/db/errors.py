@@ -287,7 +287,9 @@ def _classify_driver(exc: BaseException) -> ErrorCategory | None:
     category = _by_code(exc)
     if category is not None:
         return category
-    if _is_dbapi_error(exc) or type(exc).__name__ == "OperationalError":
+    # An error with a SQLSTATE we do not map is left to its class: its message is free text.
+    has_code = _sqlstate(exc) is not None
+    if not has_code and (_is_dbapi_error(exc) or type(exc).__name__ == "OperationalError"):
         category = _by_message(exc)
         if category is not None:
             return category

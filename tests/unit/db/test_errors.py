@@ -175,3 +175,9 @@ def test_an_ambiguous_commit_is_retried_only_when_the_caller_opted_in() -> None:
 def test_ambiguous_commit_message_carries_no_password() -> None:
     cause = psycopg.OperationalError("could not send data: postgresql://app:s3cret@db:5432/x")
     assert "s3cret" not in str(CommitOutcomeUnknownError(cause))
+
+
+def test_an_unmapped_sqlstate_is_not_guessed_from_its_message() -> None:
+    error = pg("XX000", "could not read block: connection reset by peer on the storage")
+    assert classify(error) is C.UNKNOWN
+    assert not is_transient_db_error(error)
