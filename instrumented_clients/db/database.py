@@ -189,6 +189,9 @@ class ResilientDatabase:
         actual = detected_system(self._engine)
         if actual != self.system:
             old = self.system
+            # Close the provisional state machine first: that also ends its reconnect span.
+            if self._state.can_transition(_S.CLOSED):
+                self._state.transition(_S.CLOSED, f"relabelled as {actual}")
             forget_series(self.telemetry, old, self.name)
             self._setup_instruments(actual)
             _log.info("database client %r: server is %s; system label changed from %s",
