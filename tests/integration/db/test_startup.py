@@ -169,3 +169,27 @@ def test_a_forked_child_does_not_reuse_the_parents_connections(make_db: MakeDb) 
     assert answer
     assert int(answer) != parent_pid
     assert db.execute("SELECT pg_backend_pid()").scalar() == parent_pid
+
+
+def test_close_stops_the_background_reconnects(make_db: MakeDb) -> None:
+    with FaultProxy("127.0.0.1", 5432) as proxy:
+        proxy.refuse()
+        db = make_db(proxy.url(PG_URL), name="pg-close",
+                     connect_policy=fast_policy(max_attempts=1, max_delay=0.02))
+        assert db.connect_with_retry(required=False) is False
+        reconnector = db._reconnector
+        assert reconnector is not None
+        wait_until(lambda: db.reconnect_attempts >= 3, 10)  # it keeps trying in the background
+        db.close()
+        assert not reconnector.is_alive()
+        assert db.health()["state"] == "closed"
+
+
+def test_a_permanent_error_is_raised_even_when_the_database_is_optional(
+    make_db: MakeDb, pg_password_server: tuple[int, str]
+) -> None:
+    port, _ = pg_password_server
+    db = make_db(f"postgresql://postgres:wrong@127.0.0.1:{port}/postgres", name="pg-optional")
+    with pytest.raises(Exception, match="password authentication failed"):
+        db.connect_with_retry(required=False)
+    assert db._reconnector is None  # nothing keeps retrying a wrong password
