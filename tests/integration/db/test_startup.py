@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -193,3 +195,20 @@ def test_a_permanent_error_is_raised_even_when_the_database_is_optional(
     with pytest.raises(Exception, match="password authentication failed"):
         db.connect_with_retry(required=False)
     assert db._reconnector is None  # nothing keeps retrying a wrong password
+
+
+def test_promtool_accepts_a_scrape_with_the_sql_metrics(
+    make_db: MakeDb, telemetry: CapturedTelemetry
+) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool missing: run `make services`"
+    db = make_db(name="pg-promtool")
+    assert db.connect_with_retry()
+    db.execute("SELECT 1")
+    memory = make_db("sqlite:///:memory:", name="sqlite-promtool")  # an unbounded pool: +Inf max
+    memory.execute("SELECT 1")
+    scrape = telemetry.scrape()
+    assert 'resilient_client_pool_connections{client="pg-promtool"' in scrape
+    checked = subprocess.run([promtool, "check", "metrics"], input=scrape.encode(),
+                             capture_output=True, timeout=30, check=False)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
