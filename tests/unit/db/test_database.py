@@ -145,10 +145,12 @@ def test_a_transient_error_reruns_the_whole_function_after_rolling_back(
 
 def test_integrity_errors_are_never_retried(db: ResilientDatabase, clock: FakeClock) -> None:
     db.execute("INSERT INTO items (id, v) VALUES (1, 1)")
-    with pytest.raises(sa_exc.IntegrityError):
-        db.execute("INSERT INTO items (id, v) VALUES (1, 1)")
+    with pytest.raises(sa_exc.IntegrityError) as raised:
+        db.execute("INSERT INTO items (id, v) VALUES (:id, :v)", {"id": 1, "v": 31337})
     assert clock.sleeps == []
     assert count(db) == 1
+    assert "31337" not in str(raised.value)  # hide_parameters: values never reach messages
+    assert "parameters hidden" in str(raised.value)
 
 
 def test_a_syntax_error_is_raised_at_once(
