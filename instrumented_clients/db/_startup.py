@@ -29,6 +29,7 @@ def connect_at_startup(db: ResilientDatabase, required: bool) -> bool:
     if db._closed:
         raise DatabaseUnavailableError(f"database client {db.name!r} is closed")
     db._transition(_S.CONNECTING, "connect_with_retry")
+    started = db._clock.monotonic()
     attempts = 0
     _log.info("Attempting to connect to %s %r at %s", db.system, db.name, db._address)
 
@@ -58,29 +59,30 @@ def connect_at_startup(db: ResilientDatabase, required: bool) -> bool:
             ) from error
         _log.warning("database %r unavailable at start-up; starting degraded and retrying in "
                      "the background: %s", db.name, db.last_error)
-        _start_reconnector(db)
+        _start_reconnector(db, started, attempts)
         return False
     db._note_success()
     _log.info("Successfully connected to %s %r", db.system, db.name)
     return True
 
 
-def _start_reconnector(db: ResilientDatabase) -> None:
+def _start_reconnector(db: ResilientDatabase, started: float, attempts: int) -> None:
     with db._lock:
         if db._reconnector is not None and db._reconnector.is_alive():
             return
-        db._reconnector = threading.Thread(target=_reconnect_loop, args=(db,),
+        db._reconnector = threading.Thread(target=_reconnect_loop, args=(db, started, attempts),
                                            name=f"db-reconnect-{db.name}", daemon=True)
         db._reconnector.start()
 
 
-def _reconnect_loop(db: ResilientDatabase) -> None:
+def _reconnect_loop(db: ResilientDatabase, started: float, attempt: int) -> None:
+    """Keep trying after start-up failed; ``started`` and ``attempt`` continue its count, so the
+    reconnect duration covers the whole outage."""
     policy = db.connect_policy
-    started = db._clock.monotonic()
-    attempt = 0
+    first = attempt
     while not db._stop.is_set() and not db.connected:
         # The schedule continues where connect_with_retry stopped and settles at the cap.
-        if db._stop.wait(policy.backoff(policy.max_attempts + attempt)):
+        if db._stop.wait(policy.backoff(policy.max_attempts + attempt - first)):
             return
         attempt += 1
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from instrumented_clients.db import (
     with_db_retry,
 )
 from instrumented_clients.resilience import CircuitBreaker, CircuitOpenError
+from instrumented_clients.resilience.events import ReconnectFinished
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
 
 from .conftest import PG_URL, fast_policy
@@ -57,9 +59,11 @@ def test_optional_start_runs_degraded_and_connects_in_the_background(
         proxy.refuse()
         db = make_db(proxy.url(PG_URL), name="pg-later",
                      connect_policy=fast_policy(max_attempts=2))
+        began = time.monotonic()
         assert db.connect_with_retry(required=False) is False
         assert db.health()["state"] == "failed"
         assert db.health()["connected"] is False
+        refused_until = time.monotonic()
         proxy.pass_through()
         wait_until(lambda: db.connected, 20)
         assert db.execute("SELECT 1").scalar() == 1
@@ -69,6 +73,9 @@ def test_optional_start_runs_degraded_and_connects_in_the_background(
                            outcome="success") == 1
     assert telemetry.value("reconnect_duration_seconds_count", system="postgresql",
                            client="pg-later") == 1
+    (finished,) = telemetry.events_of(ReconnectFinished)
+    assert finished.attempts > 2  # counted on from the two start-up attempts
+    assert finished.duration >= refused_until - began  # the whole outage, start-up included
 
 
 def test_operations_after_losing_the_server_are_retried_and_the_state_recovers(
