@@ -46,6 +46,7 @@ def connect_at_startup(db: ResilientDatabase, required: bool) -> bool:
             raise
         db.telemetry.emit(ReconnectAttempt(db.system, db.name, attempts, "success"))
 
+    attempt.__qualname__ = f"{db.system}/{db.name} connect"
     try:
         db._connect_guard.call(attempt)
     except Exception as error:

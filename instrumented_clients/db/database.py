@@ -160,6 +160,10 @@ class ResilientDatabase:
         self._prepared: dict[str, tuple[Any, Guard, bool]] = {}
         self._transaction_guard = self._guard("transaction", "transaction", "TRANSACTION")
         self._connect_guard = self._guard("connect", "connect", None, self.connect_policy)
+        # Retry log lines name their target: "postgresql/orders-db transaction", not a method.
+        self._execute_attempt = _Named(f"{system}/{self.name} execute", self._execute_once)
+        self._transaction_attempt = _Named(f"{system}/{self.name} transaction",
+                                           self._transaction_once)
         metrics = telemetry.metrics
         self._pool_wait: Any = (
             metrics["pool_wait_seconds"].labels(system, self.name) if metrics else None
@@ -243,8 +247,9 @@ class ResilientDatabase:
         if prepared is None:
             prepared = self._prepare(statement)
         clause, guard, read = prepared
-        return guard.call(self._execute_once, clause, parameters,
-                          read if idempotent is None else idempotent)
+        result: ExecuteResult = guard.call(self._execute_attempt, clause, parameters,
+                                           read if idempotent is None else idempotent)
+        return result
 
     def _prepare(self, statement: Any) -> tuple[Any, Guard, bool]:
         """The statement's clause, its verb's guard and whether it is a read; cached for SQL
@@ -278,7 +283,7 @@ class ResilientDatabase:
         """
         if not self._system_fixed:
             self._settle_early()
-        result: T = self._transaction_guard.call(self._transaction_once, fn, idempotent,
+        result: T = self._transaction_guard.call(self._transaction_attempt, fn, idempotent,
                                                  isolation_level)
         return result
 
@@ -479,6 +484,17 @@ class ResilientDatabase:
         if "url" not in overrides:
             overrides["url"] = normalize_url(url, argument="DATABASE_URL")
         return cls(name=name, **overrides)
+
+
+class _Named:
+    """A callable whose ``__qualname__`` is a readable target for the retry log lines."""
+
+    def __init__(self, label: str, run: Callable[..., Any]) -> None:
+        self.__qualname__ = label
+        self._run = run
+
+    def __call__(self, *args: Any) -> Any:
+        return self._run(*args)
 
 
 # -- fork safety: a child must not share its parent's sockets ------------------------------------

@@ -264,3 +264,20 @@ def test_spans_cover_all_attempts_with_semantic_attributes(
     everything = repr([(s.name, dict(s.attributes), [dict(e.attributes) for e in s.events])
                        for s in telemetry.spans()])
     assert "987654" not in everything
+
+
+def test_retry_log_lines_name_the_client_and_operation(
+    make_db: MakeDb, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_db(name="pg-logs")
+    runs: list[int] = []
+
+    def work(connection: Connection) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    with caplog.at_level("WARNING", logger="instrumented_clients"):
+        db.transaction(work)
+    assert any("failed for postgresql/pg-logs transaction with DeadlockDetected" in record.message
+               for record in caplog.records), [record.message for record in caplog.records]
