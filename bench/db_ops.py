@@ -102,10 +102,25 @@ def calls_per_op(fn: Callable[[], object], ops: int = 300) -> float:
     return sum(entry.callcount for entry in profile.getstats()) / ops
 
 
+def op_by_op_latency(contenders: dict[str, Callable[[], object]], ops: int) -> dict[str, float]:
+    """Median latency (µs) with the contenders alternating operation by operation: a burst of
+    load from another process then hits every contender alike."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    order = list(contenders.items())
+    for index in range(ops):
+        for name, fn in order if index % 2 else reversed(order):
+            started = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - started) * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--ops", type=int, default=1500, help="operations per contender per round")
+    parser.add_argument("--latency-ops", type=int, default=3000,
+                        help="operations per contender in the op-by-op latency pass")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
 
@@ -149,6 +164,8 @@ def main() -> None:
             print(f"round {round_number + 1}/{args.rounds} done", flush=True)
         calls = {name: {contender: calls_per_op(fn) for contender, fn in contenders.items()}
                  for name, contenders in workloads.items()}
+        latency = {name: op_by_op_latency(contenders, args.latency_ops)
+                   for name, contenders in workloads.items()}
     finally:
         db.close()
         with plain.begin() as connection:
@@ -156,14 +173,15 @@ def main() -> None:
         plain.dispose()
         pinged.dispose()
 
-    section = render(results, calls, args.rounds, args.ops)
+    section = render(results, calls, latency, args.rounds, args.ops, args.latency_ops)
     print(section)
     if not args.no_write:
         write_section(section)
 
 
 def render(results: dict[str, dict[str, list[tuple[float, float]]]],
-           calls: dict[str, dict[str, float]], rounds: int, ops: int) -> str:
+           calls: dict[str, dict[str, float]], latency: dict[str, dict[str, float]],
+           rounds: int, ops: int, latency_ops: int) -> str:
     lines = [
         HEADING,
         "",
@@ -193,6 +211,20 @@ def render(results: dict[str, dict[str, list[tuple[float, float]]]],
                 f"{cpu[contender] - cpu['sqlalchemy+pre_ping']:+.0f} µs | "
                 f"{calls[name][contender]:.0f} |"
             )
+    lines += [
+        "",
+        f"Op-by-op latency, contenders alternating every operation ({latency_ops} each), "
+        "median µs:",
+        "",
+        "| workload | " + " | ".join(next(iter(latency.values()))) + " | resilient vs "
+        "sqlalchemy+pre_ping |",
+        "|---|" + "---:|" * (len(next(iter(latency.values()))) + 1),
+    ]
+    for name, medians in latency.items():
+        lines.append(
+            f"| {name} | " + " | ".join(f"{value:,.0f}" for value in medians.values())
+            + f" | {medians['resilient'] - medians['sqlalchemy+pre_ping']:+.0f} µs |"
+        )
     lines += ["", "Reading of this run (resilient vs the same engine with pre-ping):", ""]
     for name, contenders in results.items():
         rates = {c: statistics.median(v[0] for v in values) for c, values in contenders.items()}
