@@ -135,6 +135,12 @@ _MYSQL_CODES: Final[dict[int, ErrorCategory]] = {
     2006: _C.CONNECTION,         # CR_SERVER_GONE_ERROR
     2013: _C.CONNECTION,         # CR_SERVER_LOST
     2055: _C.CONNECTION,         # CR_SERVER_LOST_EXTENDED
+    2005: _C.CONNECTION,         # CR_UNKNOWN_HOST (DNS can fail for a moment)
+    2026: _C.CONNECTION,         # CR_SSL_CONNECTION_ERROR
+    2027: _C.CONNECTION,         # CR_MALFORMED_PACKET
+    2048: _C.CONNECTION,         # CR_INVALID_CONN_HANDLE
+    1129: _C.CONFIGURATION,      # ER_HOST_IS_BLOCKED (needs FLUSH HOSTS)
+    1130: _C.PERMISSION,         # ER_HOST_NOT_PRIVILEGED
     3024: _C.TIMEOUT,            # ER_QUERY_TIMEOUT (max_execution_time)
     1969: _C.TIMEOUT,            # ER_STATEMENT_TIMEOUT (MariaDB max_statement_time)
     1064: _C.PROGRAMMING,        # ER_PARSE_ERROR
@@ -287,8 +293,10 @@ def _classify_driver(exc: BaseException) -> ErrorCategory | None:
     category = _by_code(exc)
     if category is not None:
         return category
-    # An error with a SQLSTATE we do not map is left to its class: its message is free text.
-    has_code = _sqlstate(exc) is not None
+    # An error with a code we do not map is left to its class: its message is free text, and
+    # "lost connection" in the text of, say, a constraint error must not make it retryable.
+    has_code = (_sqlstate(exc) is not None or _mysql_code(exc) is not None
+                or isinstance(getattr(exc, "sqlite_errorcode", None), int))
     if not has_code and (_is_dbapi_error(exc) or type(exc).__name__ == "OperationalError"):
         category = _by_message(exc)
         if category is not None:

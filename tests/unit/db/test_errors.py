@@ -181,3 +181,8 @@ def test_an_unmapped_sqlstate_is_not_guessed_from_its_message() -> None:
     error = pg("XX000", "could not read block: connection reset by peer on the storage")
     assert classify(error) is C.UNKNOWN
     assert not is_transient_db_error(error)
+
+
+def test_an_unmapped_mysql_number_is_not_guessed_from_its_message() -> None:
+    error = pymysql.err.OperationalError(1366, "Incorrect integer value 'lost connection'")
+    assert classify(error) is C.UNKNOWN
