@@ -1,0 +1,34 @@
+"""SQL databases through SQLAlchemy: ``ResilientDatabase`` and seed 003's database names.
+
+Needs the ``db`` extra (plus ``postgres`` for psycopg or ``mysql`` for PyMySQL).
+"""
+
+from instrumented_clients.db._rules import default_db_policy
+from instrumented_clients.db.compat import (
+    DatabaseConnectionRetry,
+    get_db_connection_retry,
+    with_db_retry,
+)
+from instrumented_clients.db.database import ResilientDatabase
+from instrumented_clients.db.errors import (
+    CommitOutcomeUnknownError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    classify,
+    is_transient_db_error,
+)
+from instrumented_clients.db.result import ExecuteResult
+
+__all__ = [
+    "CommitOutcomeUnknownError",
+    "DatabaseConnectionRetry",
+    "DatabaseError",
+    "DatabaseUnavailableError",
+    "ExecuteResult",
+    "ResilientDatabase",
+    "classify",
+    "default_db_policy",
+    "get_db_connection_retry",
+    "is_transient_db_error",
+    "with_db_retry",
+]

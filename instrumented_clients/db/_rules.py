@@ -1,0 +1,67 @@
+"""The retry schedule, the breaker's failure rule and the commit rule of the SQL client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
+from instrumented_clients.resilience import ErrorCategory, RetryPolicy, classify_exception
+
+__all__ = [
+    "commit_or_report_ambiguity",
+    "counts_against_breaker",
+    "default_db_policy",
+    "rollback_quietly",
+    "with_db_classifier",
+]
+
+_log = logging.getLogger("instrumented_clients.db")
+
+
+def default_db_policy(
+    max_attempts: int = 4, initial_delay: float = 1.0, max_delay: float = 30.0, **options: Any
+) -> RetryPolicy:
+    """Seed 003's database schedule: 4 attempts (~1, 2, 4 s between them), ×0.5–1.5 jitter.
+
+    ``options`` are further :class:`RetryPolicy` fields (``clock``, ``jitter_mode``, ...).
+    """
+    options.setdefault("jitter", 0.5)
+    options.setdefault("classifier", classify)
+    return RetryPolicy(max_attempts=max_attempts, initial_delay=initial_delay,
+                       max_delay=max_delay, **options)
+
+
+def with_db_classifier(policy: RetryPolicy) -> RetryPolicy:
+    """The policy, with the SQL classifier when it was built with the generic one."""
+    if policy.classifier is classify_exception:
+        return policy.replace(classifier=classify)
+    return policy
+
+
+def counts_against_breaker(error: BaseException) -> bool:
+    """Only errors that say something about the database's health trip the breaker."""
+    if isinstance(error, CommitOutcomeUnknownError):
+        return True  # the connection died: the database is unwell whatever the caller opted for
+    return classify(error).is_transient
+
+
+def rollback_quietly(connection: Connection) -> None:
+    """Roll back after a failed attempt; a dead connection has nothing left to undo."""
+    try:
+        connection.rollback()
+    except Exception:  # the connection may be gone; the server rolls back what it had
+        _log.debug("rollback after a failed attempt failed", exc_info=True)
+
+
+def commit_or_report_ambiguity(connection: Connection, idempotent: bool) -> None:
+    """COMMIT; a connection lost while it was in flight becomes
+    :class:`CommitOutcomeUnknownError` (retried only when ``idempotent``)."""
+    try:
+        connection.commit()
+    except Exception as error:
+        if classify(error) is ErrorCategory.CONNECTION:
+            raise CommitOutcomeUnknownError(error, idempotent=idempotent) from error
+        raise  # e.g. 40001 at COMMIT: the server said it rolled back, so a rerun is safe

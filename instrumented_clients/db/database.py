@@ -1,0 +1,512 @@
+"""``ResilientDatabase``: a SQLAlchemy engine whose statements and transactions retry and report.
+
+Every call goes through a cached :class:`~instrumented_clients.resilience.Guard` (retry, circuit
+breaker, metrics, span); driver errors are classified in :mod:`instrumented_clients.db.errors`.
+
+Transaction rule: on a transient error (connection lost, 40001, 40P01 / MySQL 1213, MySQL 1205,
+57P01) the transaction is rolled back explicitly, and after the backoff the *whole* function runs
+again on a fresh connection. A connection lost *during COMMIT* is ambiguous — the server may have
+committed — so it raises :class:`CommitOutcomeUnknownError` and reruns only with
+``idempotent=True``. Authentication, syntax/programming and integrity errors are never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.sql.elements import TextClause
+
+from instrumented_clients.config import env_float, env_int, env_str
+from instrumented_clients.db._engine import (
+    DEFAULT_DATABASE_URL,
+    READ_VERBS,
+    as_statement,
+    build_engine,
+    detected_system,
+    normalize_url,
+    system_of,
+    verb_of,
+)
+from instrumented_clients.db._pool_metrics import (
+    bind_pool_gauges,
+    forget_series,
+    pool_counts,
+    unbind_pool_gauges,
+)
+from instrumented_clients.db._rules import (
+    commit_or_report_ambiguity,
+    counts_against_breaker,
+    default_db_policy,
+    rollback_quietly,
+    with_db_classifier,
+)
+from instrumented_clients.db._startup import connect_at_startup
+from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
+from instrumented_clients.db.result import ExecuteResult
+from instrumented_clients.redaction import redact_text
+from instrumented_clients.resilience import (
+    CircuitBreaker,
+    ConnectionState,
+    ConnectionStateMachine,
+    ErrorCategory,
+    Guard,
+    RetryPolicy,
+)
+from instrumented_clients.resilience.events import ReconnectAttempt, ReconnectFinished
+from instrumented_clients.telemetry import Telemetry, get_default_telemetry
+
+__all__ = ["ResilientDatabase"]
+
+T = TypeVar("T")
+_log = logging.getLogger("instrumented_clients.db")
+_S = ConnectionState
+OPERATIONS: Final = ("execute", "transaction", "connect")
+
+
+class ResilientDatabase:
+    """A SQL database behind a SQLAlchemy engine, with retries, a circuit breaker and telemetry.
+
+    Args:
+        url: a database URL (``postgresql://``, ``mysql://``, ``mariadb://``, ``sqlite:///``;
+            psycopg and PyMySQL are chosen when the URL names no driver) or an existing
+            ``Engine`` (used as it is: give it ``pool_pre_ping=True`` yourself). Default: the
+            ``sqlite:///instrumented-clients-demo.db`` demo database.
+        name: the ``client`` label, a low-cardinality logical name.
+        policy: retry policy of ``execute`` and ``transaction`` (default:
+            :func:`default_db_policy`).
+        connect_policy: retry policy of :meth:`connect_with_retry` (default: ``policy``).
+        breaker: circuit breaker shared by every operation (default: 5 failures, 30 s).
+        telemetry: where metrics, spans and logs go (default: the package's).
+        system: override the ``system`` label (default: from the URL and the server's version).
+        engine_options: extra ``create_engine`` keyword arguments (``pool_size``, ...).
+
+    Raises:
+        ConfigError: for a malformed URL or a missing driver, before any I/O.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | Engine | None = None,
+        *,
+        name: str = "database",
+        policy: RetryPolicy | None = None,
+        connect_policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        telemetry: Telemetry | None = None,
+        system: str | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if isinstance(url, Engine):
+            self._engine, self._owns_engine = url, False
+        else:
+            parsed = normalize_url(DEFAULT_DATABASE_URL if url is None else url)
+            self._engine, self._owns_engine = build_engine(parsed, engine_options or {}), True
+        self.name = name
+        self.policy = with_db_classifier(policy or default_db_policy())
+        self.connect_policy = with_db_classifier(connect_policy or self.policy)
+        self.telemetry = telemetry or get_default_telemetry()
+        # Only a mysql:// URL can turn out to be MariaDB; everything else is known now.
+        self._system_fixed = system is not None or not (
+            self._engine.dialect.name == "mysql" and system_of(self._engine) == "mysql")
+        self._clock = self.policy.clock
+        url_obj = self._engine.url
+        self._address = f"{url_obj.host}:{url_obj.port}" if url_obj.port else (url_obj.host or "")
+        self._span_base: dict[str, Any] = {}
+        self._user_breaker = breaker
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reconnector: threading.Thread | None = None
+        self._text_cache: dict[str, TextClause] = {}
+        self.last_error: str | None = None
+        self.consecutive_failures = 0
+        self.reconnect_attempts = 0
+        self._outage_started: float | None = None
+        self._outage_attempts = 0
+        self._closed = False
+        self._setup_instruments(system or system_of(self._engine))
+        _FORK_SAFE.add(self)
+
+    # -- construction of the labelled pieces -----------------------------------------------------
+
+    def _setup_instruments(self, system: str) -> None:
+        self.system = system
+        telemetry = self.telemetry
+        telemetry.prepare(system, self.name, OPERATIONS)
+        url = self._engine.url
+        base: dict[str, Any] = {"db.system.name": system}
+        if url.host:
+            base["server.address"] = url.host
+        if url.port:
+            base["server.port"] = url.port
+        if url.database and system != "sqlite":
+            base["db.namespace"] = url.database
+        self._span_base = base
+        self.breaker = self._user_breaker or CircuitBreaker(
+            name=self.name, system=system, clock=self._clock, instrumentation=telemetry,
+            failure_on=counts_against_breaker,
+        )
+        self._state = ConnectionStateMachine(system, self.name, clock=self._clock,
+                                             instrumentation=telemetry)
+        self._execute_guards: dict[str, Guard] = {}
+        self._prepared: dict[str, tuple[Any, Guard, bool]] = {}
+        self._transaction_guard = self._guard("transaction", "transaction", "TRANSACTION")
+        self._connect_guard = self._guard("connect", "connect", None, self.connect_policy)
+        # Retry log lines name their target: "postgresql/orders-db transaction", not a method.
+        self._execute_attempt = _Named(f"{system}/{self.name} execute", self._execute_once)
+        self._transaction_attempt = _Named(f"{system}/{self.name} transaction",
+                                           self._transaction_once)
+        metrics = telemetry.metrics
+        self._pool_wait: Any = (
+            metrics["pool_wait_seconds"].labels(system, self.name) if metrics else None
+        )
+        bind_pool_gauges(telemetry, system, self.name, self._engine)
+
+    def _guard(self, operation: str, span_name: str, verb: str | None,
+               policy: RetryPolicy | None = None) -> Guard:
+        attributes = dict(self._span_base)
+        if verb is not None:
+            attributes["db.operation.name"] = verb
+        return Guard(policy or self.policy, breaker=self.breaker, instrumentation=self.telemetry,
+                     system=self.system, client=self.name, operation=operation,
+                     span_name=span_name, span_attributes=attributes)
+
+    def _execute_guard(self, verb: str) -> Guard:
+        guard = self._execute_guards.get(verb)
+        if guard is None:
+            guard = self._execute_guards[verb] = self._guard("execute", verb, verb)
+        return guard
+
+    def _settle_system(self) -> None:
+        """Relabel once connected if the server turned out to be MariaDB behind ``mysql://``."""
+        if self._system_fixed:
+            return
+        self._system_fixed = True
+        actual = detected_system(self._engine)
+        if actual != self.system:
+            old = self.system
+            # Close the provisional state machine first: that also ends its reconnect span.
+            if self._state.can_transition(_S.CLOSED):
+                self._state.transition(_S.CLOSED, f"relabelled as {actual}")
+            forget_series(self.telemetry, old, self.name)
+            self._setup_instruments(actual)
+            _log.info("database client %r: server is %s; system label changed from %s",
+                      self.name, actual, old)
+
+    def _settle_early(self) -> None:
+        # Before the first operation is counted, so that it is counted under the right label.
+        try:
+            with self._engine.connect():
+                pass
+        except Exception:
+            return  # the operation itself will fail, retry and report under the URL's label
+        self._settle_system()
+
+    # -- public properties ----------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for code that needs it directly; such calls are not guarded)."""
+        return self._engine
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state.state
+
+    @property
+    def connected(self) -> bool:
+        return self._state.state is _S.CONNECTED
+
+    # -- the data path ---------------------------------------------------------------------------
+
+    def execute(
+        self, statement: Any, parameters: Any = None, *, idempotent: bool | None = None
+    ) -> ExecuteResult:
+        """Run one statement in its own transaction and commit it; retried on transient errors.
+
+        Args:
+            statement: SQL text (named ``:param`` placeholders) or a SQLAlchemy Core construct.
+            parameters: a mapping for one execution, or a list of mappings (executemany).
+            idempotent: whether the statement may run twice if the connection is lost during
+                COMMIT. Default: True for reads (SELECT, SHOW, EXPLAIN, ...), False otherwise.
+
+        Returns:
+            The rows (fetched before the connection went back to the pool) and the row count.
+        """
+        if not self._system_fixed:
+            self._settle_early()
+        prepared = self._prepared.get(statement) if isinstance(statement, str) else None
+        if prepared is None:
+            prepared = self._prepare(statement)
+        clause, guard, read = prepared
+        result: ExecuteResult = guard.call(self._execute_attempt, clause, parameters,
+                                           read if idempotent is None else idempotent)
+        return result
+
+    def _prepare(self, statement: Any) -> tuple[Any, Guard, bool]:
+        """The statement's clause, its verb's guard and whether it is a read; cached for SQL
+        strings (bounded), so the hot path is one dict lookup."""
+        verb = verb_of(statement)
+        prepared = (as_statement(statement, self._text_cache), self._execute_guard(verb),
+                    verb in READ_VERBS)
+        if isinstance(statement, str):
+            if len(self._prepared) >= 512:
+                self._prepared.clear()
+            self._prepared[statement] = prepared
+        return prepared
+
+    def transaction(
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        idempotent: bool = False,
+        isolation_level: str | None = None,
+    ) -> T:
+        """Run ``fn(connection)`` in one transaction; on a transient error, run all of it again.
+
+        ``fn`` must not commit; it may run several times, so it should have no side effects
+        outside the database (or tolerate repeats). Its return value is returned after COMMIT.
+
+        Args:
+            fn: the work, given a SQLAlchemy ``Connection`` inside an open transaction.
+            idempotent: rerun even when the connection is lost during COMMIT (the first run may
+                have committed). Default False: raise :class:`CommitOutcomeUnknownError`.
+            isolation_level: e.g. ``"SERIALIZABLE"``, ``"REPEATABLE READ"`` for this transaction.
+        """
+        if not self._system_fixed:
+            self._settle_early()
+        result: T = self._transaction_guard.call(self._transaction_attempt, fn, idempotent,
+                                                 isolation_level)
+        return result
+
+    def _checkout(self) -> Connection:
+        clock = self._clock
+        started = clock.monotonic()
+        connection = self._engine.connect()  # pool checkout, pre-ping included
+        if self._pool_wait is not None:
+            self._pool_wait.observe(clock.monotonic() - started)
+        return connection
+
+    def _execute_once(self, statement: Any, parameters: Any, idempotent: bool) -> ExecuteResult:
+        try:
+            with self._checkout() as connection:
+                try:
+                    result = connection.execute(statement, parameters)
+                    returns_rows = result.returns_rows
+                    rows = result.all() if returns_rows else []
+                    primary_key = None
+                    if result.context.isinsert and not result.context.executemany:
+                        primary_key = result.inserted_primary_key
+                    outcome = ExecuteResult(rows, result.rowcount, returns_rows,
+                                            tuple(result.keys()) if returns_rows else (),
+                                            primary_key)
+                except BaseException:
+                    rollback_quietly(connection)
+                    raise
+                commit_or_report_ambiguity(connection, idempotent)
+        except BaseException as error:
+            self._note_failure(error)
+            raise
+        if self._state.state is not _S.CONNECTED or self.consecutive_failures:
+            self._note_success()
+        return outcome
+
+    def _transaction_once(
+        self, fn: Callable[[Connection], T], idempotent: bool, isolation_level: str | None
+    ) -> T:
+        try:
+            with self._checkout() as connection:
+                try:
+                    if isolation_level is not None:
+                        connection.execution_options(isolation_level=isolation_level)
+                    connection.begin()
+                    value = fn(connection)
+                except BaseException:
+                    # Explicitly: MySQL's lock wait timeout (1205) undoes only the statement.
+                    rollback_quietly(connection)
+                    raise
+                commit_or_report_ambiguity(connection, idempotent)
+        except BaseException as error:
+            self._note_failure(error)
+            raise
+        if self._state.state is not _S.CONNECTED or self.consecutive_failures:
+            self._note_success()
+        return value
+
+    # -- connection state -------------------------------------------------------------------------
+
+    def _note_failure(self, error: BaseException) -> None:
+        cause = error.__cause__ if isinstance(error, CommitOutcomeUnknownError) else error
+        category = classify(cause) if isinstance(cause, BaseException) else ErrorCategory.UNKNOWN
+        if not category.is_transient:
+            return  # the server answered: it is reachable
+        self.last_error = f"{type(cause).__name__}: {redact_text(str(cause))[:300]}"
+        with self._lock:
+            self.consecutive_failures += 1
+            if category is not ErrorCategory.CONNECTION:
+                return
+            if self._outage_started is None:
+                self._outage_started = self._clock.monotonic()
+                self._outage_attempts = 0
+            self._outage_attempts += 1
+            self.reconnect_attempts += 1
+            attempt = self._outage_attempts
+        self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempt, "failure",
+                                             category.value, cause))
+        state = self._state.state
+        if state is _S.CONNECTED or state is _S.CONNECTING:
+            self._transition(_S.DISCONNECTED, f"{category.value} error")
+
+    def _note_success(self) -> None:
+        with self._lock:
+            self.consecutive_failures = 0
+            started, attempts = self._outage_started, self._outage_attempts
+            self._outage_started = None
+        if not self._system_fixed:
+            self._settle_system()
+        if self._state.state is _S.CONNECTED:
+            return
+        if started is not None:
+            self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempts + 1, "success"))
+            self.telemetry.emit(ReconnectFinished(self.system, self.name, "success",
+                                                  self._clock.monotonic() - started, attempts + 1))
+        self._transition(_S.CONNECTED, "operation succeeded")
+
+    def _transition(self, to_state: ConnectionState, reason: str) -> None:
+        if self._closed or not self._state.can_transition(to_state):
+            return
+        try:
+            self._state.transition(to_state, reason)
+        except Exception:  # a concurrent change won the race: already reported, keep going
+            _log.debug("database %r: transition to %s lost a race", self.name, to_state)
+
+    def _probe(self) -> None:
+        with self._checkout() as connection:
+            connection.exec_driver_sql("SELECT 1").all()
+
+    def connect_with_retry(self, *, required: bool = True) -> bool:
+        """Connect at start-up, retrying transient failures under ``connect_policy``.
+
+        Args:
+            required: True: raise :class:`DatabaseUnavailableError` when the attempts are spent.
+                False: start degraded (state FAILED) and keep trying in the background at the
+                policy's cap interval until the database answers.
+
+        Returns:
+            True when connected, False when degraded (only with ``required=False``).
+
+        Raises:
+            DatabaseUnavailableError: attempts spent and ``required``.
+            sqlalchemy.exc.DBAPIError: a permanent error (wrong password, unknown database), at
+                once and whatever ``required`` says: waiting does not fix configuration.
+        """
+        return connect_at_startup(self, required)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: state, breaker, last error (redacted) and pool counts."""
+        counts = pool_counts(self._engine if not self._closed else None)
+        dialect: Any = self._engine.dialect
+        version = getattr(dialect, "server_version_info", None)
+        return {
+            "system": self.system,
+            "client": self.name,
+            "state": self._state.state.value,
+            "connected": self._state.state is _S.CONNECTED,
+            "address": self._address,
+            "database": self._engine.url.database if self.system != "sqlite" else None,
+            "driver": dialect.driver,
+            "server_version": ".".join(str(part) for part in version) if version else None,
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "circuit_breaker": self.breaker.state.value,
+            "circuit_breaker_open": self.breaker.state.value == "open",
+            "reconnect_attempts": self.reconnect_attempts,
+            "pool": {"idle": int(counts["idle"]), "in_use": int(counts["in_use"]),
+                     "overflow": int(counts["overflow"]),
+                     "max": None if counts["max"] == float("inf") else int(counts["max"])},
+        }
+
+    def close(self) -> None:
+        """Stop background reconnects, close pooled connections (of an engine made here) and
+        mark the client CLOSED. Idempotent."""
+        if self._closed:
+            return
+        self._stop.set()
+        reconnector = self._reconnector
+        if reconnector is not None and reconnector is not threading.current_thread():
+            reconnector.join(timeout=5)
+        if self._state.can_transition(_S.CLOSING):
+            self._state.transition(_S.CLOSING, "close()")
+        self._closed = True
+        if self._owns_engine:
+            self._engine.dispose()
+        unbind_pool_gauges(self.telemetry, self.system, self.name)
+        self._state.transition(_S.CLOSED, "close()")
+
+    def __enter__(self) -> ResilientDatabase:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"ResilientDatabase(name={self.name!r}, system={self.system}, "
+                f"address={self._address!r}, state={self._state.state.value})")
+
+    @classmethod
+    def from_env(
+        cls, name: str = "database", environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ResilientDatabase:
+        """Build from ``DATABASE_URL``, ``DB_RETRY_MAX_ATTEMPTS`` (attempts, first included),
+        ``DB_RETRY_BASE_DELAY`` and ``DB_RETRY_MAX_DELAY``; keyword arguments win.
+
+        Raises:
+            ConfigError: naming the variable whose value does not parse.
+        """
+        url = env_str("DATABASE_URL", DEFAULT_DATABASE_URL, environ)
+        if "policy" not in overrides:
+            overrides["policy"] = default_db_policy(
+                env_int("DB_RETRY_MAX_ATTEMPTS", 4, minimum=1, environ=environ),
+                env_float("DB_RETRY_BASE_DELAY", 1.0, minimum=0, environ=environ),
+                env_float("DB_RETRY_MAX_DELAY", 30.0, minimum=0, environ=environ),
+            )
+        if "url" not in overrides:
+            overrides["url"] = normalize_url(url, argument="DATABASE_URL")
+        return cls(name=name, **overrides)
+
+
+class _Named:
+    """A callable whose ``__qualname__`` is a readable target for the retry log lines."""
+
+    def __init__(self, label: str, run: Callable[..., Any]) -> None:
+        self.__qualname__ = label
+        self._run = run
+
+    def __call__(self, *args: Any) -> Any:
+        return self._run(*args)
+
+
+# -- fork safety: a child must not share its parent's sockets ------------------------------------
+
+_FORK_SAFE: weakref.WeakSet[ResilientDatabase] = weakref.WeakSet()
+
+
+def _dispose_in_child() -> None:
+    for database in list(_FORK_SAFE):
+        # close=False: the parent still owns those sockets; the child just forgets them.
+        database._engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_dispose_in_child)
