@@ -47,6 +47,15 @@ Order = dict[str, Any]
 _DOWN_STATES = (ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.FAILED)
 
 
+def _legible(error: BaseException) -> BaseException:
+    """pika's connection errors print as nothing; log sinks get one that says what happened."""
+    if str(error).strip():
+        return error
+    legible = ConnectionError(describe_error(error))
+    legible.__cause__ = error
+    return legible
+
+
 class Dependency:
     """State, breaker and the ``health()`` contract shared by every adapter."""
 
@@ -106,7 +115,7 @@ class Dependency:
             self.reconnect_attempts += 1
             self.telemetry.emit(ev.ReconnectAttempt(
                 self.system, self.name, self.reconnect_attempts, "failure", category.value,
-                error, next_delay))
+                _legible(error), next_delay))
 
     def health(self) -> dict[str, Any]:
         """The library's health contract (see the common keys in DESIGN.md)."""
@@ -355,7 +364,7 @@ class _AmqpWorker(Dependency):
         # Once the policy is spent, attempts continue at the cap interval (DESIGN: FAILED).
         delay = self._policy.max_delay if spent else self._policy.backoff(attempts, previous)
         self.telemetry.emit(ev.ReconnectAttempt(self.system, self.name, attempts, "failure",
-                                                category.value, error, delay))
+                                                category.value, _legible(error), delay))
         if spent and self.state is not ConnectionState.FAILED:
             self._move(ConnectionState.FAILED, self.last_error)
             if self._down_since is not None:

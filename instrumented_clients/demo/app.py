@@ -30,6 +30,7 @@ from instrumented_clients.demo.settings import Settings
 from instrumented_clients.demo.view import DemoView, plain_line, render
 from instrumented_clients.demo.workload import OrderFlow
 from instrumented_clients.health import HealthRegistry, metrics_registry, serve_metrics_and_health
+from instrumented_clients.resilience import ConnectionState
 from instrumented_clients.telemetry import get_default_telemetry
 from instrumented_clients.testing import FaultProxy
 
@@ -38,6 +39,7 @@ __all__ = ["run_demo"]
 _log = logging.getLogger("instrumented_clients.demo")
 _PLAIN_INTERVAL = 2.0
 _EXIT_USAGE = 2
+_UNREACHABLE_GRACE = 3.0
 
 
 def _configure_logging(console: Any | None) -> None:
@@ -163,7 +165,7 @@ def run_demo(args: argparse.Namespace) -> int:
         flow.join(timeout=30)
         if chaos is not None:
             chaos.close()
-        _drain(publisher, flow, args.flush_timeout)
+        _drain(publisher, consumer, flow, args.flush_timeout)
     except KeyboardInterrupt:
         producing.set()
         _log.warning("second interrupt: not waiting for the buffer any longer")
@@ -198,13 +200,24 @@ def _show(view: DemoView, stopper: _Stopper, deadline: float | None, console: An
         live.update(render(view.frame()))
 
 
-def _drain(publisher: DemoPublisher, flow: OrderFlow, timeout: float) -> None:
-    """Give the buffer and the consumer ``timeout`` seconds to deliver what is outstanding."""
-    deadline = time.monotonic() + timeout
+def _drain(publisher: DemoPublisher, consumer: DemoConsumer, flow: OrderFlow,
+           timeout: float) -> None:
+    """Give the buffer and the consumer up to ``timeout`` seconds to deliver what is outstanding.
+
+    Waiting for a broker that is down helps nobody: after a short grace period (it may be
+    reconnecting right now) an unreachable broker ends the wait, and what is left is counted.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
     if publisher.pending:
         _log.info("flushing %d buffered event(s)...", publisher.pending)
-    publisher.flush(timeout)
-    while flow.outstanding and time.monotonic() < deadline:
+    while (publisher.pending or flow.outstanding) and time.monotonic() < deadline:
+        unreachable = any(worker.state is not ConnectionState.CONNECTED
+                          for worker in (publisher, consumer))
+        if unreachable and time.monotonic() - started > _UNREACHABLE_GRACE:
+            _log.warning("broker unreachable at shutdown: %d event(s) not delivered",
+                         publisher.pending or flow.outstanding)
+            return
         time.sleep(0.05)
 
 

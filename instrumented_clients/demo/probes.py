@@ -108,7 +108,7 @@ def describe_error(error: BaseException, limit: int = 200) -> str:
     """
     text = str(error).strip()
     if not text and error.args:
-        text = "; ".join(str(arg) for arg in error.args if str(arg))
+        text = "; ".join(str(arg) or repr(arg) for arg in error.args)
     if not text:
         cause = error.__cause__ or error.__context__
         text = str(cause) if cause is not None else ""
