@@ -27,7 +27,7 @@ from instrumented_clients.demo.adapters import (
 )
 from instrumented_clients.demo.chaos import Chaos, default_schedule, proxy_for
 from instrumented_clients.demo.settings import Settings
-from instrumented_clients.demo.view import DemoView, plain_line, render
+from instrumented_clients.demo.view import DemoView, RecentLog, plain_line, render
 from instrumented_clients.demo.workload import OrderFlow
 from instrumented_clients.health import HealthRegistry, metrics_registry, serve_metrics_and_health
 from instrumented_clients.resilience import ConnectionState
@@ -42,20 +42,17 @@ _EXIT_USAGE = 2
 _UNREACHABLE_GRACE = 3.0
 
 
-def _configure_logging(console: Any | None) -> None:
+def _configure_logging(recent: RecentLog | None) -> None:
+    """Plain mode: log lines on stderr. Live view: the last lines inside the view."""
     root = logging.getLogger()
     root.handlers.clear()
-    if console is not None:
-        from rich.logging import RichHandler
-
-        handler: logging.Handler = RichHandler(console=console, show_path=False,
-                                               rich_tracebacks=False)
-        root.setLevel(logging.WARNING)
+    if recent is not None:
+        handler: logging.Handler = recent
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: "
                                                "%(message)s"))
-        root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO)
     root.addHandler(handler)
     # Our telemetry reports every reconnect attempt, redacted and rate-limited; pika's own
     # connection-failure logs would repeat each one several times.
@@ -100,11 +97,13 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()  # a bad variable fails here, before any I/O
     started = time.monotonic()
     console = None
+    recent = None
     if not args.no_tui:
         from rich.console import Console
 
         console = Console()
-    _configure_logging(console)
+        recent = RecentLog()
+    _configure_logging(recent)
     telemetry = get_default_telemetry()
     health = HealthRegistry(service="instrumented-clients demo")
     try:
@@ -157,10 +156,12 @@ def run_demo(args: argparse.Namespace) -> int:
         chaos.start()
     view = DemoView(health, metrics_registry(telemetry.registry), namespace=telemetry.namespace,
                     orders=flow.snapshot, chaos=chaos.current if chaos else lambda: None,
-                    url=server.url)
+                    url=server.url, recent=recent)
     deadline = started + args.duration if args.duration else None
     try:
         _show(view, stopper, deadline, console)
+        if recent is not None:
+            _configure_logging(None)  # the live view is gone: shutdown messages go to stderr
         producing.set()
         flow.join(timeout=30)
         if chaos is not None:

@@ -7,16 +7,19 @@ The numbers come from the Prometheus registry the clients report to (the same se
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from instrumented_clients.health import HealthRegistry
 
-__all__ = ["ClientRow", "DemoView", "Frame", "plain_line", "render"]
+__all__ = ["ClientRow", "DemoView", "Frame", "RecentLog", "plain_line", "render"]
 
 _COUNTED = {
     "operations_total": "operations",
@@ -59,6 +62,34 @@ class Frame:
     orders: Mapping[str, int]
     chaos: str | None
     url: str | None
+    recent: list[str] = field(default_factory=list)
+
+
+class RecentLog(logging.Handler):
+    """Keeps the last log lines, one line each, for the view's "recent events" panel: log lines
+    printed above a live view would push it off the screen during an outage."""
+
+    def __init__(self, size: int = 8, width: int = 150) -> None:
+        super().__init__()
+        self.width = width
+        self._lines: deque[str] = deque(maxlen=size)
+        self._lines_lock = threading.Lock()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
+                                            "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = " ".join(self.format(record).split())
+        except Exception:  # a log line must never break the demo
+            return
+        if len(line) > self.width:
+            line = line[: self.width - 1] + "…"
+        with self._lines_lock:
+            self._lines.append(line)
+
+    def lines(self) -> list[str]:
+        with self._lines_lock:
+            return list(self._lines)
 
 
 class DemoView:
@@ -69,6 +100,7 @@ class DemoView:
                  namespace: str = "resilient_client",
                  orders: Callable[[], Mapping[str, int]] = dict,
                  chaos: Callable[[], str | None] = lambda: None, url: str | None = None,
+                 recent: RecentLog | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.health = health
         self.registry = registry
@@ -76,6 +108,7 @@ class DemoView:
         self._orders = orders
         self._chaos = chaos
         self.url = url
+        self.recent = recent
         self._clock = clock
         self._started = clock()
         self._previous: tuple[float, dict[str, float]] | None = None
@@ -126,7 +159,8 @@ class DemoView:
         self._previous = (now, current_ops)
         return Frame(status=report["status"], issues=list(report["issues"]), rows=rows,
                      uptime=now - self._started, orders=dict(self._orders()),
-                     chaos=self._chaos(), url=self.url)
+                     chaos=self._chaos(), url=self.url,
+                     recent=self.recent.lines() if self.recent is not None else [])
 
 
 def _orders_text(orders: Mapping[str, int]) -> str:
@@ -173,8 +207,8 @@ def render(frame: Frame) -> Any:
                             ("reconnects", "right"), ("breaker", "left"),
                             ("buffer", "right"), ("drops", "right"), ("last error", "left")):
         table.add_column(column, justify=justify,  # type: ignore[arg-type]
-                         no_wrap=column != "last error", overflow="ellipsis",
-                         ratio=3 if column == "last error" else None)
+                         no_wrap=True, overflow="ellipsis",
+                         ratio=1 if column == "last error" else None)
     for row in frame.rows:
         buffer = "-" if row.buffer is None else (
             f"{row.buffer}/{row.capacity}" if row.capacity else str(row.buffer))
@@ -194,6 +228,11 @@ def render(frame: Frame) -> Any:
         parts.append(Text(f"chaos   {frame.chaos}", style="magenta"))
     for issue in frame.issues[:4]:
         parts.append(Text(f"issue   {issue}", style="yellow", overflow="ellipsis", no_wrap=True))
+    if frame.recent:
+        parts.append(Text("recent events", style="bold"))
+        for line in frame.recent:
+            style = "red" if " ERROR " in line else "yellow" if " WARNING " in line else "dim"
+            parts.append(Text(f"  {line}", style=style, overflow="ellipsis", no_wrap=True))
     parts.append(Text("Ctrl-C or SIGTERM stops the demo cleanly (buffer flushed, summary "
                       "printed).", style="dim"))
     return Group(*parts)
