@@ -42,14 +42,16 @@ def test_terminal_view_shows_every_client_and_stops_on_ctrl_c(tmp_path: Path) ->
     env = demo_env(tmp_path, REDIS_URL="redis://127.0.0.1:6379/0",
                    RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/", TERM="xterm-256color")
     # No COLUMNS/LINES: the view must follow the pane's real size (rich re-reads it each frame).
+    settings = [shlex.quote(f"{key}={value}") for key, value in env.items()
+                if key.endswith("_URL") or key in ("TERM", "PYTHONUNBUFFERED")]
     command = " ".join([
-        "env", "-u", "COLUMNS", "-u", "LINES", *(shlex.quote(f"{key}={value}") for key, value in env.items()
-                 if key.endswith("_URL") or key in ("TERM", "PYTHONUNBUFFERED")),
+        "env", "-u", "COLUMNS", "-u", "LINES", *settings,
         shlex.quote(sys.executable), "-m", "instrumented_clients", "demo", "--port", "0",
         "--prefix", unique_prefix(), "--duration", "90",
     ])
     # Keep the pane after the demo exits, so the summary can be read.
-    shell = f"cd {shlex.quote(str(tmp_path))} && {command}; echo demo-exit=$?; sleep 60"
+    shell = (f"cd {shlex.quote(str(tmp_path))} && {command}; "
+             "echo demo-exit=$?; sleep 60")
     tmux = Tmux()
     try:
         tmux.run("new-session", "-d", "-x", "160", "-y", "50", "-s", "demo", shell)

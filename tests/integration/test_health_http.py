@@ -83,7 +83,7 @@ def test_server_serves_health_ready_and_metrics() -> None:
 
 def test_port_in_use_raises_in_the_caller() -> None:
     with serve_metrics_and_health(0, registry=CollectorRegistry(), host="127.0.0.1") as server, \
-            pytest.raises(OSError):
+            pytest.raises(OSError, match="in use"):
         serve_metrics_and_health(server.port, registry=CollectorRegistry(), host="127.0.0.1")
 
 
@@ -130,7 +130,8 @@ def test_multiprocess_mode_sums_two_processes_without_pid(tmp_path: Path) -> Non
     serving = subprocess.Popen([sys.executable, "-c", WORKER, "serve", "5"], env=env,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert quiet.stdout is not None and serving.stdout is not None
+        assert quiet.stdout is not None
+        assert serving.stdout is not None
         assert quiet.stdout.readline().strip() == "ready"
         port = int(serving.stdout.readline())
         status, _, text = fetch(f"http://127.0.0.1:{port}/metrics", accept="text/plain")

@@ -24,7 +24,8 @@ def _registries(db_up: bool = True, events_up: bool = True) -> tuple[CollectorRe
     return registry, health
 
 
-def call_wsgi(app: Any, path: str, accept: str = "", method: str = "GET") -> tuple[str, dict[str, str], bytes]:
+def call_wsgi(app: Any, path: str, accept: str = "",
+              method: str = "GET") -> tuple[str, dict[str, str], bytes]:
     environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": method}
     if accept:
         environ["HTTP_ACCEPT"] = accept

@@ -42,7 +42,9 @@ class Exploding:
     name = "exploding"
 
     def health(self) -> dict[str, Any]:
-        raise ConnectionError(f"cannot reach amqp://guest:{SECRET}@broker:5672/ (password={SECRET})")
+        raise ConnectionError(
+            f"cannot reach amqp://guest:{SECRET}@broker:5672/ (password={SECRET})"
+        )
 
 
 def test_all_up_is_healthy() -> None:
