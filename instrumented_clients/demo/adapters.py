@@ -276,6 +276,7 @@ class _AmqpWorker(Dependency):
         self._heartbeat = settings.rabbitmq_heartbeat if heartbeat is None else heartbeat
         self.topology = topology
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._connection: Any = None
         self._channel: Any = None
         self.blocked = False
@@ -336,7 +337,8 @@ class _AmqpWorker(Dependency):
                     self._connect()
                 except Exception as error:
                     previous = self._after_connect_failure(error, previous, max_retries)
-                    self._stop.wait(previous)
+                    self._wake.wait(previous)
+                    self._wake.clear()
                     continue
                 previous = None
                 self._mark_up()
@@ -379,8 +381,13 @@ class _AmqpWorker(Dependency):
     def _on_down(self) -> None:
         """Called each time the connection is found down."""
 
+    def reconnect_now(self) -> None:
+        """Cut the current backoff wait short (at shutdown, to flush while there is time)."""
+        self._wake.set()
+
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         super().close()

@@ -98,11 +98,16 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     console = None
     recent = None
-    if not args.no_tui:
-        from rich.console import Console
-
-        console = Console()
-        recent = RecentLog()
+    # Under docker or with output piped, a live view would only fill the log with redraws.
+    if not args.no_tui and sys.stdout.isatty():
+        try:
+            from rich.console import Console
+        except ImportError:
+            sys.stderr.write("instrumented-clients demo: rich is not installed (pip install "
+                             "'instrumented-clients[cli]'); showing plain log lines\n")
+        else:
+            console = Console()
+            recent = RecentLog()
     _configure_logging(recent)
     telemetry = get_default_telemetry()
     health = HealthRegistry(service="instrumented-clients demo")
@@ -210,6 +215,8 @@ def _drain(publisher: DemoPublisher, consumer: DemoConsumer, flow: OrderFlow,
     """
     started = time.monotonic()
     deadline = started + timeout
+    for worker in (publisher, consumer):
+        worker.reconnect_now()  # the broker may be back while they sit in a long backoff
     if publisher.pending:
         _log.info("flushing %d buffered event(s)...", publisher.pending)
     while (publisher.pending or flow.outstanding) and time.monotonic() < deadline:

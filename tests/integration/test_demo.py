@@ -84,3 +84,31 @@ def test_demo_starts_degraded_buffers_and_recovers_without_losing_an_event(
     assert "(SIGTERM)" in out
     assert "no event lost" in out, out
     assert " 0 dropped" in out
+
+
+def test_chaos_moves_the_metrics_and_loses_nothing(tmp_path: Path) -> None:
+    env = demo_env(tmp_path, REDIS_URL="redis://127.0.0.1:6379/0",
+                   RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/",
+                   RABBITMQ_RETRY_DELAY="0.2", RABBITMQ_RETRY_MAX_DELAY="1",
+                   REDIS_RETRY_BASE_DELAY="0.05")
+    process = start_demo(tmp_path, env, "--prefix", unique_prefix(), "--rate", "20", "--chaos",
+                         "--chaos-interval", "2", "--breaker-cooldown", "1",
+                         "--flush-timeout", "30")
+    try:
+        base = read_base_url(process)
+        # The schedule cuts Redis, then RabbitMQ: both clients see their connection go away.
+        wait_until(lambda: metric(base, "resilient_client_connection_transitions_total",
+                                  client="order-events", to_state="disconnected") >= 1
+                   and metric(base, "resilient_client_connection_transitions_total",
+                              client="orders-cache", to_state="disconnected") >= 1,
+                   timeout=60)
+        wait_until(lambda: metric(base, "resilient_client_reconnect_attempts_total",
+                                  client="order-events", outcome="success") >= 1, timeout=60)
+        wait_until(lambda: health(base)["status"] == "healthy", timeout=60)
+    finally:
+        code, out = stop(process)
+    stderr = (tmp_path / "demo-stderr.log").read_text()
+    assert code == 0, out
+    assert "chaos: cut on orders-cache" in stderr
+    assert "chaos: cut on order-events" in stderr
+    assert "no event lost" in out, out + stderr[-3000:]
