@@ -38,20 +38,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive(flag: str, kind: type[float] | type[int], minimum: float = 0.0,
-              inclusive: bool = False) -> Any:
+def _positive(kind: type[float] | type[int], minimum: float = 0.0,
+              inclusive: bool = False, maximum: float | None = None) -> Any:
+    """An argparse type: a number above (or from) ``minimum``; argparse names the flag."""
+
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
             expected = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(
-                f"{flag} {text!r} is invalid: expected {expected}"
-            ) from None
-        if value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid: expected {expected}") from None
+        if value != value or value < minimum or (value == minimum and not inclusive):
             bound = ">=" if inclusive else ">"
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is invalid: expected {bound} "
-                                              f"{minimum:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid: expected {bound} {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid: expected <= {maximum:g}")
         return value
 
     return parse
@@ -71,28 +72,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write an order to the database, cache it in Redis, publish order.created to "
         "RabbitMQ and consume it, in a loop. Uses DATABASE_URL, REDIS_URL and RABBITMQ_URL. "
         "Stops cleanly on Ctrl-C, SIGTERM or --duration.")
-    demo.add_argument("--port", type=_positive("--port", int, 0, inclusive=True), default=8000,
+    demo.add_argument("--port", type=_positive(int, 0, inclusive=True, maximum=65535),
+                      default=8000,
                       help="HTTP port for /metrics, /health and /ready (0: any free port; "
                       "default 8000)")
     demo.add_argument("--host", default="0.0.0.0", help="interface to bind (default 0.0.0.0)")
-    demo.add_argument("--duration", type=_positive("--duration", float), default=None,
+    demo.add_argument("--duration", type=_positive(float), default=None,
                       help="stop after this many seconds (default: run until stopped)")
-    demo.add_argument("--rate", type=_positive("--rate", float), default=5.0,
+    demo.add_argument("--rate", type=_positive(float), default=5.0,
                       help="orders per second (default 5)")
     demo.add_argument("--chaos", action="store_true",
                       help="route each client through a fault proxy and inject cuts, "
                       "blackholes and latency on a schedule")
-    demo.add_argument("--chaos-interval", type=_positive("--chaos-interval", float),
+    demo.add_argument("--chaos-interval", type=_positive(float),
                       default=15.0, help="seconds between chaos faults (default 15)")
     demo.add_argument("--no-tui", action="store_true",
                       help="plain log lines instead of the live terminal view")
-    demo.add_argument("--flush-timeout", type=_positive("--flush-timeout", float, 0,
+    demo.add_argument("--flush-timeout", type=_positive(float, 0,
                                                         inclusive=True),
                       default=15.0, help="seconds to deliver buffered events at shutdown "
                       "(default 15)")
     demo.add_argument("--prefix", default="instrumented_clients_demo",
                       help="name prefix of the table, Redis keys, exchange and queue")
-    demo.add_argument("--breaker-cooldown", type=_positive("--breaker-cooldown", float),
+    demo.add_argument("--breaker-cooldown", type=_positive(float),
                       default=5.0, help="circuit breaker recovery timeout in the demo "
                       "(default 5 s, shorter than the library's 30 s so recovery is visible)")
 
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Try DATABASE_URL, REDIS_URL and RABBITMQ_URL once each. Exit 1 when a "
         "required one is down (the database always; RabbitMQ when RABBITMQ_REQUIRED=true; "
         "anything named with --require).")
-    check.add_argument("--timeout", type=_positive("--timeout", float), default=5.0,
+    check.add_argument("--timeout", type=_positive(float), default=5.0,
                        help="seconds per attempt (default 5)")
     check.add_argument("--only", action="append", choices=_DEPENDENCIES, metavar="NAME",
                        help="check only this dependency (repeatable): database, redis, rabbitmq")

@@ -40,10 +40,10 @@ def test_bad_flag_or_command_is_one_line_exit_2(args: tuple[str, ...]) -> None:
 def test_bad_flag_value_names_the_flag() -> None:
     result = run("demo", "--duration", "soon")
     assert result.returncode == 2
-    assert "--duration 'soon' is invalid: expected a number" in one_line(result)
+    assert "argument --duration: 'soon' is invalid: expected a number" in one_line(result)
     result = run("demo", "--rate", "0")
     assert result.returncode == 2
-    assert "--rate '0' is invalid: expected > 0" in one_line(result)
+    assert "argument --rate: '0' is invalid: expected > 0" in one_line(result)
 
 
 def test_no_command_is_exit_2() -> None:
