@@ -131,6 +131,7 @@ def run_check(args: argparse.Namespace, out: IO[str]) -> int:
     from instrumented_clients.demo.settings import Settings
 
     settings = Settings.from_env()
+    probes.validate_urls(settings.database_url, settings.redis_url, settings.rabbitmq_urls)
     required = set(args.require) | {"database"}
     if settings.rabbitmq_required:
         required.add("rabbitmq")

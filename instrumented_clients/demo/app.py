@@ -26,6 +26,7 @@ from instrumented_clients.demo.adapters import (
     Topology,
 )
 from instrumented_clients.demo.chaos import Chaos, default_schedule, proxy_for
+from instrumented_clients.demo.probes import validate_urls
 from instrumented_clients.demo.settings import Settings
 from instrumented_clients.demo.view import DemoView, RecentLog, plain_line, render
 from instrumented_clients.demo.workload import OrderFlow
@@ -95,6 +96,7 @@ def _route_through_proxies(settings: Settings, proxies: dict[str, FaultProxy]) -
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo with the parsed ``demo`` arguments; returns the exit status."""
     settings = Settings.from_env()  # a bad variable fails here, before any I/O
+    validate_urls(settings.database_url, settings.redis_url, settings.rabbitmq_urls)
     started = time.monotonic()
     console = None
     recent = None

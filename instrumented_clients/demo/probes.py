@@ -28,6 +28,7 @@ __all__ = [
     "probe_database",
     "probe_rabbitmq",
     "probe_redis",
+    "validate_urls",
 ]
 
 # Class names (anywhere in the MRO) -> category; the first match wins, most specific first.
@@ -237,3 +238,35 @@ def probe(
                            describe_error(error))
     return ProbeResult(name, system, display_address(url), required, True,
                        time.perf_counter() - started)
+
+
+def validate_urls(database_url: str, redis_url: str, rabbitmq_urls: list[str]) -> None:
+    """Build (without connecting) what each URL describes, so that an unknown dialect, a missing
+    driver or a malformed URL is a configuration error before any I/O, not a retry loop.
+
+    Raises:
+        ConfigError: naming the variable, its value without password, and the driver's reason.
+    """
+    from instrumented_clients.config import ConfigError
+    from instrumented_clients.redaction import redact_url
+
+    def fail(variable: str, url: str, expected: str, error: BaseException) -> ConfigError:
+        return ConfigError(variable, redact_url(url), f"{expected} ({describe_error(error)})")
+
+    try:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        create_engine(database_url, poolclass=NullPool).dispose()
+    except Exception as error:
+        raise fail("DATABASE_URL", database_url, "a SQLAlchemy URL whose dialect and driver are "
+                   "installed", error) from None
+    try:
+        redis_client(redis_url, 1.0).close()
+    except Exception as error:
+        raise fail("REDIS_URL", redis_url, "a redis:// URL", error) from None
+    for url in rabbitmq_urls:
+        try:
+            rabbitmq_parameters(url, 1.0)
+        except Exception as error:
+            raise fail("RABBITMQ_URL", url, "an amqp:// URL", error) from None

@@ -102,3 +102,17 @@ def test_help_and_version_exit_0() -> None:
     version = run("--version")
     assert version.returncode == 0
     assert version.stdout.startswith("instrumented-clients ")
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("DATABASE_URL", f"postgresqlx://app:{SECRET}@db/app"),
+    ("DATABASE_URL", f"mysql+nodriver://root:{SECRET}@db/test"),
+    ("RABBITMQ_URL", f"amqp://guest:{SECRET}@broker:5672/?heartbeat=soon"),
+])
+def test_url_the_driver_cannot_use_is_a_configuration_error(variable: str, value: str) -> None:
+    for command in ("demo", "check"):
+        result = run(command, **{variable: value})
+        assert result.returncode == 2
+        line = one_line(result)
+        assert line.startswith(f"instrumented-clients: configuration error: {variable}=")
+        assert SECRET not in line
