@@ -201,11 +201,11 @@ def _show(view: DemoView, stopper: _Stopper, deadline: float | None, console: An
         return
     from rich.live import Live
 
-    with Live(render(view.frame()), console=console, refresh_per_second=4,
+    with Live(render(view.frame(), console.width), console=console, refresh_per_second=4,
               transient=False) as live:
         while not stopper.event.wait(0.25) and not due():
-            live.update(render(view.frame()))
-        live.update(render(view.frame()))
+            live.update(render(view.frame(), console.width))
+        live.update(render(view.frame(), console.width))
 
 
 def _drain(publisher: DemoPublisher, consumer: DemoConsumer, flow: OrderFlow,

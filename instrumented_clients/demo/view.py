@@ -189,8 +189,15 @@ _STATUS_STYLE = {"healthy": "bold white on green", "degraded": "bold black on ye
                  "unhealthy": "bold white on red"}
 
 
-def render(frame: Frame) -> Any:
-    """The rich renderable of one frame (imported lazily: rich is the ``cli`` extra)."""
+_WIDE = 130
+
+
+def render(frame: Frame, width: int | None = None) -> Any:
+    """The rich renderable of one frame (imported lazily: rich is the ``cli`` extra).
+
+    Below 130 columns the "last error" column is left out (the issues lines still carry it), so
+    that the numbers stay readable.
+    """
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -201,18 +208,21 @@ def render(frame: Frame) -> Any:
         f"  up {frame.uptime:5.0f}s",
         (f"   {frame.url}/metrics  {frame.url}/health" if frame.url else "", "cyan"),
     )
+    wide = width is None or width >= _WIDE
     table = Table(expand=True, header_style="bold")
-    for column, justify in (("client", "left"), ("system", "left"), ("state", "left"),
-                            ("ops/s", "right"), ("ops", "right"), ("retries", "right"),
-                            ("reconnects", "right"), ("breaker", "left"),
-                            ("buffer", "right"), ("drops", "right"), ("last error", "left")):
+    columns = [("client", "left"), ("system", "left"), ("state", "left"), ("ops/s", "right"),
+               ("ops", "right"), ("retries", "right"), ("reconnects", "right"),
+               ("breaker", "left"), ("buffer", "right"), ("drops", "right")]
+    if wide:
+        columns.append(("last error", "left"))
+    for column, justify in columns:
         table.add_column(column, justify=justify,  # type: ignore[arg-type]
                          no_wrap=True, overflow="ellipsis",
                          ratio=1 if column == "last error" else None)
     for row in frame.rows:
         buffer = "-" if row.buffer is None else (
             f"{row.buffer}/{row.capacity}" if row.capacity else str(row.buffer))
-        table.add_row(
+        cells: list[str | Text] = [
             row.name + ("" if row.required else " (optional)"), row.system,
             Text(row.state, style=_STATE_STYLE.get(row.state, "")),
             f"{row.ops_per_second:.1f}", f"{row.operations:.0f}", f"{row.retries:.0f}",
@@ -221,8 +231,10 @@ def render(frame: Frame) -> Any:
                  "yellow" if row.breaker == "half_open" else "green"),
             Text(buffer, style="bold yellow" if row.buffer else ""),
             Text(f"{row.drops:.0f}", style="bold red" if row.drops else ""),
-            Text(row.last_error or "", style="dim"),
-        )
+        ]
+        if wide:
+            cells.append(Text(row.last_error or "", style="dim"))
+        table.add_row(*cells)
     parts: list[Any] = [header, table, Text("orders  " + _orders_text(frame.orders))]
     if frame.chaos:
         parts.append(Text(f"chaos   {frame.chaos}", style="magenta"))

@@ -223,3 +223,16 @@ def test_render_draws_every_client(capsys: pytest.CaptureFixture[str]) -> None:
     for expected in ("DEGRADED", "db", "events (optional)", "failed", "3/10", "open",
                      "refuse on events", "recent events", "http://127.0.0.1:1/health"):
         assert expected in text, text
+
+
+def test_render_leaves_the_error_column_out_on_a_narrow_terminal() -> None:
+    from rich.console import Console
+
+    view, _ = _view(FakeClock())
+    narrow = Console(width=100, record=True, color_system=None)
+    narrow.print(render(view.frame(), narrow.width))
+    text = narrow.export_text()
+    header = next(line for line in text.splitlines() if "client" in line and "state" in line)
+    assert "last error" not in header
+    assert "3/10" in text
+    assert "reconnects" in text
