@@ -40,11 +40,34 @@ from instrumented_clients.resilience import (
 from instrumented_clients.resilience import events as ev
 from instrumented_clients.telemetry import Telemetry
 
-__all__ = ["DemoConsumer", "DemoDatabase", "DemoPublisher", "DemoRedis", "Dependency", "Topology"]
+__all__ = ["DemoConsumer", "DemoDatabase", "DemoPublisher", "DemoRedis", "Dependency",
+           "InterruptibleClock", "Topology"]
 
 _log = logging.getLogger("instrumented_clients.demo")
 Order = dict[str, Any]
 _DOWN_STATES = (ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.FAILED)
+
+
+class InterruptibleClock:
+    """The system clock, except that every wait ends as soon as ``event`` is set.
+
+    Given to the demo's retry policies so that a shutdown does not sit out a backoff schedule
+    (``docker stop`` kills after 10 s): the remaining attempts run at once and fail fast.
+    """
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self._event.wait(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        import asyncio
+
+        await asyncio.sleep(0 if self._event.is_set() else seconds)
 
 
 def _legible(error: BaseException) -> BaseException:
@@ -157,9 +180,12 @@ class _GuardedDependency(Dependency):
     """Request-driven (SQL, Redis): every call runs through one cached Guard; the connection
     state follows the calls' outcomes."""
 
-    def __init__(self, *args: Any, policy: RetryPolicy, operation: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, policy: RetryPolicy, operation: str,
+                 clock: InterruptibleClock | None = None, **kwargs: Any) -> None:
         super().__init__(*args, operations=(operation,), **kwargs)
         policy = policy.replace(on_retry=(self._on_retry,))
+        if clock is not None:
+            policy = policy.replace(clock=clock)
         self._guard = Guard(policy, breaker=self.breaker, instrumentation=self.telemetry,
                             system=self.system, client=self.name, operation=operation,
                             span_name=f"{operation} {self.system}")
@@ -183,12 +209,14 @@ class DemoDatabase(_GuardedDependency):
     """Stands in for ``ResilientDatabase(url, name=...)``: inserts each order in one table."""
 
     def __init__(self, url: str, *, name: str = "orders-db", table: str, settings: Settings,
-                 telemetry: Telemetry, breaker_cooldown: float = 5.0) -> None:
+                 telemetry: Telemetry, breaker_cooldown: float = 5.0,
+                 clock: InterruptibleClock | None = None) -> None:
         from sqlalchemy import Column, Float, Integer, MetaData, String, Table, create_engine
 
         super().__init__(name, database_system(url), display_address(url), required=True,
                          telemetry=telemetry, breaker_cooldown=breaker_cooldown,
-                         policy=settings.db_policy(classify_driver_error), operation="execute")
+                         policy=settings.db_policy(classify_driver_error), operation="execute",
+                         clock=clock)
         self._engine = create_engine(url, pool_pre_ping=True,
                                      connect_args=database_connect_args(url, 5.0))
         self._metadata = MetaData()
@@ -228,10 +256,12 @@ class DemoRedis(_GuardedDependency):
 
     def __init__(self, url: str, *, name: str = "orders-cache", key_prefix: str,
                  settings: Settings, telemetry: Telemetry, required: bool = False,
-                 breaker_cooldown: float = 5.0, timeout: float = 1.0) -> None:
+                 breaker_cooldown: float = 5.0, timeout: float = 1.0,
+                 clock: InterruptibleClock | None = None) -> None:
         super().__init__(name, "redis", display_address(url), required=required,
                          telemetry=telemetry, breaker_cooldown=breaker_cooldown,
-                         policy=settings.redis_policy(classify_driver_error), operation="set")
+                         policy=settings.redis_policy(classify_driver_error), operation="set",
+                         clock=clock)
         self._client = redis_client(url, timeout)
         self._key_prefix = key_prefix
 
@@ -389,7 +419,7 @@ class _AmqpWorker(Dependency):
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=3)  # a connect in progress may take RABBITMQ_CONNECT_TIMEOUT
         super().close()
 
 

@@ -23,6 +23,7 @@ from instrumented_clients.demo.adapters import (
     DemoDatabase,
     DemoPublisher,
     DemoRedis,
+    InterruptibleClock,
     Topology,
 )
 from instrumented_clients.demo.chaos import Chaos, default_schedule, proxy_for
@@ -131,14 +132,15 @@ def run_demo(args: argparse.Namespace) -> int:
     heartbeat = min(settings.rabbitmq_heartbeat or 5, 5) if args.chaos else None
     topology = Topology(args.prefix)
     cooldown = args.breaker_cooldown
+    producing = threading.Event()  # set: stop producing, and cut every retry wait short
+    clock = InterruptibleClock(producing)
     database = DemoDatabase(urls["database"], table=f"{args.prefix}_orders", settings=settings,
-                            telemetry=telemetry, breaker_cooldown=cooldown)
+                            telemetry=telemetry, breaker_cooldown=cooldown, clock=clock)
     cache = DemoRedis(urls["redis"], key_prefix=args.prefix, settings=settings,
-                      telemetry=telemetry, breaker_cooldown=cooldown)
+                      telemetry=telemetry, breaker_cooldown=cooldown, clock=clock)
     publisher = DemoPublisher(urls["rabbitmq"], required=settings.rabbitmq_required,
                               settings=settings, telemetry=telemetry, topology=topology,
                               breaker_cooldown=cooldown, heartbeat=heartbeat)
-    producing = threading.Event()
     flow = OrderFlow(database, cache, publisher, rate=args.rate, stop=producing)
     consumer = DemoConsumer(urls["rabbitmq"], flow.on_consumed, settings=settings,
                             telemetry=telemetry, topology=topology, breaker_cooldown=cooldown,
