@@ -154,3 +154,20 @@ def test_multiprocess_mode_sums_two_processes_without_pid(tmp_path: Path) -> Non
                  if 'state="connected"' in line]
     assert connected == ['resilient_client_connection_state{client="events",state="connected",'
                          'system="rabbitmq"} 2.0']
+
+
+def test_defaults_serve_the_global_registry_and_the_default_health_registry() -> None:
+    from instrumented_clients.health import get_default_health_registry
+
+    default_health = get_default_health_registry()
+    assert get_default_health_registry() is default_health
+    client = FakeClient(f"default-{os.getpid()}")
+    default_health.register(client)
+    try:
+        with serve_metrics_and_health(0, host="127.0.0.1") as server:
+            _, _, text = fetch(f"{server.url}/metrics")
+            assert "python_info" in text  # prometheus_client's global REGISTRY
+            report = json.loads(fetch(f"{server.url}/health")[2])
+            assert client.name in report["dependencies"]
+    finally:
+        default_health.unregister(client.name)
