@@ -18,14 +18,8 @@ import time
 from types import FrameType
 from typing import Any
 
-from instrumented_clients.demo.adapters import (
-    DemoConsumer,
-    DemoDatabase,
-    DemoPublisher,
-    DemoRedis,
-    InterruptibleClock,
-    Topology,
-)
+from instrumented_clients.demo.adapters import DemoDatabase, DemoRedis, InterruptibleClock
+from instrumented_clients.demo.amqp import DemoConsumer, DemoPublisher, Topology
 from instrumented_clients.demo.chaos import Chaos, default_schedule, proxy_for
 from instrumented_clients.demo.probes import validate_urls
 from instrumented_clients.demo.settings import Settings
