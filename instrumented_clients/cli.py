@@ -17,12 +17,14 @@ from typing import IO, Any, NoReturn
 
 from instrumented_clients.config import ConfigError
 
-__all__ = ["EXIT_DEPENDENCY_DOWN", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_DEPENDENCY_DOWN", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser",
+           "main"]
 
 PROG = "instrumented-clients"
 EXIT_OK = 0
 EXIT_DEPENDENCY_DOWN = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 _DELEGATED = {"generate": "generate", "snapshot": "snapshot"}
 _DELEGATED_HELP = {
     "generate": "write dashboards/ and alerts/ from the metric catalog",
@@ -191,7 +193,8 @@ def _delegate(command: str, argv: Sequence[str]) -> int:
 # -- entry point -----------------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 dependency down, 2 usage)."""
+    """Run the command line; returns the exit status (0 ok, 1 dependency down, 2 usage,
+    130 interrupted outside the demo — the demo itself exits 0 on Ctrl-C after a clean stop)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         if arguments and arguments[0] in _DELEGATED:
@@ -208,3 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse: --help, --version, usage errors
         code = exit_.code
         return code if isinstance(code, int) else EXIT_USAGE if code else EXIT_OK
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return EXIT_INTERRUPTED

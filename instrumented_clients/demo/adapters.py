@@ -10,7 +10,6 @@ workload and the terminal view only use that shape, and read the rest from the m
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +37,6 @@ from instrumented_clients.telemetry import Telemetry
 
 __all__ = ["DemoDatabase", "DemoRedis", "Dependency", "InterruptibleClock", "legible"]
 
-_log = logging.getLogger("instrumented_clients.demo")
 Order = dict[str, Any]
 _DOWN_STATES = (ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.FAILED)
 
