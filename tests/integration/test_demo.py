@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -105,6 +107,12 @@ def test_chaos_moves_the_metrics_and_loses_nothing(tmp_path: Path) -> None:
         wait_until(lambda: metric(base, "resilient_client_reconnect_attempts_total",
                                   client="order-events", outcome="success") >= 1, timeout=60)
         wait_until(lambda: health(base)["status"] == "healthy", timeout=60)
+        # The scrape, with every family the demo moved, is valid for Prometheus's own linter.
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool is missing: run `make services`"
+        linted = subprocess.run([promtool, "check", "metrics"], input=get(f"{base}/metrics")[1],
+                                capture_output=True, text=True, timeout=30, check=False)
+        assert linted.returncode == 0, linted.stdout + linted.stderr
     finally:
         code, out = stop(process)
     stderr = (tmp_path / "demo-stderr.log").read_text()
