@@ -3,8 +3,8 @@ view and (with ``--chaos``) the fault schedule; run until ``--duration``, Ctrl-C
 stop cleanly — producing stops, the buffer is flushed, the consumer catches up, a summary is
 printed — and exit 0.
 
-The HTTP server starts first, before any connection is tried, so ``/health`` answers within a
-second of start even when every dependency is unreachable.
+The HTTP server starts before any connection is tried, so ``/health`` answers as soon as the
+modules are imported, even when every dependency is unreachable.
 """
 
 from __future__ import annotations
