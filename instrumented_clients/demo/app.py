@@ -1,0 +1,245 @@
+"""``instrumented-clients demo``: assemble the adapters, the HTTP endpoints, the workload, the
+view and (with ``--chaos``) the fault schedule; run until ``--duration``, Ctrl-C or SIGTERM; then
+stop cleanly — producing stops, the buffer is flushed, the consumer catches up, a summary is
+printed — and exit 0.
+
+The HTTP server starts before any connection is tried, so ``/health`` answers as soon as the
+modules are imported, even when every dependency is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from instrumented_clients.demo.adapters import DemoDatabase, DemoRedis, InterruptibleClock
+from instrumented_clients.demo.amqp import DemoConsumer, DemoPublisher, Topology
+from instrumented_clients.demo.chaos import Chaos, default_schedule, proxy_for
+from instrumented_clients.demo.probes import validate_urls
+from instrumented_clients.demo.settings import Settings
+from instrumented_clients.demo.view import DemoView, RecentLog, plain_line, render
+from instrumented_clients.demo.workload import OrderFlow
+from instrumented_clients.health import HealthRegistry, metrics_registry, serve_metrics_and_health
+from instrumented_clients.resilience import ConnectionState
+from instrumented_clients.telemetry import get_default_telemetry
+from instrumented_clients.testing import FaultProxy
+
+__all__ = ["run_demo"]
+
+_log = logging.getLogger("instrumented_clients.demo")
+_PLAIN_INTERVAL = 2.0
+_EXIT_USAGE = 2
+_UNREACHABLE_GRACE = 3.0
+
+
+def _configure_logging(recent: RecentLog | None) -> None:
+    """Plain mode: log lines on stderr. Live view: the last lines inside the view."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    if recent is not None:
+        handler: logging.Handler = recent
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: "
+                                               "%(message)s"))
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    # Our telemetry reports every reconnect attempt, redacted and rate-limited; pika's own
+    # connection-failure logs would repeat each one several times.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+class _Stopper:
+    """First SIGINT/SIGTERM: stop cleanly. Second SIGINT: give up waiting (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = "duration reached"
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.reason = signal.Signals(signum).name
+        self.event.set()
+
+
+def _route_through_proxies(settings: Settings, proxies: dict[str, FaultProxy]) -> dict[str, Any]:
+    urls: dict[str, Any] = {"database": settings.database_url, "redis": settings.redis_url,
+                            "rabbitmq": settings.rabbitmq_urls}
+    for key in ("database", "redis"):
+        proxy = proxy_for(urls[key])
+        if proxy is not None:
+            proxies[key] = proxy
+            urls[key] = proxy.url(urls[key])
+    rabbit_proxy = proxy_for(urls["rabbitmq"][0])
+    if rabbit_proxy is not None:
+        proxies["rabbitmq"] = rabbit_proxy
+        urls["rabbitmq"] = [rabbit_proxy.url(urls["rabbitmq"][0])]
+    return urls
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo with the parsed ``demo`` arguments; returns the exit status."""
+    settings = Settings.from_env()  # a bad variable fails here, before any I/O
+    validate_urls(settings.database_url, settings.redis_url, settings.rabbitmq_urls)
+    started = time.monotonic()
+    console = None
+    recent = None
+    # Under docker or with output piped, a live view would only fill the log with redraws.
+    if not args.no_tui and sys.stdout.isatty():
+        try:
+            from rich.console import Console
+        except ImportError:
+            sys.stderr.write("instrumented-clients demo: rich is not installed (pip install "
+                             "'instrumented-clients[cli]'); showing plain log lines\n")
+        else:
+            console = Console()
+            recent = RecentLog()
+    _configure_logging(recent)
+    telemetry = get_default_telemetry()
+    health = HealthRegistry(service="instrumented-clients demo")
+    try:
+        server = serve_metrics_and_health(args.port, health=health, host=args.host)
+    except OSError as error:
+        sys.stderr.write(f"instrumented-clients demo: error: --port {args.port}: "
+                         f"{error.strerror or error}\n")
+        return _EXIT_USAGE
+    print(f"serving {server.url}/metrics {server.url}/health {server.url}/ready", flush=True)
+
+    proxies: dict[str, FaultProxy] = {}
+    if args.chaos:
+        urls = _route_through_proxies(settings, proxies)
+    else:
+        urls = {"database": settings.database_url, "redis": settings.redis_url,
+                "rabbitmq": settings.rabbitmq_urls}
+    # Under chaos a blackholed broker must be noticed in seconds, not after a 60 s heartbeat.
+    heartbeat = min(settings.rabbitmq_heartbeat or 5, 5) if args.chaos else None
+    topology = Topology(args.prefix)
+    cooldown = args.breaker_cooldown
+    producing = threading.Event()  # set: stop producing, and cut every retry wait short
+    clock = InterruptibleClock(producing)
+    database = DemoDatabase(urls["database"], table=f"{args.prefix}_orders", settings=settings,
+                            telemetry=telemetry, breaker_cooldown=cooldown, clock=clock)
+    cache = DemoRedis(urls["redis"], key_prefix=args.prefix, settings=settings,
+                      telemetry=telemetry, breaker_cooldown=cooldown, clock=clock)
+    publisher = DemoPublisher(urls["rabbitmq"], required=settings.rabbitmq_required,
+                              settings=settings, telemetry=telemetry, topology=topology,
+                              breaker_cooldown=cooldown, heartbeat=heartbeat)
+    flow = OrderFlow(database, cache, publisher, rate=args.rate, stop=producing)
+    consumer = DemoConsumer(urls["rabbitmq"], flow.on_consumed, settings=settings,
+                            telemetry=telemetry, topology=topology, breaker_cooldown=cooldown,
+                            heartbeat=heartbeat)
+    for dependency in (database, cache, publisher, consumer):
+        health.register(dependency)
+    chaos = None
+    if proxies:
+        names = {"database": database.name, "redis": cache.name, "rabbitmq": publisher.name}
+        systems = {"database": "sql", "redis": "redis", "rabbitmq": "rabbitmq"}
+        by_name = {names[key]: proxy for key, proxy in proxies.items()}
+        chaos = Chaos(by_name, default_schedule(
+            [(names[key], systems[key]) for key in proxies], args.chaos_interval),
+            args.chaos_interval)
+
+    stopper = _Stopper()
+    stopper.install()
+    publisher.start()
+    consumer.start()
+    flow.start()
+    if chaos is not None:
+        chaos.start()
+    view = DemoView(health, metrics_registry(telemetry.registry), namespace=telemetry.namespace,
+                    orders=flow.snapshot, chaos=chaos.current if chaos else lambda: None,
+                    url=server.url, recent=recent)
+    deadline = started + args.duration if args.duration else None
+    try:
+        _show(view, stopper, deadline, console)
+        if recent is not None:
+            _configure_logging(None)  # the live view is gone: shutdown messages go to stderr
+        producing.set()
+        flow.join(timeout=30)
+        if chaos is not None:
+            chaos.close()
+        _drain(publisher, consumer, flow, args.flush_timeout)
+    except KeyboardInterrupt:
+        producing.set()
+        _log.warning("second interrupt: not waiting for the buffer any longer")
+    finally:
+        producing.set()
+        for dependency in (consumer, publisher, cache, database):
+            dependency.close()
+        if chaos is not None:
+            chaos.stop_proxies()
+        server.shutdown()
+    print(_summary(time.monotonic() - started, stopper.reason, flow, publisher), flush=True)
+    return 0
+
+
+def _show(view: DemoView, stopper: _Stopper, deadline: float | None, console: Any) -> None:
+    def due() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
+    if console is None:
+        next_line = time.monotonic()
+        while not stopper.event.wait(0.2) and not due():
+            if time.monotonic() >= next_line:
+                _log.info("%s", plain_line(view.frame()))
+                next_line += _PLAIN_INTERVAL
+        return
+    from rich.live import Live
+
+    with Live(render(view.frame(), console.width), console=console, refresh_per_second=4,
+              transient=False) as live:
+        while not stopper.event.wait(0.25) and not due():
+            live.update(render(view.frame(), console.width))
+        live.update(render(view.frame(), console.width))
+
+
+def _drain(publisher: DemoPublisher, consumer: DemoConsumer, flow: OrderFlow,
+           timeout: float) -> None:
+    """Give the buffer and the consumer up to ``timeout`` seconds to deliver what is outstanding.
+
+    Waiting for a broker that is down helps nobody: after a short grace period (it may be
+    reconnecting right now) an unreachable broker ends the wait, and what is left is counted.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    for worker in (publisher, consumer):
+        worker.reconnect_now()  # the broker may be back while they sit in a long backoff
+    if publisher.pending:
+        _log.info("flushing %d buffered event(s)...", publisher.pending)
+    while (publisher.pending or flow.outstanding) and time.monotonic() < deadline:
+        unreachable = any(worker.state is not ConnectionState.CONNECTED
+                          for worker in (publisher, consumer))
+        if unreachable and time.monotonic() - started > _UNREACHABLE_GRACE:
+            _log.warning("broker unreachable at shutdown: %d event(s) not delivered",
+                         publisher.pending or flow.outstanding)
+            return
+        time.sleep(0.05)
+
+
+def _summary(elapsed: float, reason: str, flow: OrderFlow, publisher: DemoPublisher) -> str:
+    orders = flow.snapshot()
+    stats = publisher.buffer.stats()
+    lines = [
+        f"instrumented-clients demo stopped after {elapsed:.1f}s ({reason})",
+        f"orders: {orders['created']} created, {orders['stored']} stored "
+        f"({orders['store_failed']} failed), {orders['cached']} cached "
+        f"({orders['cache_skipped']} skipped), {orders['published']} published, "
+        f"{orders['consumed']} consumed, {orders['duplicates']} duplicates",
+        f"events: {stats.accepted} buffered while the broker was away, {stats.delivered} "
+        f"flushed, {stats.dropped_total} dropped, {publisher.confirmed} confirmed",
+    ]
+    lost = orders["outstanding"]
+    lines.append("no event lost" if lost == 0 else
+                 f"{lost} event(s) lost: published but never consumed")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Every environment variable of the command line, read and checked once, before any I/O.
+
+A value that does not parse raises :class:`~instrumented_clients.config.ConfigError` naming the
+variable, the value (a URL's password replaced by ``***``) and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from instrumented_clients.config import ConfigError, env_bool, env_float, env_int, env_str
+from instrumented_clients.redaction import redact_url
+from instrumented_clients.resilience import Classifier, JitterMode, RetryPolicy
+
+__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_RABBITMQ_URL", "DEFAULT_REDIS_URL", "Settings"]
+
+DEFAULT_DATABASE_URL = "sqlite:///instrumented-clients-demo.db"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@localhost:5672/"
+
+_SCHEMES = {
+    "REDIS_URL": ("redis", "rediss", "unix"),
+    "RABBITMQ_URL": ("amqp", "amqps"),
+}
+
+
+def _url(name: str, default: str, environ: Mapping[str, str] | None) -> str:
+    value = env_str(name, default, environ)
+    allowed = _SCHEMES.get(name)
+    for part in value.split(","):
+        try:
+            scheme = urlsplit(part.strip()).scheme
+            urlsplit(part.strip()).port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError(name, redact_url(value), "a URL with a valid port") from None
+        if allowed is None and not scheme:
+            raise ConfigError(name, redact_url(value), "a SQLAlchemy URL such as "
+                              "postgresql+psycopg://user:password@host:5432/db")
+        if allowed is not None and scheme not in allowed:
+            raise ConfigError(name, redact_url(value),
+                              "a URL with scheme " + " or ".join(f"{s}://" for s in allowed))
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings table of DESIGN.md, as the demo and ``check`` use it."""
+
+    database_url: str
+    redis_url: str
+    rabbitmq_url: str
+    rabbitmq_required: bool
+    rabbitmq_max_retries: int
+    rabbitmq_retry_delay: float
+    rabbitmq_retry_max_delay: float
+    rabbitmq_max_pending_events: int
+    rabbitmq_heartbeat: int
+    rabbitmq_connect_timeout: float
+    rabbitmq_prefetch: int
+    db_retry_max_attempts: int
+    db_retry_base_delay: float
+    db_retry_max_delay: float
+    redis_retry_max_attempts: int
+    redis_retry_base_delay: float
+    redis_retry_max_delay: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every variable; the first one that does not parse raises ``ConfigError``."""
+        return cls(
+            database_url=_url("DATABASE_URL", DEFAULT_DATABASE_URL, environ),
+            redis_url=_url("REDIS_URL", DEFAULT_REDIS_URL, environ),
+            rabbitmq_url=_url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, environ),
+            rabbitmq_required=env_bool("RABBITMQ_REQUIRED", False, environ),
+            rabbitmq_max_retries=env_int("RABBITMQ_MAX_RETRIES", 10, minimum=1, environ=environ),
+            rabbitmq_retry_delay=env_float("RABBITMQ_RETRY_DELAY", 1.0, minimum=0,
+                                           environ=environ),
+            rabbitmq_retry_max_delay=env_float("RABBITMQ_RETRY_MAX_DELAY", 30.0, minimum=0,
+                                               environ=environ),
+            rabbitmq_max_pending_events=env_int("RABBITMQ_MAX_PENDING_EVENTS", 1000, minimum=1,
+                                                environ=environ),
+            rabbitmq_heartbeat=env_int("RABBITMQ_HEARTBEAT", 60, minimum=0, environ=environ),
+            rabbitmq_connect_timeout=env_float("RABBITMQ_CONNECT_TIMEOUT", 10.0, minimum=0.001,
+                                               environ=environ),
+            rabbitmq_prefetch=env_int("RABBITMQ_PREFETCH", 100, minimum=1, environ=environ),
+            db_retry_max_attempts=env_int("DB_RETRY_MAX_ATTEMPTS", 4, minimum=1,
+                                          environ=environ),
+            db_retry_base_delay=env_float("DB_RETRY_BASE_DELAY", 1.0, minimum=0, environ=environ),
+            db_retry_max_delay=env_float("DB_RETRY_MAX_DELAY", 30.0, minimum=0, environ=environ),
+            redis_retry_max_attempts=env_int("REDIS_RETRY_MAX_ATTEMPTS", 4, minimum=1,
+                                             environ=environ),
+            redis_retry_base_delay=env_float("REDIS_RETRY_BASE_DELAY", 0.5, minimum=0,
+                                             environ=environ),
+            redis_retry_max_delay=env_float("REDIS_RETRY_MAX_DELAY", 10.0, minimum=0,
+                                            environ=environ),
+        )
+
+    @property
+    def rabbitmq_urls(self) -> list[str]:
+        return [part.strip() for part in self.rabbitmq_url.split(",") if part.strip()]
+
+    def db_policy(self, classifier: Classifier) -> RetryPolicy:
+        """Seed 003's database retry: attempts, base delay, cap, jitter ×0.5–1.5."""
+        return RetryPolicy(max_attempts=self.db_retry_max_attempts,
+                           initial_delay=self.db_retry_base_delay,
+                           max_delay=self.db_retry_max_delay, jitter=0.5, classifier=classifier)
+
+    def redis_policy(self, classifier: Classifier) -> RetryPolicy:
+        """Seed 003's Redis retry."""
+        return RetryPolicy(max_attempts=self.redis_retry_max_attempts,
+                           initial_delay=self.redis_retry_base_delay,
+                           max_delay=self.redis_retry_max_delay, jitter=0.5,
+                           classifier=classifier)
+
+    def rabbitmq_reconnect_policy(self, classifier: Classifier) -> RetryPolicy:
+        """The broker reconnect schedule (``policy.backoff(n)`` gives each delay)."""
+        return RetryPolicy(max_attempts=self.rabbitmq_max_retries + 1,
+                           initial_delay=self.rabbitmq_retry_delay,
+                           max_delay=self.rabbitmq_retry_max_delay,
+                           jitter_mode=JitterMode.PROPORTIONAL, jitter=0.1,
+                           classifier=classifier)

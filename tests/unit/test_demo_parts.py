@@ -1,0 +1,238 @@
+"""The demo's pieces without any network: settings, error classification, chaos schedule, view."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from instrumented_clients.config import ConfigError
+from instrumented_clients.demo.chaos import default_schedule
+from instrumented_clients.demo.probes import (
+    classify_driver_error,
+    database_system,
+    describe_error,
+    display_address,
+)
+from instrumented_clients.demo.settings import Settings
+from instrumented_clients.demo.view import DemoView, RecentLog, plain_line, render
+from instrumented_clients.health import HealthRegistry
+from instrumented_clients.resilience import (
+    CircuitOpenError,
+    ConnectionState,
+    ConnectionStateMachine,
+    ErrorCategory,
+    EventBuffer,
+)
+from instrumented_clients.resilience import events as ev
+from instrumented_clients.telemetry import Telemetry
+from instrumented_clients.testing import FakeClock
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_settings_defaults_follow_the_design_table() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite:///instrumented-clients-demo.db"
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.rabbitmq_url == "amqp://guest:guest@localhost:5672/"
+    assert not settings.rabbitmq_required
+    assert settings.rabbitmq_max_pending_events == 1000
+    assert (settings.db_retry_max_attempts, settings.redis_retry_max_attempts) == (4, 4)
+    assert list(settings.db_policy(classify_driver_error).delays()) == [1.0, 2.0, 4.0]
+    assert list(settings.redis_policy(classify_driver_error).delays()) == [0.5, 1.0, 2.0]
+    reconnect = settings.rabbitmq_reconnect_policy(classify_driver_error)
+    assert reconnect.max_attempts == 11
+    assert reconnect.max_delay == 30.0
+
+
+def test_settings_read_comma_separated_broker_urls() -> None:
+    settings = Settings.from_env({"RABBITMQ_URL": "amqp://a:1@h1:5672/, amqp://a:1@h2:5672/"})
+    assert settings.rabbitmq_urls == ["amqp://a:1@h1:5672/", "amqp://a:1@h2:5672/"]
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("DB_RETRY_MAX_ATTEMPTS", "0"), ("RABBITMQ_MAX_PENDING_EVENTS", "x"),
+    ("RABBITMQ_HEARTBEAT", "-1"), ("REDIS_URL", "http://cache:6379"),
+    ("DATABASE_URL", "just-a-file.db"), ("RABBITMQ_URL", "amqp://h:port/"),
+])
+def test_settings_errors_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: value})
+    assert caught.value.variable == variable
+    assert variable in str(caught.value)
+
+
+def test_settings_error_never_shows_a_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"RABBITMQ_URL": "https://user:hunter2@broker/"})
+    assert "hunter2" not in str(caught.value)
+    assert "user:***@broker" in str(caught.value)
+
+
+# -- classification ----------------------------------------------------------------------------
+
+
+def test_driver_errors_are_classified() -> None:
+    import pika.exceptions
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    assert classify_driver_error(redis.exceptions.ConnectionError("x")) is ErrorCategory.CONNECTION
+    assert classify_driver_error(redis.exceptions.TimeoutError("x")) is ErrorCategory.TIMEOUT
+    assert classify_driver_error(redis.exceptions.AuthenticationError("x")) is ErrorCategory.AUTH
+    assert classify_driver_error(redis.exceptions.BusyLoadingError("x")) is \
+        ErrorCategory.SERVER_BUSY
+    assert classify_driver_error(redis.exceptions.ResponseError("WRONGTYPE")) is \
+        ErrorCategory.PROGRAMMING
+    assert classify_driver_error(pika.exceptions.AMQPConnectionError()) is \
+        ErrorCategory.CONNECTION
+    assert classify_driver_error(pika.exceptions.StreamLostError("lost")) is \
+        ErrorCategory.CONNECTION
+    assert classify_driver_error(pika.exceptions.ProbableAuthenticationError("x")) is \
+        ErrorCategory.AUTH
+    assert classify_driver_error(pika.exceptions.ChannelClosedByBroker(404, "NOT_FOUND")) is \
+        ErrorCategory.NOT_FOUND
+    assert classify_driver_error(pika.exceptions.ChannelClosedByBroker(320, "forced")) is \
+        ErrorCategory.CONNECTION
+    refused = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("Connection refused"))
+    assert classify_driver_error(refused) is ErrorCategory.CONNECTION
+    auth = sqlalchemy.exc.OperationalError("x", {}, Exception(
+        'FATAL:  password authentication failed for user "app"'))
+    assert classify_driver_error(auth) is ErrorCategory.AUTH
+    assert classify_driver_error(sqlalchemy.exc.IntegrityError("x", {}, Exception("dup"))) is \
+        ErrorCategory.INTEGRITY
+    assert classify_driver_error(CircuitOpenError("db", 3.0)) is ErrorCategory.CIRCUIT_OPEN
+    assert classify_driver_error(ConnectionRefusedError()) is ErrorCategory.CONNECTION
+
+
+def test_describe_error_is_one_redacted_line() -> None:
+    import pika.exceptions
+
+    error = RuntimeError("failed for postgresql://app:hunter2@db/app\nsecond line")
+    assert describe_error(error) == "RuntimeError: failed for postgresql://app:***@db/app"
+    wrapped = pika.exceptions.AMQPConnectionError(ConnectionRefusedError(111, "refused"))
+    assert "refused" in describe_error(wrapped)
+    assert len(describe_error(ValueError("x" * 500), limit=50)) == 50
+
+
+def test_addresses_and_systems() -> None:
+    assert display_address("postgresql+psycopg://u:p@db:5432/x") == "db:5432"
+    assert display_address("sqlite:///orders.db") == "orders.db"
+    assert database_system("mysql+pymysql://root@h/test") == "mysql"
+    assert database_system("postgres://x@h/y") == "postgresql"
+    assert database_system("sqlite://") == "sqlite"
+
+
+# -- chaos -------------------------------------------------------------------------------------
+
+
+def test_chaos_schedule_gives_each_target_each_of_its_faults() -> None:
+    schedule = default_schedule([("db", "sql"), ("cache", "redis"), ("events", "rabbitmq")],
+                                interval=10.0)
+    kinds = {(fault.target, fault.kind) for fault in schedule}
+    assert {kind for target, kind in kinds if target == "db"} == {"cut", "latency", "refuse"}
+    assert {kind for target, kind in kinds if target == "events"} == {
+        "cut", "blackhole", "refuse", "latency"}
+    assert all(fault.duration == (0.0 if fault.kind == "cut" else 6.0) for fault in schedule)
+    assert schedule[0].target == "db"
+    assert schedule[1].target == "cache"  # round-robin, not one target at a time
+
+
+# -- view --------------------------------------------------------------------------------------
+
+
+class _Client:
+    def __init__(self, name: str, system: str, health: dict[str, Any]) -> None:
+        self.name = name
+        self._health = {"system": system, "client": name, **health}
+
+    def health(self) -> dict[str, Any]:
+        return self._health
+
+
+def _view(clock: FakeClock) -> tuple[DemoView, Telemetry]:
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry=registry, tracing=False, logs=False)
+    telemetry.prepare("rabbitmq", "events", ["publish"])
+    ConnectionStateMachine("rabbitmq", "events", instrumentation=telemetry).transition(
+        ConnectionState.FAILED)
+    health = HealthRegistry()
+    health.register(_Client("db", "sqlite", {"state": "connected", "connected": True,
+                                             "circuit_breaker": "closed"}))
+    health.register(_Client("events", "rabbitmq", {
+        "state": "failed", "connected": False, "circuit_breaker": "open",
+        "pending_events": 3, "buffer_capacity": 10, "reconnect_attempts": 4,
+        "last_error": "AMQPConnectionError: refused"}), required=False)
+    view = DemoView(health, registry, orders=lambda: {"created": 5, "consumed": 2},
+                    chaos=lambda: "refuse on events (3s left)", url="http://127.0.0.1:1",
+                    clock=clock.monotonic)
+    return view, telemetry
+
+
+def test_view_reads_health_and_metrics_and_computes_rates() -> None:
+    clock = FakeClock()
+    view, telemetry = _view(clock)
+    recorder = telemetry.observe_operation("rabbitmq", "events", "publish")
+    for _ in range(4):
+        recorder.record("buffered", 0.0)
+    buffer: EventBuffer[int] = EventBuffer(5, system="rabbitmq", client="events",
+                                           instrumentation=telemetry, overflow="drop_newest")
+    for item in range(7):
+        buffer.put(item)
+    telemetry.emit(ev.RetryScheduled("rabbitmq", "events", "publish", 1, 3, 0.1, "connection",
+                                     ConnectionError(), "t"))
+    first = view.frame()
+    assert first.status == "degraded"
+    events = next(row for row in first.rows if row.name == "events")
+    assert (events.operations, events.retries, events.drops) == (4.0, 1.0, 2.0)
+    assert (events.buffer, events.capacity, events.reconnect_failures) == (3, 10, 4)
+    assert (events.state, events.breaker, events.required) == ("failed", "open", False)
+    assert events.ops_per_second == 0.0
+    for _ in range(10):
+        recorder.record("buffered", 0.0)
+    clock.advance(2.0)
+    assert next(r for r in view.frame().rows if r.name == "events").ops_per_second == 5.0
+
+    line = plain_line(first)
+    assert line.startswith("status=degraded ")
+    assert "events=failed(ops/s=0.0 retries=1 breaker=open buffer=3 drops=2)" in line
+    assert "chaos: refuse on events" in line
+
+
+def test_render_draws_every_client(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    view, _ = _view(FakeClock())
+    recent = RecentLog(size=2, width=40)
+    logger = logging.getLogger("test_render_draws_every_client")
+    logger.addHandler(recent)
+    try:
+        for number in range(3):
+            logger.warning("line %d %s", number, "x" * 60)
+    finally:
+        logger.removeHandler(recent)
+    assert len(recent.lines()) == 2
+    assert all(len(line) == 40 for line in recent.lines())
+    view.recent = recent
+    console = Console(width=160, record=True, color_system=None)
+    console.print(render(view.frame()))
+    text = console.export_text()
+    for expected in ("DEGRADED", "db", "events (optional)", "failed", "3/10", "open",
+                     "refuse on events", "recent events", "http://127.0.0.1:1/health"):
+        assert expected in text, text
+
+
+def test_render_leaves_the_error_column_out_on_a_narrow_terminal() -> None:
+    from rich.console import Console
+
+    view, _ = _view(FakeClock())
+    narrow = Console(width=100, record=True, color_system=None)
+    narrow.print(render(view.frame(), narrow.width))
+    text = narrow.export_text()
+    header = next(line for line in text.splitlines() if "client" in line and "state" in line)
+    assert "last error" not in header
+    assert "3/10" in text
+    assert "reconnects" in text
