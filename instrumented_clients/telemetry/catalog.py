@@ -206,3 +206,17 @@ def metric(name: str) -> MetricSpec:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"no metric {name!r} in the catalog") from None
+
+
+def markdown_table(namespace: str = DEFAULT_NAMESPACE) -> str:
+    """The catalog as a Markdown table (the README's copy is checked against this)."""
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for spec in METRICS:
+        labels = []
+        for label in spec.labels:
+            values = spec.values_of(label)
+            labels.append(f"{label} ({', '.join(values)})" if values else label)
+        rows.append(
+            f"| `{spec.full_name(namespace)}` | {spec.kind} | {', '.join(labels)} | {spec.help} |"
+        )
+    return "\n".join(rows) + "\n"
