@@ -7,6 +7,7 @@ proxy and :attr:`OpenTelemetrySink.enabled` is False, so nothing at all is done 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from instrumented_clients.resilience import events as ev
 __all__ = ["OpenTelemetrySink", "SpanScope"]
 
 _VERSION = "0.1.0"
+_RECHECK_INTERVAL = 1.0  # seconds between looks for a tracer provider configured late
 
 
 def _is_configured(provider: trace.TracerProvider) -> bool:
@@ -57,6 +59,7 @@ class OpenTelemetrySink:
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self._provider = tracer_provider
         self._tracer: trace.Tracer | None = None
+        self._next_check = 0.0
         self._reconnect_spans: dict[tuple[str, str], Span] = {}
         self._lock = threading.Lock()
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
@@ -78,6 +81,12 @@ class OpenTelemetrySink:
         tracer = self._tracer
         if tracer is not None:
             return tracer
+        # Unconfigured, this runs on every operation: get_tracer_provider() reads os.environ each
+        # time (several µs), so look again at most once a second.
+        now = time.monotonic()
+        if now < self._next_check:
+            return None
+        self._next_check = now + _RECHECK_INTERVAL
         provider = self._provider or trace.get_tracer_provider()
         if not _is_configured(provider):
             return None

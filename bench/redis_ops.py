@@ -1,0 +1,158 @@
+"""Raw redis-py vs ResilientRedis: GET, SET and a 100-command pipeline against local Redis.
+
+Both contenders run in one process, interleaved over ``--rounds`` rounds (their order alternates
+each round), so drift on a shared 2-core machine hits both alike. Tracing is not configured (no
+OpenTelemetry SDK); ResilientRedis reports its metrics to a fresh Prometheus registry, as it would
+in production. Reported: median throughput, spread (min–max over the rounds) and the ratio of the
+medians; ``--write-docs`` replaces the ``## Redis (bench/redis_ops.py)`` section of
+docs/benchmarks.md.
+
+    .venv/bin/python bench/redis_ops.py [--rounds 9] [--write-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from prometheus_client import CollectorRegistry
+
+from instrumented_clients.redis import ResilientRedis
+from instrumented_clients.telemetry import Telemetry
+
+URL = "redis://127.0.0.1:6379/0"
+HEADING = "## Redis (bench/redis_ops.py)"
+PIPELINE_SIZE = 100
+
+
+def workload(client: redis.Redis, prefix: str, op: str) -> tuple[Callable[[], None], int]:
+    """A function that runs one batch of ``op`` and the number of operations it makes."""
+    key = f"{prefix}:k"
+    client.set(key, "x" * 32)
+    if op == "GET":
+        get = client.get
+
+        def run() -> None:
+            for _ in range(2000):
+                get(key)
+
+        return run, 2000
+    if op == "SET":
+        set_ = client.set
+
+        def run() -> None:
+            for _ in range(2000):
+                set_(key, "value")
+
+        return run, 2000
+
+    def run() -> None:  # 100-command pipeline (MULTI/EXEC, the redis-py default)
+        for _ in range(40):
+            pipe = client.pipeline()
+            for i in range(PIPELINE_SIZE):
+                pipe.set(f"{prefix}:p{i % 10}", i)
+            pipe.execute()
+
+    return run, 40
+
+
+def measure(run: Callable[[], None], count: int) -> float:
+    gc.collect()
+    started = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    if args.rounds < 7:
+        parser.error("--rounds must be >= 7")
+
+    prefix = f"ic:bench:{uuid.uuid4().hex[:8]}"
+    telemetry = Telemetry(registry=CollectorRegistry(), logs=False)
+    raw = redis.Redis.from_url(URL)
+    resilient = ResilientRedis(URL, name="bench", telemetry=telemetry)
+    contenders = {"redis-py": raw, "ResilientRedis": resilient}
+    ops = ("GET", "SET", f"pipeline x{PIPELINE_SIZE}")
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        for op in ops:
+            for label, client in contenders.items():
+                run, count = workload(client, f"{prefix}:{label}", op.split()[0])
+                run()  # warm-up: connections, caches, guard creation
+                results[(op, label)] = []
+        for round_number in range(args.rounds):
+            for op in ops:
+                order = list(contenders.items())
+                if round_number % 2:
+                    order.reverse()
+                for label, client in order:
+                    run, count = workload(client, f"{prefix}:{label}", op.split()[0])
+                    results[(op, label)].append(measure(run, count))
+            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        for client in contenders.values():
+            keys = list(client.scan_iter(f"{prefix}:*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+    unit = {"GET": "commands/s", "SET": "commands/s"}
+    lines = [
+        HEADING,
+        "",
+        f"Raw redis-py {redis.__version__} vs ResilientRedis (defaults: retry, breaker, Prometheus "
+        "metrics on a fresh registry; tracing not configured), local Redis over loopback, "
+        f"{args.rounds} interleaved rounds in one run, order alternating; Python "
+        f"{platform.python_version()}, {platform.machine()}. Pipeline = MULTI/EXEC of "
+        f"{PIPELINE_SIZE} SETs, counted per pipeline.",
+        "",
+        "| operation | contender | median | spread (min–max) | ratio of medians | "
+        "median per-round ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for op in ops:
+        raw_runs = results[(op, "redis-py")]
+        ours = results[(op, "ResilientRedis")]
+        raw_median = statistics.median(raw_runs)
+        per_round = statistics.median(o / r for o, r in zip(ours, raw_runs, strict=True))
+        for label, runs in (("redis-py", raw_runs), ("ResilientRedis", ours)):
+            median = statistics.median(runs)
+            ratio = f"{median / raw_median:.1%}" if label != "redis-py" else "—"
+            paired = f"{per_round:.1%}" if label != "redis-py" else "—"
+            lines.append(
+                f"| {op} | {label} | {median:,.0f} {unit.get(op, 'pipelines/s')} | "
+                f"{min(runs):,.0f} – {max(runs):,.0f} | {ratio} | {paired} |"
+            )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.write_docs:
+        write_section(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md", table)
+    return 0
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace (or append) this script's section, leaving other helpers' sections alone."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(HEADING)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(HEADING))
+        text = text[:start] + section + ("\n" + text[end + 1:] if end != -1 else "")
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

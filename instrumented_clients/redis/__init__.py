@@ -1,0 +1,31 @@
+"""Redis: ``ResilientRedis`` (a ``redis.Redis`` with retries, breaker, state and telemetry) and
+seed 003's ``RedisConnectionRetry`` / ``with_redis_retry`` / ``get_redis_connection_retry``.
+
+Needs the ``redis`` extra (redis-py 8.1 or later 8.x).
+"""
+
+from instrumented_clients.redis.client import DEFAULT_URL, ResilientRedis, default_policy
+from instrumented_clients.redis.commands import CommandKind, command_kind, command_label
+from instrumented_clients.redis.compat import (
+    RedisConnectionRetry,
+    get_redis_connection_retry,
+    with_redis_retry,
+)
+from instrumented_clients.redis.errors import StaleConnectionError, classify, was_unsent
+from instrumented_clients.redis.pipeline import ResilientPipeline
+
+__all__ = [
+    "DEFAULT_URL",
+    "CommandKind",
+    "RedisConnectionRetry",
+    "ResilientPipeline",
+    "ResilientRedis",
+    "StaleConnectionError",
+    "classify",
+    "command_kind",
+    "command_label",
+    "default_policy",
+    "get_redis_connection_retry",
+    "was_unsent",
+    "with_redis_retry",
+]

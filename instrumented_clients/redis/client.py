@@ -1,0 +1,575 @@
+"""``ResilientRedis``: a ``redis.Redis`` whose every command runs through retry, breaker, telemetry.
+
+It *is* a ``redis.Redis`` (every command method works as before) with one change of route:
+``execute_command`` — the method every command method ends in — runs each command through a
+cached :class:`~instrumented_clients.resilience.Guard` chosen by command name, and
+``pipeline()`` returns a pipeline whose ``execute()`` runs the whole batch through one Guard
+(operation ``pipeline``, or ``transaction`` for MULTI/EXEC). redis-py's own retries are turned
+off (see :mod:`instrumented_clients.redis.connection`), so each attempt is one of ours and is
+counted.
+
+When a failed attempt is run again (the write-retry rule)
+---------------------------------------------------------
+A command whose connection broke *after* it was sent may or may not have been applied; running a
+write again could apply it twice (``INCR``, ``LPUSH``, a pipeline of 100 ``INCR``). So, for
+transient errors (connection lost, timeout, server busy):
+
+1. **Reads** (``GET``, ``HGETALL``, ``ZRANGE``, ... — :data:`~.commands.READ_COMMANDS`, and
+   pipelines made only of them) are always retried.
+2. **Writes** (every other command, unknown ones included) are retried only when the failure
+   provably happened before the command was sent: the connection could not be opened,
+   authenticated or health-checked, or the pooled connection was found dead at check-out
+   (:class:`~.errors.StaleConnectionError`); or — for a single command — the server refused it
+   without running it (``LOADING``, ``TRYAGAIN``, ``CLUSTERDOWN``, ``MASTERDOWN``).
+3. **Opt-in** for idempotent writes: ``ResilientRedis(retry_writes=True)`` for the whole client,
+   or ``with client.idempotent(): ...`` for the calls in a block. Writes are then retried like
+   reads — a ``SET`` of the same value twice is harmless, an ``INCR`` is not.
+4. **Blocking commands** (``BLPOP``, ``BRPOP``, ``BLMOVE``, ``BZPOPMIN``, ``XREAD``/``XREADGROUP``
+   with ``BLOCK``, ...) are never retried once sent, opt-in or not: the element they popped is
+   gone from the server whether or not the reply arrived.
+
+Permanent errors (authentication, ACL, wrong type, syntax) are never retried. Connection state
+follows the calls: CONNECTED after a command (or ``PING``) succeeds, DISCONNECTED/CONNECTING while
+attempts fail on the connection, FAILED when a call gave up on a connection error its policy would
+have retried (attempts, deadline or budget spent), CONNECTED again on the next success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import redis
+from redis.connection import ConnectionPool
+
+from instrumented_clients.config import ConfigError, env_float, env_int, env_str
+from instrumented_clients.redaction import redact_text, redact_url
+from instrumented_clients.redis import commands
+from instrumented_clients.redis.commands import CommandKind
+from instrumented_clients.redis.connection import adopt_pool, strict_checkout
+from instrumented_clients.redis.errors import (
+    StaleConnectionError,
+    classify,
+    is_refused_by_server,
+    was_unsent,
+)
+from instrumented_clients.redis.pipeline import ResilientPipeline
+from instrumented_clients.resilience import (
+    SYSTEM_CLOCK,
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+    Clock,
+    ConnectionState,
+    ConnectionStateMachine,
+    ErrorCategory,
+    Guard,
+    RetryBudget,
+    RetryPolicy,
+    classify_exception,
+)
+from instrumented_clients.resilience.events import (
+    ReconnectAttempt,
+    ReconnectFinished,
+    RetryScheduled,
+)
+from instrumented_clients.telemetry import Telemetry, get_default_telemetry
+
+__all__ = ["DEFAULT_URL", "ResilientRedis", "default_policy"]
+
+_log = logging.getLogger(__name__)
+
+SYSTEM: Final = "redis"
+DEFAULT_URL: Final = "redis://localhost:6379/0"
+_URL_EXPECTED: Final = "a URL like redis://[user:password@]host[:port][/db], rediss://... or unix://"
+_CONNECTION_TROUBLE: Final = frozenset({ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT})
+_PREPARED_OPERATIONS: Final = ("get", "set", "pipeline", "transaction", "ping", "other")
+_MAX_CACHED_NAMES: Final = 512
+
+_writes_opted_in: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
+    "instrumented_clients_redis_retry_writes", default=False
+)
+
+
+def default_policy(
+    max_attempts: int = 4,
+    initial_delay: float = 0.5,
+    max_delay: float = 10.0,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+) -> RetryPolicy:
+    """The Redis defaults (seed 003, DESIGN.md): 4 attempts, 0.5 s doubling to 10 s, ×0.5–1.5."""
+    return RetryPolicy(
+        max_attempts=max_attempts,
+        initial_delay=initial_delay,
+        max_delay=max_delay,
+        exponential_base=2.0,
+        jitter=0.5,
+        classifier=classify,
+        clock=clock,
+    )
+
+
+def validate_url(url: object, argument: str = "url") -> str:
+    """Check a Redis URL before any I/O; the error names ``argument`` and never the password."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(argument, repr(url), _URL_EXPECTED)
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError when not a number in 0..65535
+    except ValueError:
+        raise ConfigError(argument, shown, _URL_EXPECTED + " with a numeric port") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(argument, shown, _URL_EXPECTED)
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise ConfigError(argument, shown, _URL_EXPECTED + " with a host")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ConfigError(argument, shown, _URL_EXPECTED + " where the path is a db number")
+        if port == 0:
+            raise ConfigError(argument, shown, _URL_EXPECTED + " with a port in 1..65535")
+    elif not parts.path:
+        raise ConfigError(argument, shown, "unix:// followed by a socket path")
+    return url
+
+
+class ResilientRedis(redis.Redis):
+    """A ``redis.Redis`` with retries, a circuit breaker, connection state and telemetry.
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL (default ``redis://localhost:6379/0``);
+            checked at construction. Exclusive with ``connection_pool``.
+        name: the ``client`` label: a low-cardinality logical name.
+        policy: retry policy; default :func:`default_policy`. A policy left with the generic
+            classifier gets the Redis one.
+        breaker: circuit breaker shared by every command; default 5 consecutive transient
+            failures, 30 s cool-down. ``False`` disables it.
+        budget: optional :class:`RetryBudget` shared by every command.
+        telemetry: where metrics, spans and logs go; default the package's.
+        retry_writes: retry writes after ambiguous failures too (only for idempotent use).
+        clock: time source (tests pass a ``FakeClock``).
+        connection_pool: an existing pool; its redis-py retries are turned off.
+        health_check_interval: seconds idle after which a connection is PINGed before use.
+        single_connection_client: as in ``redis.Redis``.
+        **connection_options: passed to ``ConnectionPool.from_url`` (``socket_timeout``,
+            ``decode_responses``, ``max_connections``, ...).
+
+    Raises:
+        ConfigError: a malformed URL (before any I/O), naming the argument.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        name: str = "redis",
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | Literal[False] | None = None,
+        budget: RetryBudget | None = None,
+        telemetry: Telemetry | None = None,
+        retry_writes: bool = False,
+        clock: Clock | None = None,
+        connection_pool: ConnectionPool | None = None,
+        health_check_interval: float = 30.0,
+        single_connection_client: bool = False,
+        **connection_options: Any,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if connection_pool is not None and (url is not None or connection_options):
+            raise ValueError(
+                "connection_pool cannot be combined with url or connection options "
+                f"({', '.join(sorted(connection_options)) or 'url'}): configure the pool instead"
+            )
+        owns_pool = connection_pool is None
+        if connection_pool is None:
+            url = validate_url(DEFAULT_URL if url is None else url)
+            connection_options.setdefault("health_check_interval", health_check_interval)
+            try:
+                connection_pool = ConnectionPool.from_url(url, **connection_options)
+            except (ValueError, TypeError) as error:
+                raise ConfigError(
+                    "url", redact_url(url), f"{_URL_EXPECTED} ({redact_text(str(error))})"
+                ) from None
+        adopt_pool(connection_pool)
+        # Set before redis.Redis.__init__, whose failure would otherwise leave close() half-built.
+        self._closed = False
+        super().__init__(
+            connection_pool=connection_pool, single_connection_client=single_connection_client
+        )
+        self.auto_close_connection_pool = owns_pool
+
+        self.name = name
+        self.retry_writes = bool(retry_writes)
+        self._telemetry = telemetry or get_default_telemetry()
+        self._telemetry.prepare(SYSTEM, name, _PREPARED_OPERATIONS)
+        kwargs = connection_pool.connection_kwargs
+        host, port = kwargs.get("host"), kwargs.get("port")
+        self.address = f"{host}:{port}" if host else str(kwargs.get("path", ""))
+        self.db = int(kwargs.get("db", 0) or 0)
+        self._span_base: dict[str, Any] = {"db.system.name": SYSTEM, "db.namespace": str(self.db)}
+        if host:
+            self._span_base.update({"server.address": str(host), "server.port": int(port or 6379)})
+
+        self._clock = clock or (policy.clock if policy is not None else SYSTEM_CLOCK)
+        base = policy or default_policy(clock=self._clock)
+        changes: dict[str, Any] = {}
+        if base.classifier is classify_exception:
+            changes["classifier"] = classify  # the generic one knows nothing of redis-py
+        if clock is not None and base.clock is not clock:
+            changes["clock"] = clock
+        self.policy = base.replace(**changes) if changes else base
+        self._policies = self._make_policies(self.policy)
+        if breaker is None:
+            breaker = CircuitBreaker(
+                5, 30.0, failure_on=_is_transient, name=name, system=SYSTEM, clock=self._clock,
+                instrumentation=self._telemetry,
+            )
+        self.breaker: CircuitBreaker | None = breaker or None
+        self.budget = budget
+
+        self._lock = threading.Lock()
+        self._state = ConnectionStateMachine(
+            SYSTEM, name, clock=self._clock, instrumentation=self._telemetry
+        )
+        self._connected = False
+        self._cycle_started: float | None = None
+        self._cycle_attempts = 0
+        self._reconnect_attempts = 0
+        self._consecutive_failures = 0
+        self._last_error: str | None = None
+        self._guards: dict[Any, Guard] = {}
+        self._guards_by_mode: dict[tuple[str, str, str], Guard] = {}
+        self._check_guard = self._make_guard(
+            "ping", "PING", self._policies["read"].replace(max_attempts=1)
+        )
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls,
+        name: str = "redis",
+        environ: dict[str, str] | None = None,
+        **overrides: Any,
+    ) -> ResilientRedis:
+        """Build from ``REDIS_URL``, ``REDIS_RETRY_MAX_ATTEMPTS`` (attempts, the first included),
+        ``REDIS_RETRY_BASE_DELAY`` and ``REDIS_RETRY_MAX_DELAY``; ``overrides`` win.
+
+        Raises:
+            ConfigError: a variable that does not parse, naming it, its value and what was
+                expected.
+        """
+        url = validate_url(env_str("REDIS_URL", DEFAULT_URL, environ), "REDIS_URL")
+        if overrides.get("policy") is None:
+            overrides["policy"] = default_policy(
+                env_int("REDIS_RETRY_MAX_ATTEMPTS", 4, minimum=1, environ=environ),
+                env_float("REDIS_RETRY_BASE_DELAY", 0.5, minimum=0, environ=environ),
+                env_float("REDIS_RETRY_MAX_DELAY", 10.0, minimum=0, environ=environ),
+                clock=overrides.get("clock") or SYSTEM_CLOCK,
+            )
+        if "connection_pool" not in overrides:
+            overrides.setdefault("url", url)
+        return cls(name=name, **overrides)
+
+    def _make_policies(self, base: RetryPolicy) -> dict[str, RetryPolicy]:
+        def unapplied(error: BaseException) -> bool:
+            return (was_unsent(error) or is_refused_by_server(error)) and base.should_retry(error)
+
+        def unsent(error: BaseException) -> bool:
+            return was_unsent(error) and base.should_retry(error)
+
+        hooks = (*base.on_retry, self._on_retry)
+        return {
+            "read": base.replace(on_retry=hooks),
+            "write": base.replace(retry_on=unapplied, on_retry=hooks),  # a single command
+            # A pipeline: a refusal by the server may cover only part of it.
+            "batch": base.replace(retry_on=unsent, on_retry=hooks),
+            "blocking": base.replace(retry_on=unsent, on_retry=hooks),
+        }
+
+    def _make_guard(self, operation: str, span_name: str, policy: RetryPolicy) -> Guard:
+        attributes = dict(self._span_base)
+        if operation != commands.OTHER:
+            attributes["db.operation.name"] = span_name
+        return Guard(
+            policy, breaker=self.breaker, budget=self.budget, instrumentation=self._telemetry,
+            system=SYSTEM, client=self.name, operation=operation,
+            span_name=span_name if operation != commands.OTHER else "redis",
+            span_attributes=attributes,
+        )
+
+    def _mode_guard(self, label: str, span_name: str, mode: str) -> Guard:
+        key = (label, span_name, mode)
+        guard = self._guards_by_mode.get(key)
+        if guard is None:
+            guard = self._guards_by_mode[key] = self._make_guard(
+                label, span_name, self._policies[mode]
+            )
+        return guard
+
+    def _guard_for(self, args: Sequence[Any]) -> Guard:
+        """The Guard of one command (slow path: the first call of a name, or opted-in writes)."""
+        name = commands.normalise(args[0])
+        label = commands.command_label(name)
+        kind = commands.command_kind(name, args)
+        opted_in = _writes_opted_in.get()
+        if kind is CommandKind.READ or (kind is CommandKind.WRITE and self.retry_writes):
+            mode = "read"
+        elif kind is CommandKind.WRITE:
+            mode = "read" if opted_in else "write"
+        else:
+            mode = "blocking"
+        guard = self._mode_guard(label, name if label != commands.OTHER else "redis", mode)
+        # XREAD's kind depends on its arguments; an opted-in call must not fill the shared cache.
+        cacheable = name not in ("XREAD", "XREADGROUP") and not opted_in
+        if cacheable and len(self._guards) < _MAX_CACHED_NAMES:
+            # An unhashable command name is resolved on every call.
+            with contextlib.suppress(TypeError):
+                self._guards[args[0]] = guard
+        return guard
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Run one command through its Guard (retry, breaker, metrics, span)."""
+        guard = self._guards.get(args[0])
+        if guard is None or _writes_opted_in.get():
+            guard = self._guard_for(args)
+        if not self._connected:
+            self._before_attempt()
+        token = strict_checkout.set(True)
+        try:
+            result = guard.call(self._execute_command, *args, **options)
+        except BaseException as error:
+            self._call_failed(guard, error)
+            raise
+        finally:
+            strict_checkout.reset(token)
+        if not self._connected:
+            self._attempt_succeeded()
+        return result
+
+    def _run(self, guard: Guard, fn: Callable[[], Any]) -> Any:
+        """Run anything else that talks to the server (a pipeline's execute) like a command."""
+        if not self._connected:
+            self._before_attempt()
+        token = strict_checkout.set(True)
+        try:
+            result = guard.call(fn)
+        except BaseException as error:
+            self._call_failed(guard, error)
+            raise
+        finally:
+            strict_checkout.reset(token)
+        if not self._connected:
+            self._attempt_succeeded()
+        return result
+
+    def _on_retry(self, event: RetryScheduled) -> None:
+        """An attempt failed and another follows (the policies' ``on_retry`` hook)."""
+        self._attempt_failed(event.error)
+        with self._lock:
+            if (self._state.state is ConnectionState.DISCONNECTED
+                    and self._cycle_started is not None and not self._closed):
+                self._state.transition(ConnectionState.CONNECTING, "reconnect attempt")
+
+    # -- pipelines --------------------------------------------------------------------------
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ResilientPipeline:
+        """A pipeline whose ``execute()`` runs as one unit under the write-retry rule."""
+        return ResilientPipeline(
+            self, self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+
+    def _pipeline_guard(self, transactional: bool, stack: Sequence[Any]) -> Guard:
+        kinds = {commands.command_kind(commands.normalise(args[0]), args) for args, _ in stack}
+        if CommandKind.BLOCKING in kinds:
+            mode = "blocking"
+        elif CommandKind.WRITE not in kinds or self.retry_writes or _writes_opted_in.get():
+            mode = "read"
+        else:
+            mode = "batch"
+        if transactional:
+            return self._mode_guard("transaction", "MULTI", mode)
+        return self._mode_guard("pipeline", "PIPELINE", mode)
+
+    # -- opt-in, health ---------------------------------------------------------------------
+
+    @staticmethod
+    @contextlib.contextmanager
+    def idempotent() -> Iterator[None]:
+        """Within the block, writes (and pipelines) are retried like reads: use it for writes
+        that are safe to apply twice (``SET`` of a fixed value, ``SADD``, ``DEL``)."""
+        token = _writes_opted_in.set(True)
+        try:
+            yield
+        finally:
+            _writes_opted_in.reset(token)
+
+    def check(self) -> bool:
+        """One ``PING``, no retry (through the breaker); True when Redis answered."""
+        try:
+            self._run_check()
+        except Exception:
+            return False
+        return True
+
+    def _run_check(self) -> Any:
+        return self._run(self._check_guard, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state.state
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot for health endpoints: no URL, no password."""
+        breaker = self.breaker
+        breaker_state = breaker.state if breaker is not None else BreakerState.CLOSED
+        pool = self.connection_pool
+        in_use = len(getattr(pool, "_in_use_connections", ()))
+        idle = len(getattr(pool, "_available_connections", ()))
+        state = self._state.state
+        return {
+            "system": SYSTEM,
+            "client": self.name,
+            "state": state.value,
+            "connected": state is ConnectionState.CONNECTED,
+            "address": self.address,
+            "last_error": self._last_error,
+            "consecutive_failures": self._consecutive_failures,
+            "circuit_breaker": breaker_state.value,
+            "circuit_breaker_open": breaker_state is BreakerState.OPEN,
+            "reconnect_attempts": self._reconnect_attempts,
+            "db": self.db,
+            "retry_writes": self.retry_writes,
+            "pool": {"in_use": in_use, "idle": idle,
+                     "max": getattr(pool, "max_connections", None)},
+        }
+
+    def close(self) -> None:
+        """Close the client (and its pool when it made it); idempotent."""
+        machine: ConnectionStateMachine | None = getattr(self, "_state", None)
+        if machine is None or getattr(self, "_closed", True):
+            super().close()
+            return
+        with self._lock:
+            self._closed = True
+            self._connected = False
+            machine.transition(ConnectionState.CLOSING, "close() called")
+        try:
+            super().close()
+        finally:
+            machine.transition(ConnectionState.CLOSED, "close() called")
+
+    def __repr__(self) -> str:
+        return (f"ResilientRedis(name={self.name!r}, address={self.address!r}, db={self.db}, "
+                f"state={self._state.state.value})")
+
+    # -- connection state (slow paths only: the hot path checks one flag) --------------------
+
+    def _before_attempt(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise redis.exceptions.RedisError(f"ResilientRedis {self.name!r} is closed")
+            # Only a reconnection shows CONNECTING (and opens a reconnect span): the first
+            # connection of a healthy start goes straight from DISCONNECTED to CONNECTED.
+            if (self._state.state is ConnectionState.DISCONNECTED
+                    and self._cycle_started is not None):
+                self._state.transition(ConnectionState.CONNECTING, "reconnect attempt")
+
+    def _attempt_succeeded(self) -> None:
+        events: list[Any] = []
+        with self._lock:
+            if self._connected or self._closed:
+                return
+            if self._cycle_started is not None:
+                self._cycle_attempts += 1
+                self._reconnect_attempts += 1
+                duration = self._clock.monotonic() - self._cycle_started
+                events.append(ReconnectAttempt(SYSTEM, self.name, self._cycle_attempts, "success"))
+                events.append(ReconnectFinished(SYSTEM, self.name, "success", duration,
+                                                self._cycle_attempts))
+                self._cycle_started = None
+            for event in events:  # before the transition, which ends the reconnect span
+                self._telemetry.emit(event)
+            self._state.transition(ConnectionState.CONNECTED, "command succeeded")
+            self._consecutive_failures = 0
+            self._connected = True
+
+    def _attempt_failed(self, error: BaseException) -> None:
+        if isinstance(error, StaleConnectionError):
+            # Its idle siblings were opened to the same server and are most likely dead too.
+            self.connection_pool.disconnect(inuse_connections=False)
+        category = classify(error)
+        if category in _CONNECTION_TROUBLE:
+            self._connection_lost(error, category)
+        elif category is ErrorCategory.AUTH and was_unsent(error):
+            self._give_up(error, "authentication failed")
+        elif isinstance(error, (redis.exceptions.ResponseError,
+                                redis.exceptions.BusyLoadingError)) and not self._connected:
+            self._attempt_succeeded()  # the server answered: the connection works
+
+    def _connection_lost(self, error: BaseException, category: ErrorCategory) -> None:
+        with self._lock:
+            self._connected = False
+            self._consecutive_failures += 1
+            self._last_error = _describe(error)
+            if self._closed:
+                return
+            state = self._state.state
+            if state is ConnectionState.CONNECTED:
+                self._cycle_started = self._clock.monotonic()
+                self._cycle_attempts = 0
+                self._state.transition(ConnectionState.DISCONNECTED, f"{category}: connection lost")
+                return
+            # Not connected: this attempt was itself a (re)connection attempt.
+            if self._cycle_started is None:
+                self._cycle_started = self._clock.monotonic()
+                self._cycle_attempts = 0
+            self._cycle_attempts += 1
+            self._reconnect_attempts += 1
+            self._telemetry.emit(ReconnectAttempt(SYSTEM, self.name, self._cycle_attempts,
+                                                  "failure", category.value, error))
+            if state is ConnectionState.CONNECTING:
+                self._state.transition(ConnectionState.DISCONNECTED, f"{category}")
+
+    def _call_failed(self, guard: Guard, error: BaseException) -> None:
+        """The last attempt failed: account for it, then FAILED when the policy would have
+        retried the error (attempts, deadline or budget are spent)."""
+        if isinstance(error, CircuitOpenError) or not isinstance(error, Exception):
+            return
+        self._attempt_failed(error)
+        category = classify(error)
+        if category in _CONNECTION_TROUBLE and guard.policy.should_retry(error, category):
+            self._give_up(error, "retry policy spent")
+
+    def _give_up(self, error: BaseException, reason: str) -> None:
+        with self._lock:
+            self._last_error = _describe(error)
+            self._connected = False
+            state = self._state.state
+            if self._closed or state in (ConnectionState.FAILED, ConnectionState.CONNECTED):
+                return  # already failed, or another thread got through meanwhile
+            self._state.transition(ConnectionState.FAILED, reason)
+            if self._cycle_started is not None:
+                self._telemetry.emit(ReconnectFinished(
+                    SYSTEM, self.name, "failure",
+                    self._clock.monotonic() - self._cycle_started, self._cycle_attempts,
+                ))
+        _log.error("redis client %r: %s: %s", self.name, reason, self._last_error)
+
+
+def _is_transient(error: BaseException) -> bool:
+    return classify(error).is_transient
+
+
+def _describe(error: BaseException) -> str:
+    return redact_text(f"{type(error).__name__}: {error}")[:300]
