@@ -149,14 +149,17 @@ class ResilientRedis(redis.Redis):
         name: the ``client`` label: a low-cardinality logical name.
         policy: retry policy; default :func:`default_policy`. A policy left with the generic
             classifier gets the Redis one.
-        breaker: circuit breaker shared by every command; default 5 consecutive transient
-            failures, 30 s cool-down. ``False`` disables it.
+        breaker: circuit breaker shared by every command; default one that opens after
+            ``failure_threshold`` consecutive transient failures (5) for ``recovery_timeout``
+            seconds (30). ``False`` disables it.
         budget: optional :class:`RetryBudget` shared by every command.
         telemetry: where metrics, spans and logs go; default the package's.
         retry_writes: retry writes after ambiguous failures too (only for idempotent use).
         clock: time source (tests pass a ``FakeClock``).
         connection_pool: an existing pool; its redis-py retries are turned off.
-        health_check_interval: seconds idle after which a connection is PINGed before use.
+        health_check_interval: seconds idle after which a connection is PINGed before use
+            (ignored with ``connection_pool``).
+        failure_threshold, recovery_timeout: the default breaker's settings.
         single_connection_client: as in ``redis.Redis``.
         **connection_options: passed to ``ConnectionPool.from_url`` (``socket_timeout``,
             ``decode_responses``, ``max_connections``, ...).
@@ -178,6 +181,8 @@ class ResilientRedis(redis.Redis):
         clock: Clock | None = None,
         connection_pool: ConnectionPool | None = None,
         health_check_interval: float = 30.0,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
         single_connection_client: bool = False,
         **connection_options: Any,
     ) -> None:
@@ -229,8 +234,8 @@ class ResilientRedis(redis.Redis):
         self._policies = self._make_policies(self.policy)
         if breaker is None:
             breaker = CircuitBreaker(
-                5, 30.0, failure_on=_is_transient, name=name, system=SYSTEM, clock=self._clock,
-                instrumentation=self._telemetry,
+                failure_threshold, recovery_timeout, failure_on=_is_transient, name=name,
+                system=SYSTEM, clock=self._clock, instrumentation=self._telemetry,
             )
         self.breaker: CircuitBreaker | None = breaker or None
         self.budget = budget
@@ -335,6 +340,11 @@ class ResilientRedis(redis.Redis):
             with contextlib.suppress(TypeError):
                 self._guards[args[0]] = guard
         return guard
+
+    def policy_for(self, *command: Any) -> RetryPolicy:
+        """The retry policy a command (as passed to ``execute_command``) runs under here and
+        now: it shows the write-retry rule, e.g. ``policy_for("INCR", "k")``."""
+        return self._guard_for(command).policy
 
     # -- the hot path -----------------------------------------------------------------------
 
