@@ -135,7 +135,8 @@ def test_write_cut_after_sending_is_retried_when_opted_in(
             return bool(proxied.set(key, "v"))
 
     done = cut_after_applied(proxy, lambda: admin.get(key) == b"v", idempotent_set)
-    assert done.error is None and done.result is True
+    assert done.error is None
+    assert done.result is True
     assert retries(telemetry, "proxied", "set") == 1
     assert outcome(telemetry, "proxied", "set", "success_after_retry") == 1
 
@@ -152,7 +153,8 @@ def test_read_cut_after_sending_is_retried(
         return any(c["id"] == client_id and c["cmd"] == "get" for c in admin.client_list())
 
     done = cut_after_applied(proxy, server_ran_get, lambda: proxied.get(key))
-    assert done.error is None and done.result == b"v"
+    assert done.error is None
+    assert done.result == b"v"
     assert outcome(telemetry, "proxied", "get", "success_after_retry") == 1
 
 

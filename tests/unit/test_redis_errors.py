@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -43,7 +41,7 @@ C = ErrorCategory
         (ConnectionRefusedError(111, "refused"), C.CONNECTION),
         (ConnectionResetError(104, "reset"), C.CONNECTION),
         (BrokenPipeError(32, "broken pipe"), C.CONNECTION),
-        (socket.timeout("timed out"), C.TIMEOUT),
+        (TimeoutError("timed out"), C.TIMEOUT),
         (ValueError("bad config"), C.PROGRAMMING),
         (KeyError("missing"), C.PROGRAMMING),
     ],
