@@ -4,7 +4,7 @@ seed 003's ``RedisConnectionRetry`` / ``with_redis_retry`` / ``get_redis_connect
 Needs the ``redis`` extra (redis-py 8.1 or later 8.x).
 """
 
-from instrumented_clients.redis.client import DEFAULT_URL, ResilientRedis, default_policy
+from instrumented_clients.redis.client import ResilientRedis
 from instrumented_clients.redis.commands import CommandKind, command_kind, command_label
 from instrumented_clients.redis.compat import (
     RedisConnectionRetry,
@@ -13,6 +13,7 @@ from instrumented_clients.redis.compat import (
 )
 from instrumented_clients.redis.errors import StaleConnectionError, classify, was_unsent
 from instrumented_clients.redis.pipeline import ResilientPipeline
+from instrumented_clients.redis.settings import DEFAULT_URL, default_policy
 
 __all__ = [
     "DEFAULT_URL",

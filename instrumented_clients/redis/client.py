@@ -38,11 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
 
 import redis
 from redis.connection import ConnectionPool
@@ -52,42 +49,31 @@ from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.redis import commands
 from instrumented_clients.redis.commands import CommandKind
 from instrumented_clients.redis.connection import adopt_pool, strict_checkout
-from instrumented_clients.redis.errors import (
-    StaleConnectionError,
-    classify,
-    is_refused_by_server,
-    was_unsent,
-)
+from instrumented_clients.redis.errors import classify, is_refused_by_server, was_unsent
 from instrumented_clients.redis.pipeline import ResilientPipeline
+from instrumented_clients.redis.settings import (
+    DEFAULT_URL,
+    URL_EXPECTED,
+    default_policy,
+    validate_url,
+)
+from instrumented_clients.redis.tracking import SYSTEM, ConnectionTracking
 from instrumented_clients.resilience import (
     SYSTEM_CLOCK,
     BreakerState,
     CircuitBreaker,
-    CircuitOpenError,
-    Clock,
     ConnectionState,
     ConnectionStateMachine,
-    ErrorCategory,
     Guard,
     RetryBudget,
     RetryPolicy,
     classify_exception,
 )
-from instrumented_clients.resilience.events import (
-    ReconnectAttempt,
-    ReconnectFinished,
-    RetryScheduled,
-)
+from instrumented_clients.resilience.clock import Clock
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
 __all__ = ["DEFAULT_URL", "ResilientRedis", "default_policy"]
 
-_log = logging.getLogger(__name__)
-
-SYSTEM: Final = "redis"
-DEFAULT_URL: Final = "redis://localhost:6379/0"
-_URL_EXPECTED: Final = "a URL like redis://[user:password@]host[:port][/db], rediss://... or unix://"
-_CONNECTION_TROUBLE: Final = frozenset({ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT})
 _PREPARED_OPERATIONS: Final = ("get", "set", "pipeline", "transaction", "ping", "other")
 _MAX_CACHED_NAMES: Final = 512
 
@@ -96,51 +82,7 @@ _writes_opted_in: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
 )
 
 
-def default_policy(
-    max_attempts: int = 4,
-    initial_delay: float = 0.5,
-    max_delay: float = 10.0,
-    *,
-    clock: Clock = SYSTEM_CLOCK,
-) -> RetryPolicy:
-    """The Redis defaults (seed 003, DESIGN.md): 4 attempts, 0.5 s doubling to 10 s, ×0.5–1.5."""
-    return RetryPolicy(
-        max_attempts=max_attempts,
-        initial_delay=initial_delay,
-        max_delay=max_delay,
-        exponential_base=2.0,
-        jitter=0.5,
-        classifier=classify,
-        clock=clock,
-    )
-
-
-def validate_url(url: object, argument: str = "url") -> str:
-    """Check a Redis URL before any I/O; the error names ``argument`` and never the password."""
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigError(argument, repr(url), _URL_EXPECTED)
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError when not a number in 0..65535
-    except ValueError:
-        raise ConfigError(argument, shown, _URL_EXPECTED + " with a numeric port") from None
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(argument, shown, _URL_EXPECTED)
-    if parts.scheme != "unix":
-        if not parts.hostname:
-            raise ConfigError(argument, shown, _URL_EXPECTED + " with a host")
-        db = parts.path.lstrip("/")
-        if db and not db.isdigit():
-            raise ConfigError(argument, shown, _URL_EXPECTED + " where the path is a db number")
-        if port == 0:
-            raise ConfigError(argument, shown, _URL_EXPECTED + " with a port in 1..65535")
-    elif not parts.path:
-        raise ConfigError(argument, shown, "unix:// followed by a socket path")
-    return url
-
-
-class ResilientRedis(redis.Redis):
+class ResilientRedis(ConnectionTracking, redis.Redis):
     """A ``redis.Redis`` with retries, a circuit breaker, connection state and telemetry.
 
     Args:
@@ -201,7 +143,7 @@ class ResilientRedis(redis.Redis):
                 connection_pool = ConnectionPool.from_url(url, **connection_options)
             except (ValueError, TypeError) as error:
                 raise ConfigError(
-                    "url", redact_url(url), f"{_URL_EXPECTED} ({redact_text(str(error))})"
+                    "url", redact_url(url), f"{URL_EXPECTED} ({redact_text(str(error))})"
                 ) from None
         adopt_pool(connection_pool)
         # Set before redis.Redis.__init__, whose failure would otherwise leave close() half-built.
@@ -240,16 +182,7 @@ class ResilientRedis(redis.Redis):
         self.breaker: CircuitBreaker | None = breaker or None
         self.budget = budget
 
-        self._lock = threading.Lock()
-        self._state = ConnectionStateMachine(
-            SYSTEM, name, clock=self._clock, instrumentation=self._telemetry
-        )
-        self._connected = False
-        self._cycle_started: float | None = None
-        self._cycle_attempts = 0
-        self._reconnect_attempts = 0
-        self._consecutive_failures = 0
-        self._last_error: str | None = None
+        self._init_tracking(connection_pool)
         self._guards: dict[Any, Guard] = {}
         self._guards_by_mode: dict[tuple[str, str, str], Guard] = {}
         self._check_guard = self._make_guard(
@@ -383,14 +316,6 @@ class ResilientRedis(redis.Redis):
             self._attempt_succeeded()
         return result
 
-    def _on_retry(self, event: RetryScheduled) -> None:
-        """An attempt failed and another follows (the policies' ``on_retry`` hook)."""
-        self._attempt_failed(event.error)
-        with self._lock:
-            if (self._state.state is ConnectionState.DISCONNECTED
-                    and self._cycle_started is not None and not self._closed):
-                self._state.transition(ConnectionState.CONNECTING, "reconnect attempt")
-
     # -- pipelines --------------------------------------------------------------------------
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ResilientPipeline:
@@ -434,10 +359,6 @@ class ResilientRedis(redis.Redis):
 
     def _run_check(self) -> Any:
         return self._run(self._check_guard, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
-
-    @property
-    def state(self) -> ConnectionState:
-        return self._state.state
 
     def health(self) -> dict[str, Any]:
         """A snapshot for health endpoints: no URL, no password."""
@@ -483,103 +404,6 @@ class ResilientRedis(redis.Redis):
         return (f"ResilientRedis(name={self.name!r}, address={self.address!r}, db={self.db}, "
                 f"state={self._state.state.value})")
 
-    # -- connection state (slow paths only: the hot path checks one flag) --------------------
-
-    def _before_attempt(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise redis.exceptions.RedisError(f"ResilientRedis {self.name!r} is closed")
-            # Only a reconnection shows CONNECTING (and opens a reconnect span): the first
-            # connection of a healthy start goes straight from DISCONNECTED to CONNECTED.
-            if (self._state.state is ConnectionState.DISCONNECTED
-                    and self._cycle_started is not None):
-                self._state.transition(ConnectionState.CONNECTING, "reconnect attempt")
-
-    def _attempt_succeeded(self) -> None:
-        events: list[Any] = []
-        with self._lock:
-            if self._connected or self._closed:
-                return
-            if self._cycle_started is not None:
-                self._cycle_attempts += 1
-                self._reconnect_attempts += 1
-                duration = self._clock.monotonic() - self._cycle_started
-                events.append(ReconnectAttempt(SYSTEM, self.name, self._cycle_attempts, "success"))
-                events.append(ReconnectFinished(SYSTEM, self.name, "success", duration,
-                                                self._cycle_attempts))
-                self._cycle_started = None
-            for event in events:  # before the transition, which ends the reconnect span
-                self._telemetry.emit(event)
-            self._state.transition(ConnectionState.CONNECTED, "command succeeded")
-            self._consecutive_failures = 0
-            self._connected = True
-
-    def _attempt_failed(self, error: BaseException) -> None:
-        if isinstance(error, StaleConnectionError):
-            # Its idle siblings were opened to the same server and are most likely dead too.
-            self.connection_pool.disconnect(inuse_connections=False)
-        category = classify(error)
-        if category in _CONNECTION_TROUBLE:
-            self._connection_lost(error, category)
-        elif category is ErrorCategory.AUTH and was_unsent(error):
-            self._give_up(error, "authentication failed")
-        elif isinstance(error, (redis.exceptions.ResponseError,
-                                redis.exceptions.BusyLoadingError)) and not self._connected:
-            self._attempt_succeeded()  # the server answered: the connection works
-
-    def _connection_lost(self, error: BaseException, category: ErrorCategory) -> None:
-        with self._lock:
-            self._connected = False
-            self._consecutive_failures += 1
-            self._last_error = _describe(error)
-            if self._closed:
-                return
-            state = self._state.state
-            if state is ConnectionState.CONNECTED:
-                self._cycle_started = self._clock.monotonic()
-                self._cycle_attempts = 0
-                self._state.transition(ConnectionState.DISCONNECTED, f"{category}: connection lost")
-                return
-            # Not connected: this attempt was itself a (re)connection attempt.
-            if self._cycle_started is None:
-                self._cycle_started = self._clock.monotonic()
-                self._cycle_attempts = 0
-            self._cycle_attempts += 1
-            self._reconnect_attempts += 1
-            self._telemetry.emit(ReconnectAttempt(SYSTEM, self.name, self._cycle_attempts,
-                                                  "failure", category.value, error))
-            if state is ConnectionState.CONNECTING:
-                self._state.transition(ConnectionState.DISCONNECTED, f"{category}")
-
-    def _call_failed(self, guard: Guard, error: BaseException) -> None:
-        """The last attempt failed: account for it, then FAILED when the policy would have
-        retried the error (attempts, deadline or budget are spent)."""
-        if isinstance(error, CircuitOpenError) or not isinstance(error, Exception):
-            return
-        self._attempt_failed(error)
-        category = classify(error)
-        if category in _CONNECTION_TROUBLE and guard.policy.should_retry(error, category):
-            self._give_up(error, "retry policy spent")
-
-    def _give_up(self, error: BaseException, reason: str) -> None:
-        with self._lock:
-            self._last_error = _describe(error)
-            self._connected = False
-            state = self._state.state
-            if self._closed or state in (ConnectionState.FAILED, ConnectionState.CONNECTED):
-                return  # already failed, or another thread got through meanwhile
-            self._state.transition(ConnectionState.FAILED, reason)
-            if self._cycle_started is not None:
-                self._telemetry.emit(ReconnectFinished(
-                    SYSTEM, self.name, "failure",
-                    self._clock.monotonic() - self._cycle_started, self._cycle_attempts,
-                ))
-        _log.error("redis client %r: %s: %s", self.name, reason, self._last_error)
-
 
 def _is_transient(error: BaseException) -> bool:
     return classify(error).is_transient
-
-
-def _describe(error: BaseException) -> str:
-    return redact_text(f"{type(error).__name__}: {error}")[:300]

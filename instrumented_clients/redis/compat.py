@@ -37,8 +37,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from instrumented_clients.config import env_float, env_int
 from instrumented_clients.redaction import redact_text
-from instrumented_clients.redis.client import default_policy
 from instrumented_clients.redis.connection import adopt_pool
+from instrumented_clients.redis.settings import default_policy
 from instrumented_clients.resilience import Clock, Guard, RetryPolicy, retry
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
