@@ -31,44 +31,61 @@ from instrumented_clients.telemetry import Telemetry
 URL = "redis://127.0.0.1:6379/0"
 HEADING = "## Redis (bench/redis_ops.py)"
 PIPELINE_SIZE = 100
+SLICES = 20  # alternating slices per contender in a round
 
 
 def workload(client: redis.Redis, prefix: str, op: str) -> tuple[Callable[[], None], int]:
-    """A function that runs one batch of ``op`` and the number of operations it makes."""
+    """A function that runs one slice of ``op``, and the number of operations in a slice."""
     key = f"{prefix}:k"
     client.set(key, "x" * 32)
     if op == "GET":
         get = client.get
 
         def run() -> None:
-            for _ in range(2000):
+            for _ in range(250):
                 get(key)
 
-        return run, 2000
+        return run, 250
     if op == "SET":
         set_ = client.set
 
         def run() -> None:
-            for _ in range(2000):
+            for _ in range(250):
                 set_(key, "value")
 
-        return run, 2000
+        return run, 250
+    keys = [f"{prefix}:p{i % 10}" for i in range(PIPELINE_SIZE)]
 
     def run() -> None:  # 100-command pipeline (MULTI/EXEC, the redis-py default)
-        for _ in range(40):
+        for _ in range(3):
             pipe = client.pipeline()
-            for i in range(PIPELINE_SIZE):
-                pipe.set(f"{prefix}:p{i % 10}", i)
+            for i, pipeline_key in enumerate(keys):
+                pipe.set(pipeline_key, i)
             pipe.execute()
 
-    return run, 40
+    return run, 3
 
 
-def measure(run: Callable[[], None], count: int) -> float:
+def measure_round(
+    slices: dict[str, tuple[Callable[[], None], int]], reverse: bool
+) -> dict[str, float]:
+    """One round: ``SLICES`` short slices per contender, alternating, so that load drift on a
+    shared machine falls on both alike; returns operations per second per contender."""
+    elapsed = dict.fromkeys(slices, 0.0)
+    done = dict.fromkeys(slices, 0)
+    order = list(slices)
+    if reverse:
+        order.reverse()
     gc.collect()
-    started = time.perf_counter()
-    run()
-    return count / (time.perf_counter() - started)
+    for _ in range(SLICES):
+        for label in order:
+            run, count = slices[label]
+            started = time.perf_counter()
+            run()
+            elapsed[label] += time.perf_counter() - started
+            done[label] += count
+        order.reverse()
+    return {label: done[label] / elapsed[label] for label in slices}
 
 
 def main() -> int:
@@ -87,19 +104,19 @@ def main() -> int:
     ops = ("GET", "SET", f"pipeline x{PIPELINE_SIZE}")
     results: dict[tuple[str, str], list[float]] = {}
     try:
+        workloads = {
+            op: {label: workload(client, f"{prefix}:{label}", op.split()[0])
+                 for label, client in contenders.items()}
+            for op in ops
+        }
         for op in ops:
-            for label, client in contenders.items():
-                run, count = workload(client, f"{prefix}:{label}", op.split()[0])
-                run()  # warm-up: connections, caches, guard creation
+            for label in contenders:
+                workloads[op][label][0]()  # warm-up: connections, caches, guard creation
                 results[(op, label)] = []
         for round_number in range(args.rounds):
             for op in ops:
-                order = list(contenders.items())
-                if round_number % 2:
-                    order.reverse()
-                for label, client in order:
-                    run, count = workload(client, f"{prefix}:{label}", op.split()[0])
-                    results[(op, label)].append(measure(run, count))
+                for label, throughput in measure_round(workloads[op], round_number % 2 == 1).items():
+                    results[(op, label)].append(throughput)
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         for client in contenders.values():
@@ -114,7 +131,7 @@ def main() -> int:
         "",
         f"Raw redis-py {redis.__version__} vs ResilientRedis (defaults: retry, breaker, Prometheus "
         "metrics on a fresh registry; tracing not configured), local Redis over loopback, "
-        f"{args.rounds} interleaved rounds in one run, order alternating; Python "
+        f"{args.rounds} rounds in one run, each of {SLICES} alternating slices per contender; Python "
         f"{platform.python_version()}, {platform.machine()}. Pipeline = MULTI/EXEC of "
         f"{PIPELINE_SIZE} SETs, counted per pipeline.",
         "",

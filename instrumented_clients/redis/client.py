@@ -72,7 +72,7 @@ from instrumented_clients.resilience import (
 from instrumented_clients.resilience.clock import Clock
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
-__all__ = ["DEFAULT_URL", "ResilientRedis", "default_policy"]
+__all__ = ["ResilientRedis"]
 
 _PREPARED_OPERATIONS: Final = ("get", "set", "pipeline", "transaction", "ping", "other")
 _MAX_CACHED_NAMES: Final = 512
@@ -325,7 +325,14 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         )
 
     def _pipeline_guard(self, transactional: bool, stack: Sequence[Any]) -> Guard:
-        kinds = {commands.command_kind(commands.normalise(args[0]), args) for args, _ in stack}
+        kinds: set[CommandKind] = set()
+        for name in {args[0] for args, _ in stack}:  # a 100-command batch has few distinct names
+            normalised = commands.normalise(name)
+            if normalised in ("XREAD", "XREADGROUP"):  # the kind depends on the arguments
+                kinds.update(commands.command_kind(normalised, args)
+                             for args, _ in stack if args[0] == name)
+            else:
+                kinds.add(commands.command_kind(normalised))
         if CommandKind.BLOCKING in kinds:
             mode = "blocking"
         elif CommandKind.WRITE not in kinds or self.retry_writes or _writes_opted_in.get():

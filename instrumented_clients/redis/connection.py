@@ -63,18 +63,28 @@ class SendTrackingMixin:
             mark_unsent(error)
             raise
 
-    def can_read(self, timeout: float = 0) -> bool:
+
+def _stale(connection: Any, error: BaseException) -> BaseException:
+    connection.disconnect()
+    return mark_unsent(StaleConnectionError(f"pooled connection was closed while idle: {error}"))
+
+
+def _can_read_of(connection_class: type[Any]) -> Any:
+    # The pool asks can_read() of every connection it hands out, so this is on the hot path:
+    # call the class's own method directly rather than through super().
+    base_can_read = connection_class.can_read
+
+    def can_read(self: Any, timeout: float = 0) -> bool:
         try:
-            return bool(super().can_read(timeout))  # type: ignore[misc]
+            return base_can_read(self, timeout)  # type: ignore[no-any-return]
         except (rx.ConnectionError, rx.TimeoutError, OSError) as error:
-            if not strict_checkout.get():
-                raise
-            # The pool asks can_read() of a connection it hands out; a dead socket answers with
-            # an error. Fail the attempt visibly (nothing was sent) instead of healing unseen.
-            self.disconnect()  # type: ignore[attr-defined]
-            raise mark_unsent(
-                StaleConnectionError(f"pooled connection was closed while idle: {error}")
-            ) from error
+            # A dead socket. Outside a guarded attempt the pool heals it as usual; inside one,
+            # the attempt fails visibly (nothing was sent) and is retried and counted.
+            if strict_checkout.get():
+                raise _stale(self, error) from error
+            raise
+
+    return can_read
 
 
 _tracked: dict[type[Any], type[Any]] = {}
@@ -91,7 +101,7 @@ def tracked_class(connection_class: type[Any]) -> type[Any]:
             tracked = type(
                 f"Tracked{connection_class.__name__}",
                 (SendTrackingMixin, connection_class),
-                {"__module__": __name__},
+                {"__module__": __name__, "can_read": _can_read_of(connection_class)},
             )
             _tracked[connection_class] = tracked
         return tracked
