@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import statistics
 import sys
@@ -68,10 +69,12 @@ def workload(client: redis.Redis, prefix: str, op: str) -> tuple[Callable[[], No
 
 def measure_round(
     slices: dict[str, tuple[Callable[[], None], int]], reverse: bool
-) -> dict[str, float]:
+) -> dict[str, tuple[float, float]]:
     """One round: ``SLICES`` short slices per contender, alternating, so that load drift on a
-    shared machine falls on both alike; returns operations per second per contender."""
+    shared machine falls on both alike. Returns, per contender, operations per second (wall
+    clock) and the client's CPU time per operation in µs (less sensitive to other load)."""
     elapsed = dict.fromkeys(slices, 0.0)
+    cpu = dict.fromkeys(slices, 0.0)
     done = dict.fromkeys(slices, 0)
     order = list(slices)
     if reverse:
@@ -80,12 +83,14 @@ def measure_round(
     for _ in range(SLICES):
         for label in order:
             run, count = slices[label]
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             run()
             elapsed[label] += time.perf_counter() - started
+            cpu[label] += time.process_time() - cpu_started
             done[label] += count
         order.reverse()
-    return {label: done[label] / elapsed[label] for label in slices}
+    return {label: (done[label] / elapsed[label], cpu[label] / done[label] * 1e6)
+            for label in slices}
 
 
 def main() -> int:
@@ -103,6 +108,7 @@ def main() -> int:
     contenders = {"redis-py": raw, "ResilientRedis": resilient}
     ops = ("GET", "SET", f"pipeline x{PIPELINE_SIZE}")
     results: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     try:
         workloads = {
             op: {label: workload(client, f"{prefix}:{label}", op.split()[0])
@@ -113,10 +119,13 @@ def main() -> int:
             for label in contenders:
                 workloads[op][label][0]()  # warm-up: connections, caches, guard creation
                 results[(op, label)] = []
+                cpu[(op, label)] = []
         for round_number in range(args.rounds):
             for op in ops:
-                for label, throughput in measure_round(workloads[op], round_number % 2 == 1).items():
+                measured = measure_round(workloads[op], reverse=round_number % 2 == 1)
+                for label, (throughput, cpu_per_op) in measured.items():
                     results[(op, label)].append(throughput)
+                    cpu[(op, label)].append(cpu_per_op)
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         for client in contenders.values():
@@ -125,21 +134,24 @@ def main() -> int:
                 client.delete(*keys)
             client.close()
 
-    unit = {"GET": "commands/s", "SET": "commands/s"}
     lines = [
         HEADING,
         "",
-        f"Raw redis-py {redis.__version__} vs ResilientRedis (defaults: retry, breaker, Prometheus "
-        "metrics on a fresh registry; tracing not configured), local Redis over loopback, "
-        f"{args.rounds} rounds in one run, each of {SLICES} alternating slices per contender; Python "
-        f"{platform.python_version()}, {platform.machine()}. Pipeline = MULTI/EXEC of "
-        f"{PIPELINE_SIZE} SETs, counted per pipeline.",
+        f"Raw redis-py {redis.__version__} vs ResilientRedis with its defaults (retry policy, "
+        "circuit breaker, 30 s idle health check, Prometheus metrics on a fresh registry; "
+        "tracing not configured), local Redis over loopback. One run: "
+        f"{args.rounds} rounds, each of {SLICES} alternating slices per contender (order "
+        f"reversed every slice and round); Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} cores shared with other work. Pipeline = "
+        f"MULTI/EXEC of {PIPELINE_SIZE} SETs, counted per pipeline. Throughput is wall clock; "
+        "client CPU per operation is process time, less sensitive to the machine's other load.",
         "",
-        "| operation | contender | median | spread (min–max) | ratio of medians | "
-        "median per-round ratio |",
-        "|---|---|---|---|---|---|",
+        "| operation | contender | median throughput | spread (min–max) | ratio of medians | "
+        "median per-round ratio | client CPU per op (median) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for op in ops:
+        unit = "pipelines/s" if op.startswith("pipeline") else "commands/s"
         raw_runs = results[(op, "redis-py")]
         ours = results[(op, "ResilientRedis")]
         raw_median = statistics.median(raw_runs)
@@ -148,9 +160,10 @@ def main() -> int:
             median = statistics.median(runs)
             ratio = f"{median / raw_median:.1%}" if label != "redis-py" else "—"
             paired = f"{per_round:.1%}" if label != "redis-py" else "—"
+            cpu_median = statistics.median(cpu[(op, label)])
             lines.append(
-                f"| {op} | {label} | {median:,.0f} {unit.get(op, 'pipelines/s')} | "
-                f"{min(runs):,.0f} – {max(runs):,.0f} | {ratio} | {paired} |"
+                f"| {op} | {label} | {median:,.0f} {unit} | {min(runs):,.0f} – {max(runs):,.0f} "
+                f"| {ratio} | {paired} | {cpu_median:,.1f} µs |"
             )
     table = "\n".join(lines) + "\n"
     print(table)
