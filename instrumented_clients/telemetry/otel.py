@@ -95,6 +95,11 @@ class OpenTelemetrySink:
 
     @property
     def enabled(self) -> bool:
+        # Asked once per operation: answer the common cases without the tracer property.
+        if self._tracer is not None:
+            return True
+        if time.monotonic() < self._next_check:
+            return False
         return self.tracer is not None
 
     def start(self, name: str, attributes: dict[str, Any] | None) -> SpanScope | None:
