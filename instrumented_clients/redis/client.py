@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import redis
@@ -195,7 +195,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
     def from_env(
         cls,
         name: str = "redis",
-        environ: dict[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> ResilientRedis:
         """Build from ``REDIS_URL``, ``REDIS_RETRY_MAX_ATTEMPTS`` (attempts, the first included),

@@ -4,6 +4,7 @@ pipelines cut mid-execution, blocking pops."""
 from __future__ import annotations
 
 import select
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -262,3 +263,26 @@ def test_breaker_opens_fails_fast_then_half_open_probe_closes_it(
         assert metric(telemetry, "circuit_breaker_transitions_total", "breaker",
                       from_state=from_state, to_state=to_state) >= 1
     assert metric(telemetry, "reconnect_attempts_total", "breaker", outcome="success") == 1
+
+
+def test_idle_health_check_on_a_dead_link_lets_a_write_be_retried(
+    proxy: FaultProxy, admin: redis.Redis, prefix: str, telemetry: CapturedTelemetry,
+) -> None:
+    # A silent dead link (blackhole): the idle-health-check PING, sent before the command, times
+    # out. Nothing of the INCR was sent, so it is retried on a fresh connection, and applied once.
+    key = f"{prefix}:n"
+    with ResilientRedis(proxy.url(URL), name="idle", telemetry=telemetry, policy=FAST,
+                        health_check_interval=0.05, socket_timeout=0.5,
+                        socket_connect_timeout=0.5) as client:
+        client.ping()
+        connection = client.connection_pool._available_connections[0]
+        wait_until(lambda: time.monotonic() > connection.next_health_check, 5)
+        proxy.blackhole()
+        background = Background(lambda: client.incr(key))
+        wait_until(lambda: retries(telemetry, "idle", "incrby") >= 1, 10)
+        proxy.pass_through()
+        done = background.join()
+    assert done.error is None
+    assert done.result == 1
+    assert admin.get(key) == b"1"
+    assert outcome(telemetry, "idle", "incrby", "success_after_retry") == 1
