@@ -37,6 +37,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from instrumented_clients.config import env_float, env_int
 from instrumented_clients.redaction import redact_text
+from instrumented_clients.redis.client import ResilientRedis
 from instrumented_clients.redis.connection import adopt_pool
 from instrumented_clients.redis.settings import default_policy
 from instrumented_clients.resilience import Clock, Guard, RetryPolicy, retry
@@ -110,7 +111,10 @@ class RedisConnectionRetry:
             pool = getattr(client, "connection_pool", None)
             if pool is not None and hasattr(pool, "set_retry"):
                 adopt_pool(pool)
-            ping = getattr(client, "ping", None)
+            # A ResilientRedis retries its own PING: verify it with one attempt, not 4 x 4.
+            ping = client._run_check if isinstance(client, ResilientRedis) else getattr(
+                client, "ping", None
+            )
             if callable(ping):
                 try:
                     ping()

@@ -161,3 +161,21 @@ def test_seed_connect_with_retry_gives_up_on_refused_port(telemetry: CapturedTel
         handler.connect_with_retry(lambda: redis.Redis(host="127.0.0.1", port=port), "down")
     assert len(clock.sleeps) == 2
     assert outcome(telemetry, "redis", "connect", "failure_after_retry") == 1
+
+
+def test_seed_connect_with_retry_does_not_multiply_a_resilient_clients_attempts(
+    telemetry: CapturedTelemetry,
+) -> None:
+    clock = FakeClock()
+    handler = RedisConnectionRetry(max_retries=1, clock=clock, telemetry=telemetry)
+    made: list[ResilientRedis] = []
+
+    def connect() -> ResilientRedis:
+        made.append(ResilientRedis(dead.url(URL), name="seeded", telemetry=telemetry))
+        return made[-1]
+
+    with FaultProxy("127.0.0.1", free_port()) as dead:
+        with pytest.raises(rx.ConnectionError):
+            handler.connect_with_retry(connect, "redis-cache")
+        assert dead.accepted == 2  # 2 attempts of one PING each, not 2 x 4
+    assert all(client.state is ConnectionState.CLOSED for client in made)
