@@ -19,6 +19,7 @@ import platform
 import statistics
 import sys
 import time
+import timeit
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -220,6 +221,7 @@ def breakdown(prefix: str, rounds: int) -> list[str]:
         median, least = statistics.median(values), min(values)
         lines.append(f"| {label} | {median:,.1f} µs | {median - base:+,.1f} µs | {least:,.1f} µs "
                      f"| {least - base_min:+,.1f} µs |")
+    lines += layer_costs()
     lines += [
         "",
         "Reading: the goal is >= 95 % of raw throughput. On a quiet machine a loopback GET costs "
@@ -229,6 +231,38 @@ def breakdown(prefix: str, rounds: int) -> list[str]:
         "spread between rounds exceeds the difference being measured, so read the per-round "
         "ratio and the CPU columns rather than single rounds.",
     ]
+    return lines
+
+
+def layer_costs() -> list[str]:
+    """The layers' own CPU cost per command, I/O replaced by a no-op: free of network and server
+    noise, so it resolves differences that the live rounds cannot."""
+    quiet = {"metrics": False, "tracing": False, "logs": False}
+    variants = {
+        "Guard per command, state tracking": {"telemetry": Telemetry(**quiet), "breaker": False},
+        "+ circuit breaker": {"telemetry": Telemetry(**quiet)},
+        "+ tracing check (no SDK)": {"telemetry": Telemetry(metrics=False, logs=False)},
+        "+ Prometheus metrics = defaults": {
+            "telemetry": Telemetry(registry=CollectorRegistry(), logs=False)},
+    }
+    lines = [
+        "",
+        "The layers' own CPU per command, with the network call replaced by a no-op "
+        "(`timeit`, best of 7 × 100,000 calls of `execute_command(\"GET\", ...)`):",
+        "",
+        "| layers | CPU per command |",
+        "|---|---|",
+    ]
+    for label, options in variants.items():
+        client = ResilientRedis("redis://127.0.0.1:1/0", name="layer-cost", **options)
+        client._execute_command = lambda *args, **kwargs: None  # type: ignore[method-assign]
+        client._connected = True
+        execute = client.execute_command
+        execute("GET", "k")
+        best = min(timeit.repeat("execute('GET', 'k', keys=['k'])", number=100_000, repeat=7,
+                                 globals={"execute": execute})) / 100_000
+        client.close()
+        lines.append(f"| {label} | {best * 1e6:.2f} µs |")
     return lines
 
 
