@@ -77,11 +77,14 @@ class ConnectionTracking:
 
     def _on_retry(self, event: RetryScheduled) -> None:
         """An attempt failed and another follows (the policies' ``on_retry`` hook)."""
-        self._attempt_failed(event.error)
-        with self._lock:
-            if (self._state.state is ConnectionState.DISCONNECTED
-                    and self._cycle_started is not None and not self._closed):
-                self._state.transition(ConnectionState.CONNECTING, "reconnect attempt")
+        try:
+            self._attempt_failed(event.error)
+            with self._lock:
+                if (self._state.state is ConnectionState.DISCONNECTED
+                        and self._cycle_started is not None and not self._closed):
+                    self._state.transition(ConnectionState.CONNECTING, "reconnect attempt")
+        except Exception:  # bookkeeping must never change the outcome of a call
+            _log.exception("redis client %r: connection state bookkeeping failed", self.name)
 
     def _before_attempt(self) -> None:
         with self._lock:
@@ -108,9 +111,12 @@ class ConnectionTracking:
                 self._cycle_started = None
             for event in events:  # before the transition, which ends the reconnect span
                 self._telemetry.emit(event)
-            self._state.transition(ConnectionState.CONNECTED, "command succeeded")
             self._consecutive_failures = 0
             self._connected = True
+            try:
+                self._state.transition(ConnectionState.CONNECTED, "command succeeded")
+            except Exception:  # a successful call must not fail on bookkeeping
+                _log.exception("redis client %r: connection state bookkeeping failed", self.name)
 
     def _attempt_failed(self, error: BaseException) -> None:
         if isinstance(error, StaleConnectionError):
@@ -154,10 +160,13 @@ class ConnectionTracking:
         retried the error (attempts, deadline or budget are spent)."""
         if isinstance(error, CircuitOpenError) or not isinstance(error, Exception):
             return
-        self._attempt_failed(error)
-        category = classify(error)
-        if category in _CONNECTION_TROUBLE and guard.policy.should_retry(error, category):
-            self._give_up(error, "retry policy spent")
+        try:
+            self._attempt_failed(error)
+            category = classify(error)
+            if category in _CONNECTION_TROUBLE and guard.policy.should_retry(error, category):
+                self._give_up(error, "retry policy spent")
+        except Exception:  # the caller must see the original error, not a bookkeeping one
+            _log.exception("redis client %r: connection state bookkeeping failed", self.name)
 
     def _give_up(self, error: BaseException, reason: str) -> None:
         with self._lock:
