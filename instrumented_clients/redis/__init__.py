@@ -4,7 +4,7 @@ seed 003's ``RedisConnectionRetry`` / ``with_redis_retry`` / ``get_redis_connect
 Needs the ``redis`` extra (redis-py 8.1 or later 8.x).
 """
 
-from instrumented_clients.redis.client import ResilientRedis
+from instrumented_clients.redis.client import ResilientRedis, counts_against_redis
 from instrumented_clients.redis.commands import CommandKind, command_kind, command_label
 from instrumented_clients.redis.compat import (
     RedisConnectionRetry,
@@ -25,6 +25,7 @@ __all__ = [
     "classify",
     "command_kind",
     "command_label",
+    "counts_against_redis",
     "default_policy",
     "get_redis_connection_retry",
     "was_unsent",

@@ -49,7 +49,12 @@ from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.redis import commands
 from instrumented_clients.redis.commands import CommandKind
 from instrumented_clients.redis.connection import adopt_pool, strict_checkout
-from instrumented_clients.redis.errors import classify, is_refused_by_server, was_unsent
+from instrumented_clients.redis.errors import (
+    StaleConnectionError,
+    classify,
+    is_refused_by_server,
+    was_unsent,
+)
 from instrumented_clients.redis.pipeline import ResilientPipeline
 from instrumented_clients.redis.settings import (
     DEFAULT_URL,
@@ -64,6 +69,7 @@ from instrumented_clients.resilience import (
     CircuitBreaker,
     ConnectionState,
     ConnectionStateMachine,
+    ErrorCategory,
     Guard,
     RetryBudget,
     RetryPolicy,
@@ -72,7 +78,7 @@ from instrumented_clients.resilience import (
 from instrumented_clients.resilience.clock import Clock
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
-__all__ = ["ResilientRedis"]
+__all__ = ["ResilientRedis", "counts_against_redis"]
 
 _PREPARED_OPERATIONS: Final = ("get", "set", "pipeline", "transaction", "ping", "other")
 _MAX_CACHED_NAMES: Final = 512
@@ -92,8 +98,8 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         policy: retry policy; default :func:`default_policy`. A policy left with the generic
             classifier gets the Redis one.
         breaker: circuit breaker shared by every command; default one that opens after
-            ``failure_threshold`` consecutive transient failures (5) for ``recovery_timeout``
-            seconds (30). ``False`` disables it.
+            ``failure_threshold`` consecutive failures (5; see :func:`counts_against_redis`)
+            for ``recovery_timeout`` seconds (30). ``False`` disables it.
         budget: optional :class:`RetryBudget` shared by every command.
         telemetry: where metrics, spans and logs go; default the package's.
         retry_writes: retry writes after ambiguous failures too (only for idempotent use).
@@ -176,7 +182,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         self._policies = self._make_policies(self.policy)
         if breaker is None:
             breaker = CircuitBreaker(
-                failure_threshold, recovery_timeout, failure_on=_is_transient, name=name,
+                failure_threshold, recovery_timeout, failure_on=counts_against_redis, name=name,
                 system=SYSTEM, clock=self._clock, instrumentation=self._telemetry,
             )
         self.breaker: CircuitBreaker | None = breaker or None
@@ -412,5 +418,17 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
                 f"state={self._state.state.value})")
 
 
-def _is_transient(error: BaseException) -> bool:
-    return classify(error).is_transient
+def counts_against_redis(error: BaseException) -> bool:
+    """Whether a failure counts toward the default circuit breaker.
+
+    Counted: what shows Redis unreachable or unresponsive — failures to connect (refused,
+    connect timeout, handshake), timeouts, and the server's own "busy" refusals. Not counted by
+    itself: an established connection that drops under a command, or a pooled connection found
+    dead (a network blip, a server restart, ``CLIENT KILL``). One such event fails every command
+    in flight at once, which would open the breaker on a single blip; the reconnection that
+    follows is what is counted.
+    """
+    category = classify(error)
+    if not category.is_transient or isinstance(error, StaleConnectionError):
+        return False
+    return category is not ErrorCategory.CONNECTION or was_unsent(error)

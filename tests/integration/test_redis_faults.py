@@ -286,3 +286,42 @@ def test_idle_health_check_on_a_dead_link_lets_a_write_be_retried(
     assert done.result == 1
     assert admin.get(key) == b"1"
     assert outcome(telemetry, "idle", "incrby", "success_after_retry") == 1
+
+
+def test_concurrent_reads_survive_cuts(
+    proxied: ResilientRedis, proxy: FaultProxy, admin: redis.Redis, prefix: str,
+    telemetry: CapturedTelemetry,
+) -> None:
+    import threading
+
+    key = f"{prefix}:shared"
+    admin.set(key, "v")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                assert proxied.get(key) == b"v"
+                reads[0] += 1
+            except BaseException as error:
+                errors.append(error)
+                return
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for _ in range(3):
+        wait_until(lambda: proxy.connections > 0, 5)
+        before = reads[0]
+        wait_until(lambda before=before: reads[0] > before + 50, 10)
+        proxy.cut()
+    wait_until(lambda: reads[0] > 0 and retries(telemetry, "proxied", "get") >= 1, 10)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert proxied.state is ConnectionState.CONNECTED
+    assert outcome(telemetry, "proxied", "get", "success_after_retry") >= 1
+    assert outcome(telemetry, "proxied", "get", "failure_after_retry") == 0

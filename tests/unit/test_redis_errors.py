@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from redis import exceptions as rx
 
 from instrumented_clients.redis import StaleConnectionError, classify, command_kind, command_label
+from instrumented_clients.redis.client import counts_against_redis
 from instrumented_clients.redis.commands import LABELLED_COMMANDS, CommandKind, normalise
 from instrumented_clients.redis.errors import is_refused_by_server, mark_unsent, was_unsent
 from instrumented_clients.resilience import ErrorCategory
@@ -116,3 +117,22 @@ def test_labels_are_bounded_whatever_the_command_name(name: str | bytes) -> None
     label = command_label(normalise(name))
     assert label == "other" or label.upper() in LABELLED_COMMANDS
     assert label == label.lower()
+
+
+@pytest.mark.parametrize(
+    ("error", "counted"),
+    [
+        (mark_unsent(rx.ConnectionError("Error 111 connecting: Connection refused")), True),
+        (mark_unsent(rx.TimeoutError("Timeout connecting to server")), True),
+        (rx.TimeoutError("Timeout reading from socket"), True),
+        (rx.BusyLoadingError("LOADING"), True),
+        # A drop under an in-flight command fails every concurrent command at once: not counted
+        # by itself, the reconnection that follows is.
+        (rx.ConnectionError("Connection closed by server."), False),
+        (mark_unsent(StaleConnectionError("closed while idle")), False),
+        (mark_unsent(rx.AuthenticationError("WRONGPASS")), False),
+        (rx.ResponseError("WRONGTYPE"), False),
+    ],
+)
+def test_what_counts_against_the_breaker(error: Exception, counted: bool) -> None:
+    assert counts_against_redis(error) is counted
