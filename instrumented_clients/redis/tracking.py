@@ -5,7 +5,9 @@ the state is inferred from the calls instead:
 
 - CONNECTED after a command (or PING) succeeds, or the server answered with an error;
 - DISCONNECTED when an attempt fails on the connection (connection error, timeout); the reconnect
-  cycle starts there, and every later attempt is a :class:`ReconnectAttempt`;
+  cycle starts there, and every later attempt that connects (or fails to) is a
+  :class:`ReconnectAttempt` — commands that were in flight on the same dropped link are one loss,
+  not many attempts;
 - CONNECTING while a further attempt of that cycle is under way (the first connection of a
   healthy start goes straight to CONNECTED: it is not a reconnection);
 - FAILED when a call gave up on a connection error its policy would have retried (attempts,
@@ -144,7 +146,11 @@ class ConnectionTracking:
                 self._cycle_attempts = 0
                 self._state.transition(ConnectionState.DISCONNECTED, f"{category}: connection lost")
                 return
-            # Not connected: this attempt was itself a (re)connection attempt.
+            # Not connected. A failure while connecting is a (re)connection attempt; a command
+            # that was in flight on the same dropped link, or another dead idle connection, is
+            # not (one blip fails every concurrent command: it is one loss, not N attempts).
+            if isinstance(error, StaleConnectionError) or not was_unsent(error):
+                return
             if self._cycle_started is None:
                 self._cycle_started = self._clock.monotonic()
                 self._cycle_attempts = 0

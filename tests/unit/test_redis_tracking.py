@@ -103,3 +103,17 @@ def test_passwords_never_reach_last_error(client: ResilientRedis) -> None:
     error = rx.ConnectionError("Error connecting to redis://app:hunter2@db:6379/0")
     client._call_failed(client._guard_for(("GET", "k")), error)
     assert "hunter2" not in str(client.health())
+
+
+def test_concurrent_in_flight_losses_are_one_loss_not_many_reconnect_attempts(
+    client: ResilientRedis, telemetry: CapturedTelemetry
+) -> None:
+    client._attempt_succeeded()
+    for _ in range(6):  # six threads had a command in flight on the link that dropped
+        client._on_retry(retry_event(rx.ConnectionError("Connection reset by peer")))
+    assert telemetry.events_of(ReconnectAttempt) == []
+    transitions = [state for _, state in client._state.history]
+    assert transitions.count(S.DISCONNECTED) == 2  # the initial state and the one loss
+    client._attempt_succeeded()
+    (finished,) = telemetry.events_of(ReconnectFinished)
+    assert finished.attempts == 1
