@@ -1,0 +1,434 @@
+"""``ResilientRedis``: a ``redis.Redis`` whose every command runs through retry, breaker, telemetry.
+
+It *is* a ``redis.Redis`` (every command method works as before) with one change of route:
+``execute_command`` — the method every command method ends in — runs each command through a
+cached :class:`~instrumented_clients.resilience.Guard` chosen by command name, and
+``pipeline()`` returns a pipeline whose ``execute()`` runs the whole batch through one Guard
+(operation ``pipeline``, or ``transaction`` for MULTI/EXEC). redis-py's own retries are turned
+off (see :mod:`instrumented_clients.redis.connection`), so each attempt is one of ours and is
+counted.
+
+When a failed attempt is run again (the write-retry rule)
+---------------------------------------------------------
+A command whose connection broke *after* it was sent may or may not have been applied; running a
+write again could apply it twice (``INCR``, ``LPUSH``, a pipeline of 100 ``INCR``). So, for
+transient errors (connection lost, timeout, server busy):
+
+1. **Reads** (``GET``, ``HGETALL``, ``ZRANGE``, ... — :data:`~.commands.READ_COMMANDS`, and
+   pipelines made only of them) are always retried.
+2. **Writes** (every other command, unknown ones included) are retried only when the failure
+   provably happened before the command was sent: the connection could not be opened,
+   authenticated or health-checked, or the pooled connection was found dead at check-out
+   (:class:`~.errors.StaleConnectionError`); or — for a single command — the server refused it
+   without running it (``LOADING``, ``TRYAGAIN``, ``CLUSTERDOWN``, ``MASTERDOWN``).
+3. **Opt-in** for idempotent writes: ``ResilientRedis(retry_writes=True)`` for the whole client,
+   or ``with client.idempotent(): ...`` for the calls in a block. Writes are then retried like
+   reads — a ``SET`` of the same value twice is harmless, an ``INCR`` is not.
+4. **Blocking commands** (``BLPOP``, ``BRPOP``, ``BLMOVE``, ``BZPOPMIN``, ``XREAD``/``XREADGROUP``
+   with ``BLOCK``, ...) are never retried once sent, opt-in or not: the element they popped is
+   gone from the server whether or not the reply arrived.
+
+Permanent errors (authentication, ACL, wrong type, syntax) are never retried. Connection state
+follows the calls: CONNECTED after a command (or ``PING``) succeeds, DISCONNECTED/CONNECTING while
+attempts fail on the connection, FAILED when a call gave up on a connection error its policy would
+have retried (attempts, deadline or budget spent), CONNECTED again on the next success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, Literal
+
+import redis
+from redis.connection import ConnectionPool
+
+from instrumented_clients.config import ConfigError, env_float, env_int, env_str
+from instrumented_clients.redaction import redact_text, redact_url
+from instrumented_clients.redis import commands
+from instrumented_clients.redis.commands import CommandKind
+from instrumented_clients.redis.connection import adopt_pool, strict_checkout
+from instrumented_clients.redis.errors import (
+    StaleConnectionError,
+    classify,
+    is_refused_by_server,
+    was_unsent,
+)
+from instrumented_clients.redis.pipeline import ResilientPipeline
+from instrumented_clients.redis.settings import (
+    DEFAULT_URL,
+    URL_EXPECTED,
+    default_policy,
+    validate_url,
+)
+from instrumented_clients.redis.tracking import SYSTEM, ConnectionTracking
+from instrumented_clients.resilience import (
+    SYSTEM_CLOCK,
+    BreakerState,
+    CircuitBreaker,
+    ConnectionState,
+    ConnectionStateMachine,
+    ErrorCategory,
+    Guard,
+    RetryBudget,
+    RetryPolicy,
+    classify_exception,
+)
+from instrumented_clients.resilience.clock import Clock
+from instrumented_clients.telemetry import Telemetry, get_default_telemetry
+
+__all__ = ["ResilientRedis", "counts_against_redis"]
+
+_PREPARED_OPERATIONS: Final = ("get", "set", "pipeline", "transaction", "ping", "other")
+_MAX_CACHED_NAMES: Final = 512
+
+_writes_opted_in: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
+    "instrumented_clients_redis_retry_writes", default=False
+)
+
+
+class ResilientRedis(ConnectionTracking, redis.Redis):
+    """A ``redis.Redis`` with retries, a circuit breaker, connection state and telemetry.
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL (default ``redis://localhost:6379/0``);
+            checked at construction. Exclusive with ``connection_pool``.
+        name: the ``client`` label: a low-cardinality logical name.
+        policy: retry policy; default :func:`default_policy`. A policy left with the generic
+            classifier gets the Redis one.
+        breaker: circuit breaker shared by every command; default one that opens after
+            ``failure_threshold`` consecutive failures (5; see :func:`counts_against_redis`)
+            for ``recovery_timeout`` seconds (30). ``False`` disables it.
+        budget: optional :class:`RetryBudget` shared by every command.
+        telemetry: where metrics, spans and logs go; default the package's.
+        retry_writes: retry writes after ambiguous failures too (only for idempotent use).
+        clock: time source (tests pass a ``FakeClock``).
+        connection_pool: an existing pool; its redis-py retries are turned off.
+        health_check_interval: seconds idle after which a connection is PINGed before use
+            (ignored with ``connection_pool``).
+        failure_threshold, recovery_timeout: the default breaker's settings.
+        single_connection_client: as in ``redis.Redis``.
+        **connection_options: passed to ``ConnectionPool.from_url`` (``socket_timeout``,
+            ``decode_responses``, ``max_connections``, ...).
+
+    Raises:
+        ConfigError: a malformed URL (before any I/O), naming the argument.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        name: str = "redis",
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | Literal[False] | None = None,
+        budget: RetryBudget | None = None,
+        telemetry: Telemetry | None = None,
+        retry_writes: bool = False,
+        clock: Clock | None = None,
+        connection_pool: ConnectionPool | None = None,
+        health_check_interval: float = 30.0,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
+        single_connection_client: bool = False,
+        **connection_options: Any,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if connection_pool is not None and (url is not None or connection_options):
+            raise ValueError(
+                "connection_pool cannot be combined with url or connection options "
+                f"({', '.join(sorted(connection_options)) or 'url'}): configure the pool instead"
+            )
+        owns_pool = connection_pool is None
+        if connection_pool is None:
+            url = validate_url(DEFAULT_URL if url is None else url)
+            connection_options.setdefault("health_check_interval", health_check_interval)
+            try:
+                connection_pool = ConnectionPool.from_url(url, **connection_options)
+            except (ValueError, TypeError) as error:
+                raise ConfigError(
+                    "url", redact_url(url), f"{URL_EXPECTED} ({redact_text(str(error))})"
+                ) from None
+        adopt_pool(connection_pool)
+        # Set before redis.Redis.__init__, whose failure would otherwise leave close() half-built.
+        self._closed = False
+        super().__init__(
+            connection_pool=connection_pool, single_connection_client=single_connection_client
+        )
+        self.auto_close_connection_pool = owns_pool
+
+        self.name = name
+        self.retry_writes = bool(retry_writes)
+        self._telemetry = telemetry or get_default_telemetry()
+        self._telemetry.prepare(SYSTEM, name, _PREPARED_OPERATIONS)
+        kwargs = connection_pool.connection_kwargs
+        host, port = kwargs.get("host"), kwargs.get("port")
+        self.address = f"{host}:{port}" if host else str(kwargs.get("path", ""))
+        self.db = int(kwargs.get("db", 0) or 0)
+        self._span_base: dict[str, Any] = {"db.system.name": SYSTEM, "db.namespace": str(self.db)}
+        if host:
+            self._span_base.update({"server.address": str(host), "server.port": int(port or 6379)})
+
+        self._clock = clock or (policy.clock if policy is not None else SYSTEM_CLOCK)
+        base = policy or default_policy(clock=self._clock)
+        changes: dict[str, Any] = {}
+        if base.classifier is classify_exception:
+            changes["classifier"] = classify  # the generic one knows nothing of redis-py
+        if clock is not None and base.clock is not clock:
+            changes["clock"] = clock
+        self.policy = base.replace(**changes) if changes else base
+        self._policies = self._make_policies(self.policy)
+        if breaker is None:
+            breaker = CircuitBreaker(
+                failure_threshold, recovery_timeout, failure_on=counts_against_redis, name=name,
+                system=SYSTEM, clock=self._clock, instrumentation=self._telemetry,
+            )
+        self.breaker: CircuitBreaker | None = breaker or None
+        self.budget = budget
+
+        self._init_tracking(connection_pool)
+        self._guards: dict[Any, Guard] = {}
+        self._guards_by_mode: dict[tuple[str, str, str], Guard] = {}
+        self._check_guard = self._make_guard(
+            "ping", "PING", self._policies["read"].replace(max_attempts=1)
+        )
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls,
+        name: str = "redis",
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ResilientRedis:
+        """Build from ``REDIS_URL``, ``REDIS_RETRY_MAX_ATTEMPTS`` (attempts, the first included),
+        ``REDIS_RETRY_BASE_DELAY`` and ``REDIS_RETRY_MAX_DELAY``; ``overrides`` win.
+
+        Raises:
+            ConfigError: a variable that does not parse, naming it, its value and what was
+                expected.
+        """
+        url = validate_url(env_str("REDIS_URL", DEFAULT_URL, environ), "REDIS_URL")
+        if overrides.get("policy") is None:
+            overrides["policy"] = default_policy(
+                env_int("REDIS_RETRY_MAX_ATTEMPTS", 4, minimum=1, environ=environ),
+                env_float("REDIS_RETRY_BASE_DELAY", 0.5, minimum=0, environ=environ),
+                env_float("REDIS_RETRY_MAX_DELAY", 10.0, minimum=0, environ=environ),
+                clock=overrides.get("clock") or SYSTEM_CLOCK,
+            )
+        if "connection_pool" not in overrides:
+            overrides.setdefault("url", url)
+        return cls(name=name, **overrides)
+
+    def _make_policies(self, base: RetryPolicy) -> dict[str, RetryPolicy]:
+        def unapplied(error: BaseException) -> bool:
+            return (was_unsent(error) or is_refused_by_server(error)) and base.should_retry(error)
+
+        def unsent(error: BaseException) -> bool:
+            return was_unsent(error) and base.should_retry(error)
+
+        hooks = (*base.on_retry, self._on_retry)
+        return {
+            "read": base.replace(on_retry=hooks),
+            "write": base.replace(retry_on=unapplied, on_retry=hooks),  # a single command
+            # A pipeline: a refusal by the server may cover only part of it.
+            "batch": base.replace(retry_on=unsent, on_retry=hooks),
+            "blocking": base.replace(retry_on=unsent, on_retry=hooks),
+        }
+
+    def _make_guard(self, operation: str, span_name: str, policy: RetryPolicy) -> Guard:
+        attributes = dict(self._span_base)
+        if operation != commands.OTHER:
+            attributes["db.operation.name"] = span_name
+        return Guard(
+            policy, breaker=self.breaker, budget=self.budget, instrumentation=self._telemetry,
+            system=SYSTEM, client=self.name, operation=operation,
+            span_name=span_name if operation != commands.OTHER else "redis",
+            span_attributes=attributes,
+        )
+
+    def _mode_guard(self, label: str, span_name: str, mode: str) -> Guard:
+        key = (label, span_name, mode)
+        guard = self._guards_by_mode.get(key)
+        if guard is None:
+            guard = self._guards_by_mode[key] = self._make_guard(
+                label, span_name, self._policies[mode]
+            )
+        return guard
+
+    def _guard_for(self, args: Sequence[Any]) -> Guard:
+        """The Guard of one command (slow path: the first call of a name, or opted-in writes)."""
+        name = commands.normalise(args[0])
+        label = commands.command_label(name)
+        kind = commands.command_kind(name, args)
+        opted_in = _writes_opted_in.get()
+        if kind is CommandKind.READ or (kind is CommandKind.WRITE and self.retry_writes):
+            mode = "read"
+        elif kind is CommandKind.WRITE:
+            mode = "read" if opted_in else "write"
+        else:
+            mode = "blocking"
+        guard = self._mode_guard(label, name if label != commands.OTHER else "redis", mode)
+        # XREAD's kind depends on its arguments; an opted-in call must not fill the shared cache.
+        cacheable = name not in ("XREAD", "XREADGROUP") and not opted_in
+        if cacheable and len(self._guards) < _MAX_CACHED_NAMES:
+            # An unhashable command name is resolved on every call.
+            with contextlib.suppress(TypeError):
+                self._guards[args[0]] = guard
+        return guard
+
+    def policy_for(self, *command: Any) -> RetryPolicy:
+        """The retry policy a command (as passed to ``execute_command``) runs under here and
+        now: it shows the write-retry rule, e.g. ``policy_for("INCR", "k")``."""
+        return self._guard_for(command).policy
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Run one command through its Guard (retry, breaker, metrics, span)."""
+        guard = self._guards.get(args[0])
+        if guard is None or _writes_opted_in.get():
+            guard = self._guard_for(args)
+        if not self._connected:
+            self._before_attempt()
+        token = strict_checkout.set(True)
+        try:
+            result = guard.call(self._execute_command, *args, **options)
+        except BaseException as error:
+            self._call_failed(guard, error)
+            raise
+        finally:
+            strict_checkout.reset(token)
+        if not self._connected:
+            self._attempt_succeeded()
+        return result
+
+    def _run(self, guard: Guard, fn: Callable[[], Any]) -> Any:
+        """Run anything else that talks to the server (a pipeline's execute) like a command."""
+        if not self._connected:
+            self._before_attempt()
+        token = strict_checkout.set(True)
+        try:
+            result = guard.call(fn)
+        except BaseException as error:
+            self._call_failed(guard, error)
+            raise
+        finally:
+            strict_checkout.reset(token)
+        if not self._connected:
+            self._attempt_succeeded()
+        return result
+
+    # -- pipelines --------------------------------------------------------------------------
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ResilientPipeline:
+        """A pipeline whose ``execute()`` runs as one unit under the write-retry rule."""
+        return ResilientPipeline(
+            self, self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+
+    def _pipeline_guard(self, transactional: bool, stack: Sequence[Any]) -> Guard:
+        kinds: set[CommandKind] = set()
+        for name in {args[0] for args, _ in stack}:  # a 100-command batch has few distinct names
+            normalised = commands.normalise(name)
+            if normalised in ("XREAD", "XREADGROUP"):  # the kind depends on the arguments
+                kinds.update(commands.command_kind(normalised, args)
+                             for args, _ in stack if args[0] == name)
+            else:
+                kinds.add(commands.command_kind(normalised))
+        if CommandKind.BLOCKING in kinds:
+            mode = "blocking"
+        elif CommandKind.WRITE not in kinds or self.retry_writes or _writes_opted_in.get():
+            mode = "read"
+        else:
+            mode = "batch"
+        if transactional:
+            return self._mode_guard("transaction", "MULTI", mode)
+        return self._mode_guard("pipeline", "PIPELINE", mode)
+
+    # -- opt-in, health ---------------------------------------------------------------------
+
+    @staticmethod
+    @contextlib.contextmanager
+    def idempotent() -> Iterator[None]:
+        """Within the block, writes (and pipelines) are retried like reads: use it for writes
+        that are safe to apply twice (``SET`` of a fixed value, ``SADD``, ``DEL``)."""
+        token = _writes_opted_in.set(True)
+        try:
+            yield
+        finally:
+            _writes_opted_in.reset(token)
+
+    def check(self) -> bool:
+        """One ``PING``, no retry (through the breaker); True when Redis answered."""
+        try:
+            self._run_check()
+        except Exception:
+            return False
+        return True
+
+    def _run_check(self) -> Any:
+        return self._run(self._check_guard, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot for health endpoints: no URL, no password."""
+        breaker = self.breaker
+        breaker_state = breaker.state if breaker is not None else BreakerState.CLOSED
+        pool = self.connection_pool
+        in_use = len(getattr(pool, "_in_use_connections", ()))
+        idle = len(getattr(pool, "_available_connections", ()))
+        state = self._state.state
+        return {
+            "system": SYSTEM,
+            "client": self.name,
+            "state": state.value,
+            "connected": state is ConnectionState.CONNECTED,
+            "address": self.address,
+            "last_error": self._last_error,
+            "consecutive_failures": self._consecutive_failures,
+            "circuit_breaker": breaker_state.value,
+            "circuit_breaker_open": breaker_state is BreakerState.OPEN,
+            "reconnect_attempts": self._reconnect_attempts,
+            "db": self.db,
+            "retry_writes": self.retry_writes,
+            "pool": {"in_use": in_use, "idle": idle,
+                     "max": getattr(pool, "max_connections", None)},
+        }
+
+    def close(self) -> None:
+        """Close the client (and its pool when it made it); idempotent."""
+        machine: ConnectionStateMachine | None = getattr(self, "_state", None)
+        if machine is None or getattr(self, "_closed", True):
+            super().close()
+            return
+        with self._lock:
+            self._closed = True
+            self._connected = False
+            machine.transition(ConnectionState.CLOSING, "close() called")
+        try:
+            super().close()
+        finally:
+            machine.transition(ConnectionState.CLOSED, "close() called")
+
+    def __repr__(self) -> str:
+        return (f"ResilientRedis(name={self.name!r}, address={self.address!r}, db={self.db}, "
+                f"state={self._state.state.value})")
+
+
+def counts_against_redis(error: BaseException) -> bool:
+    """Whether a failure counts toward the default circuit breaker.
+
+    Counted: what shows Redis unreachable or unresponsive — failures to connect (refused,
+    connect timeout, handshake), timeouts, and the server's own "busy" refusals. Not counted by
+    itself: an established connection that drops under a command, or a pooled connection found
+    dead (a network blip, a server restart, ``CLIENT KILL``). One such event fails every command
+    in flight at once, which would open the breaker on a single blip; the reconnection that
+    follows is what is counted.
+    """
+    category = classify(error)
+    if not category.is_transient or isinstance(error, StaleConnectionError):
+        return False
+    return category is not ErrorCategory.CONNECTION or was_unsent(error)

@@ -1,0 +1,115 @@
+"""Connection-level plumbing: redis-py's own retries off, and "was it sent?" made knowable.
+
+Two things happen to every pool a :class:`~instrumented_clients.redis.ResilientRedis` uses (its
+own, or one the caller passes in):
+
+1. ``pool.set_retry(Retry(NoBackoff(), 0))``: redis-py 8 retries by itself (10 times by default,
+   in ``Connection.connect()``, around every command and around a whole pipeline), so one failure
+   would turn into many attempts that no metric sees. With it off, every attempt is one of ours.
+2. Its ``connection_class`` becomes a subclass with :class:`SendTrackingMixin`, which marks every
+   error raised while *connecting* (TCP connect, TLS, ``AUTH``/``HELLO``, ``SELECT``) or while
+   running the idle health-check ``PING`` as *unsent* (:func:`~.errors.mark_unsent`): those run
+   before the command's bytes are written, so the command cannot have been applied. Connections
+   that already exist in a caller's pool keep their class; their errors are simply never marked,
+   which errs on the safe side (a write is not retried).
+
+While a guarded attempt runs (:data:`strict_checkout`), a pooled connection found dead at
+check-out raises :class:`~.errors.StaleConnectionError` instead of being replaced silently, so
+the retry shows in the metrics.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from typing import Any, Final
+
+from redis import exceptions as rx
+from redis.backoff import NoBackoff
+from redis.connection import AbstractConnection, ConnectionPool
+from redis.retry import Retry
+
+from instrumented_clients.redis.errors import StaleConnectionError, mark_unsent
+
+__all__ = ["SendTrackingMixin", "adopt_pool", "no_retry", "strict_checkout", "tracked_class"]
+
+strict_checkout: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
+    "instrumented_clients_redis_strict_checkout", default=False
+)
+"""True while a guarded attempt runs: a dead pooled connection then fails the attempt."""
+
+
+def no_retry() -> Retry:
+    """redis-py's retry object that never retries (a fresh one: pools mutate what they hold)."""
+    return Retry(NoBackoff(), 0)
+
+
+class SendTrackingMixin:
+    """Marks the errors raised before a command is sent; mixed into a pool's connection class."""
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as error:
+            mark_unsent(error)
+            raise
+
+    # The idle health check (check_health -> _send_ping) runs before the command is written.
+    # _send_ping, not check_health, is overridden: check_health runs on every send.
+    def _send_ping(self) -> None:
+        try:
+            super()._send_ping()  # type: ignore[misc]
+        except BaseException as error:
+            mark_unsent(error)
+            raise
+
+
+def _stale(connection: Any, error: BaseException) -> BaseException:
+    connection.disconnect()
+    return mark_unsent(StaleConnectionError(f"pooled connection was closed while idle: {error}"))
+
+
+def _can_read_of(connection_class: type[Any]) -> Any:
+    # The pool asks can_read() of every connection it hands out, so this is on the hot path:
+    # call the class's own method directly rather than through super().
+    base_can_read = connection_class.can_read
+
+    def can_read(self: Any, timeout: float = 0) -> bool:
+        try:
+            return base_can_read(self, timeout)  # type: ignore[no-any-return]
+        except (rx.ConnectionError, rx.TimeoutError, OSError) as error:
+            # A dead socket. Outside a guarded attempt the pool heals it as usual; inside one,
+            # the attempt fails visibly (nothing was sent) and is retried and counted.
+            if strict_checkout.get():
+                raise _stale(self, error) from error
+            raise
+
+    return can_read
+
+
+_tracked: dict[type[Any], type[Any]] = {}
+_tracked_lock = threading.Lock()
+
+
+def tracked_class(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` with :class:`SendTrackingMixin` (made once per class)."""
+    if issubclass(connection_class, SendTrackingMixin):
+        return connection_class
+    with _tracked_lock:
+        tracked = _tracked.get(connection_class)
+        if tracked is None:
+            tracked = type(
+                f"Tracked{connection_class.__name__}",
+                (SendTrackingMixin, connection_class),
+                {"__module__": __name__, "can_read": _can_read_of(connection_class)},
+            )
+            _tracked[connection_class] = tracked
+        return tracked
+
+
+def adopt_pool(pool: ConnectionPool) -> None:
+    """Turn redis-py's retries off on ``pool`` and track sends on the connections it makes next."""
+    pool.set_retry(no_retry())
+    connection_class = getattr(pool, "connection_class", None)
+    if isinstance(connection_class, type) and issubclass(connection_class, AbstractConnection):
+        pool.connection_class = tracked_class(connection_class)

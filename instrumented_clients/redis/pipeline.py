@@ -1,0 +1,65 @@
+"""``ResilientPipeline``: a redis-py pipeline executed as one guarded unit.
+
+``execute()`` runs the queued batch through one Guard (operation ``transaction`` for MULTI/EXEC,
+``pipeline`` otherwise). redis-py's ``Pipeline.execute`` empties the queue in a ``finally``; the
+batch is restored before each further attempt, so a retry re-sends exactly what was queued. A
+batch with a write is retried only when nothing of it was sent (see the rule in
+:mod:`instrumented_clients.redis.client`); a read-only batch is always retried. Commands issued
+after ``WATCH`` (immediate mode) go straight to the connection: a connection lost there ends in
+redis-py's ``WatchError``, which ``Redis.transaction()`` answers by re-running the caller's
+function, and which is never retried here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from redis.client import Pipeline
+from redis.connection import ConnectionPool
+
+if TYPE_CHECKING:
+    from instrumented_clients.redis.client import ResilientRedis
+
+__all__ = ["ResilientPipeline"]
+
+
+class ResilientPipeline(Pipeline):
+    """Returned by :meth:`ResilientRedis.pipeline`; use it as a redis-py ``Pipeline``."""
+
+    def __init__(
+        self,
+        owner: ResilientRedis,
+        connection_pool: ConnectionPool,
+        response_callbacks: Any,
+        transaction: bool,
+        shard_hint: Any,
+    ) -> None:
+        super().__init__(connection_pool, response_callbacks, transaction, shard_hint)
+        self._owner = owner
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send the queued commands (in MULTI/EXEC when transactional) and return the replies."""
+        stack = self.command_stack
+        if not stack and not self.watching:
+            return []
+        owner = self._owner
+        # ``transaction`` is an instance flag here, shadowing Redis.transaction() (hence vars()).
+        transactional = bool(vars(self)["transaction"]) or self.explicit_transaction
+        guard = owner._pipeline_guard(transactional, stack)
+        queued = list(stack)
+        scripts = set(self.scripts)
+        explicit = self.explicit_transaction
+        first = True
+
+        def attempt() -> list[Any]:
+            nonlocal first
+            if not first:  # the previous attempt's reset() emptied the pipeline
+                self.command_stack = list(queued)
+                self.scripts = set(scripts)
+                self.explicit_transaction = explicit
+            first = False
+            result: list[Any] = Pipeline.execute(self, raise_on_error)
+            return result
+
+        result: list[Any] = owner._run(guard, attempt)
+        return result
