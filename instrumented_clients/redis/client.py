@@ -230,7 +230,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         def unsent(error: BaseException) -> bool:
             return was_unsent(error) and base.should_retry(error)
 
-        hooks = (*base.on_retry, self._on_retry)
+        hooks = (*base.retry_callbacks, self._on_retry)
         return {
             "read": base.replace(on_retry=hooks),
             "write": base.replace(retry_on=unapplied, on_retry=hooks),  # a single command

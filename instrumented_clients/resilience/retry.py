@@ -152,6 +152,11 @@ class RetryPolicy:
                 raise TypeError(f"on_retry must hold callables, got {callback!r}")
         object.__setattr__(self, "on_retry", callbacks)
 
+    @property
+    def retry_callbacks(self) -> tuple[Callable[[RetryScheduled], object], ...]:
+        """``on_retry`` as the tuple it is normalised to at construction."""
+        return cast("tuple[Callable[[RetryScheduled], object], ...]", self.on_retry)
+
     # -- the schedule ---------------------------------------------------------------------------
 
     def base_delay(self, retry_number: int) -> float:
@@ -421,7 +426,7 @@ class Guard:
                                policy.max_attempts, delay, category.value, error,
                                _target_name(fn))
         emit(event)
-        for callback in cast("tuple[Callable[[RetryScheduled], object], ...]", policy.on_retry):
+        for callback in policy.retry_callbacks:
             try:
                 callback(event)
             except Exception:  # a user's callback must not turn a retry into a failure

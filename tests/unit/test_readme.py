@@ -12,7 +12,8 @@ START, END = "<!-- metric-catalog:start -->", "<!-- metric-catalog:end -->"
 
 def test_readme_metric_table_matches_the_catalog() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert START in readme and END in readme, "README lacks the metric-catalog markers"
+    assert START in readme, "README lacks the metric-catalog start marker"
+    assert END in readme, "README lacks the metric-catalog end marker"
     block = readme.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
     assert block == markdown_table(), (
         "README's metric table is stale: replace the block between the markers with the output of "
