@@ -54,7 +54,8 @@ from instrumented_clients.resilience.events import (
 from instrumented_clients.resilience.retry import RetryPolicy
 from instrumented_clients.resilience.state import ConnectionState, ConnectionStateMachine
 
-__all__ = ["ConnectionListener", "RabbitConnection", "default_reconnect_policy", "parse_urls"]
+__all__ = ["ConnectionListener", "RabbitConnection", "coalesce_writes", "default_reconnect_policy",
+           "parse_urls"]
 
 _log = logging.getLogger(__name__)
 SYSTEM = "rabbitmq"
@@ -105,6 +106,21 @@ def parse_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
             raise ValueError(f"RabbitMQ url {redact_url(url)!r} is invalid: "
                              f"{redact_text(str(exc))}") from None
     return tuple(items)
+
+
+def coalesce_writes(connection: Any) -> None:
+    """Join the frames pika buffered for the socket into one chunk (call on the I/O thread).
+
+    pika sends every frame with its own ``send()`` (three per message); each releases the GIL,
+    and under contention with publishing threads each costs a GIL hand-off. One ``send()`` per
+    burst keeps the I/O thread from convoying. Uses pika's private transport buffer, checked
+    defensively: if pika changes, this does nothing.
+    """
+    buffers = getattr(getattr(connection, "_transport", None), "_tx_buffers", None)
+    if isinstance(buffers, deque) and len(buffers) > 1:
+        joined = b"".join(buffers)
+        buffers.clear()
+        buffers.append(joined)
 
 
 class ConnectionListener(Protocol):

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,7 +30,11 @@ from pika import exceptions as pika_errors
 from pika.spec import Basic
 
 from instrumented_clients.rabbitmq import errors as rmq_errors
-from instrumented_clients.rabbitmq.connection import RabbitConnection, default_reconnect_policy
+from instrumented_clients.rabbitmq.connection import (
+    RabbitConnection,
+    coalesce_writes,
+    default_reconnect_policy,
+)
 from instrumented_clients.rabbitmq.errors import (
     ChannelClosedError,
     ConnectionLostError,
@@ -331,7 +335,8 @@ class ResilientPublisher(PublisherConfigMixin):
             message.spool_id = self.spool.add(
                 message.exchange, message.routing_key, message.body,
                 properties_to_dict(message.properties), message.mandatory)
-        self._drained.clear()
+        if self._drained.is_set():
+            self._drained.clear()
         self._inbox.append(message)
         if not self._pump_scheduled:
             self._pump_scheduled = True
@@ -481,6 +486,13 @@ class ResilientPublisher(PublisherConfigMixin):
             self._divert_inbox()
             self._check_drained()
             return
+        try:
+            self._send_in_order()
+        finally:
+            if self._channel is not None:
+                coalesce_writes(self._channel.connection)
+
+    def _send_in_order(self) -> None:
         budget = self._breaker_budget(self.max_in_flight - len(self._unconfirmed))
         resent = 0
         while budget > 0 and self._resend:
@@ -538,9 +550,6 @@ class ResilientPublisher(PublisherConfigMixin):
         self._pump()
 
     def _send(self, message: OutgoingMessage, resent: bool = False) -> bool:
-        if message.future is not None and message.future.done():
-            self._drop_settled(message)
-            return False
         missing = self._missing_exchanges.get(message.exchange)
         if missing is not None:
             if missing[0] > self._clock.monotonic():
@@ -604,17 +613,20 @@ class ResilientPublisher(PublisherConfigMixin):
         method = frame.method
         outcome = "ack" if isinstance(method, Basic.Ack) else "nack"
         unconfirmed = self._unconfirmed
+        counts: dict[str, int] = {}
         if method.multiple:
             tag = method.delivery_tag
+            settle = self._settle
             while unconfirmed:
                 first = next(iter(unconfirmed))
                 if first > tag:
                     break
-                self._settle(unconfirmed.pop(first), outcome)
+                settle(unconfirmed.pop(first), outcome, None, counts)
         else:
             message = unconfirmed.pop(method.delivery_tag, None)
             if message is not None:
-                self._settle(message, outcome)
+                self._settle(message, outcome, None, counts)
+        self._emit_confirms(counts)
         self._flush_spool()
         if self._inbox or self._resend or len(self.buffer) or self._room_waiters:
             self._pump()
@@ -626,9 +638,15 @@ class ResilientPublisher(PublisherConfigMixin):
         if message is not None:
             message.returned = (method.reply_code, method.reply_text)
 
+    def _emit_confirms(self, counts: dict[str, int]) -> None:
+        for outcome, count in counts.items():
+            self.telemetry.emit(PublishConfirmed(SYSTEM, self.name, outcome, count))  # type: ignore[arg-type]
+
     def _settle(self, message: OutgoingMessage, outcome: str | None,
-                error: BaseException | None = None) -> None:
-        """Resolve one message: metrics, breaker, span, spool and future."""
+                error: BaseException | None = None,
+                counts: dict[str, int] | None = None) -> None:
+        """Resolve one message: metrics, breaker, span, spool and future. Confirm outcomes are
+        added to ``counts`` (emitted by the caller, once per frame) or emitted at once."""
         if message.mandatory and self._by_message_id.get(message.message_id) is message:
             del self._by_message_id[message.message_id]
         if message.spool_id is not None:
@@ -637,34 +655,41 @@ class ResilientPublisher(PublisherConfigMixin):
             self._probe = None
         result: PublishResult | None = None
         if outcome is not None:
-            if outcome == "ack" and message.returned is not None:
-                outcome = "returned"
-            self.telemetry.emit(PublishConfirmed(SYSTEM, self.name, outcome))  # type: ignore[arg-type]
             returned = message.returned
-            result = PublishResult(outcome, message.message_id, message.resent,  # type: ignore[arg-type]
-                                   returned[0] if returned else None,
-                                   returned[1] if returned else None)
+            if returned is not None and outcome == "ack":
+                outcome = "returned"
+            if counts is None:
+                self._emit_confirms({outcome: 1})
+            else:
+                counts[outcome] = counts.get(outcome, 0) + 1
+            if returned is None:
+                result = PublishResult(outcome, message.message_id, message.resent)  # type: ignore[arg-type]
+            else:
+                result = PublishResult(outcome, message.message_id, message.resent,  # type: ignore[arg-type]
+                                       returned[0], returned[1])
         if not message.sync:
-            if outcome in ("ack", "returned"):
+            if outcome == "ack" or outcome == "returned":
                 self.breaker.on_success()
-            elif outcome in ("nack", "timeout"):
+            elif outcome is not None:
                 self.breaker.on_failure(PublishNackedError(outcome, message.message_id))
             if not message.recorded:
                 message.recorded = True
-                op = ("success_after_retry" if message.resent else "success") \
-                    if outcome == "ack" else "failure"
+                if outcome == "ack":
+                    op = "success_after_retry" if message.resent else "success"
+                else:
+                    op = "failure"
                 self._recorder.record(op, time.monotonic() - message.started)  # type: ignore[arg-type]
-        self._end_span(message, None if outcome == "ack" else (outcome or repr(error)))
+        if message.span is not None:
+            self._end_span(message, None if outcome == "ack" else (outcome or repr(error)))
         future = message.future
-        if future is not None and not future.done():
-            if result is not None:
-                future.set_result(result)
-            else:
-                future.set_exception(error or RuntimeError("message not delivered"))
-
-    def _drop_settled(self, message: OutgoingMessage) -> None:
-        if message.spool_id is not None:
-            self._spool_settled.append(message.spool_id)
+        if future is not None:
+            try:
+                if result is not None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error or RuntimeError("message not delivered"))
+            except InvalidStateError:  # cancelled by the caller, or already failed
+                pass
 
     @staticmethod
     def _end_span(message: OutgoingMessage, error: str | None) -> None:

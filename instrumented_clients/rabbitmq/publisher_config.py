@@ -48,6 +48,7 @@ class PublisherConfigMixin:
         _drained: threading.Event
         _accepting: bool
         _closed: bool
+        _channel_ready: bool
 
         def __init__(self, url: Any = ..., **kwargs: Any) -> None: ...
         def _reset_state(self) -> None: ...
@@ -86,6 +87,11 @@ class PublisherConfigMixin:
         return cls(name=name, **settings)
 
     # -- observation -----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Connected, with the confirm-mode channel open: publishes go straight out."""
+        return self.connection.connected and self._channel_ready
 
     @property
     def pending_events(self) -> int:
