@@ -217,7 +217,11 @@ class FaultProxy:
     def _listen(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
+        try:
+            listener.bind((self.host, self.port))
+        except OSError:
+            listener.close()
+            raise
         listener.listen(128)
         listener.settimeout(0.1)
         self.port = listener.getsockname()[1]
@@ -228,6 +232,11 @@ class FaultProxy:
     def _close_listener(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            # shutdown() first: close() alone leaves the socket listening while the accept
+            # thread is still inside accept(), so refuse() would not refuse at once and a quick
+            # pass_through() could not bind the port again.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
 
     def _accept_loop(self, listener: socket.socket) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import random
+import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -89,9 +91,33 @@ def admin() -> Iterator[Admin]:
     helper.close()
 
 
+def port_outside_ephemeral_range() -> int:
+    """A free port below the kernel's ephemeral range.
+
+    ``FaultProxy.refuse()`` closes its listener; a port from the ephemeral range can then be
+    taken as the source port of any outgoing connection on the machine (or by a client's
+    self-connect), and the proxy could not listen again.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            low = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 @pytest.fixture
 def proxy() -> Iterator[FaultProxy]:
-    with FaultProxy("127.0.0.1", 5672) as fault_proxy:
+    fault_proxy = FaultProxy("127.0.0.1", 5672, listen_port=port_outside_ephemeral_range())
+    with fault_proxy:
         yield fault_proxy
 
 
