@@ -6,6 +6,7 @@ import contextlib
 import random
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -57,18 +58,31 @@ class Admin:
     def message_count(self, queue: str) -> int:
         return int(self.channel.queue_declare(queue, passive=True).method.message_count)
 
-    def drain(self, queue: str, expected: int, timeout: float = 30.0) -> list[tuple[str, bytes]]:
-        """Consume until ``expected`` messages arrived or nothing came for a while."""
+    def reconnect(self) -> None:
+        """Open a fresh connection (after a broker restart killed the old one)."""
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+        self._connection = None
+
+    def drain(self, queue: str, expected: int, timeout: float = 30.0,
+              until_ids: set[str] | None = None) -> list[tuple[str, bytes]]:
+        """Consume until ``expected`` messages arrived (or every id of ``until_ids`` was seen),
+        or nothing came for 3 s, or ``timeout`` passed."""
         received: list[tuple[str, bytes]] = []
+        seen: set[str] = set()
         channel = self.channel
         channel.basic_qos(prefetch_count=1000)
+        deadline = time.monotonic() + timeout
         for method, properties, body in channel.consume(queue, inactivity_timeout=3.0):
             if method is None:
                 break
             received.append((properties.message_id, body))
-            if len(received) % 500 == 0 or len(received) >= expected:
+            seen.add(properties.message_id)
+            done = len(received) >= expected or (until_ids is not None and until_ids <= seen)
+            if len(received) % 500 == 0 or done:
                 channel.basic_ack(method.delivery_tag, multiple=True)
-            if len(received) >= expected:
+            if done or time.monotonic() > deadline:
                 break
         channel.cancel()
         return received
