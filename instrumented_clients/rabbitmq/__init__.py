@@ -1,5 +1,6 @@
 """RabbitMQ clients on pika: a reconnecting I/O-thread connection and a confirmed publisher."""
 
+from instrumented_clients.rabbitmq.blocking import ResilientConnection
 from instrumented_clients.rabbitmq.connection import (
     ConnectionListener,
     RabbitConnection,
@@ -20,6 +21,9 @@ from instrumented_clients.rabbitmq.errors import (
     classify,
     is_transient_rmq_error,
 )
+from instrumented_clients.rabbitmq.message import OutgoingMessage, PublishResult
+from instrumented_clients.rabbitmq.publisher import ResilientPublisher
+from instrumented_clients.rabbitmq.spool import SpoolLockedError
 from instrumented_clients.rabbitmq.topology import Binding, Exchange, Queue, Topology
 
 __all__ = [
@@ -31,13 +35,18 @@ __all__ = [
     "Exchange",
     "MessageDroppedError",
     "NotConnectedError",
+    "OutgoingMessage",
     "PublishError",
     "PublishNackedError",
+    "PublishResult",
     "PublishTimeoutError",
     "PublisherClosedError",
     "Queue",
     "RabbitConnection",
     "RabbitMQError",
+    "ResilientConnection",
+    "ResilientPublisher",
+    "SpoolLockedError",
     "Topology",
     "UnroutableError",
     "classify",
