@@ -147,6 +147,10 @@ class ResilientPublisher(PublisherConfigMixin):
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) \
                 or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
+        if isinstance(max_pending_events, bool) or not isinstance(max_pending_events, int) \
+                or max_pending_events < 1:
+            raise ValueError(f"max_pending_events must be an int >= 1 (the buffer capacity), "
+                             f"got {max_pending_events!r}")
         if not isinstance(confirm_timeout, (int, float)) or confirm_timeout <= 0:
             raise ValueError(f"confirm_timeout must be a number of seconds > 0, "
                              f"got {confirm_timeout!r}")
@@ -183,8 +187,14 @@ class ResilientPublisher(PublisherConfigMixin):
             blocked_connection_timeout=blocked_connection_timeout,
             connection_name=connection_name, topology=topology, required=required, clock=clock,
         )
-        self._reset_state()
-        self._recover_spool()
+        try:
+            self._reset_state()
+            self._recover_spool()
+        except BaseException:
+            self.connection.close(0)
+            if self.spool is not None:
+                self.spool.close()
+            raise
         self.connection.add_listener(self)
         try:
             self.connection.start()
