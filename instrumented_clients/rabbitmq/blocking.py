@@ -46,8 +46,8 @@ def _default_health_check(connection: Any) -> bool:
         return False
     process = getattr(connection, "process_data_events", None)
     if process is not None:
-        process(time_limit=0)  # raises on a dead peer; services heartbeats
-    return True
+        process(time_limit=0)  # services heartbeats; reads a reset or a close from the broker
+    return bool(getattr(connection, "is_open", False))  # again: the poll may have closed it
 
 
 def _address_of(connection: Any) -> str | None:

@@ -195,6 +195,9 @@ class RabbitConnection:
 
     def _reset_runtime(self) -> None:
         self._pid = os.getpid()
+        # Held while the I/O thread runs a callback; fork() waits for it, so a child never
+        # inherits a lock (a metric's, a buffer's) that the parent's I/O thread was holding.
+        self._io_lock = threading.RLock()
         self._ioloop: Any = IOLoop()
         self._thread: threading.Thread | None = None
         self._calls: deque[Callable[[], None]] = deque()
@@ -335,7 +338,8 @@ class RabbitConnection:
 
         def run(*args: Any) -> None:
             try:
-                fn(*args)
+                with self._io_lock:
+                    fn(*args)
             except IllegalTransitionError as exc:
                 self.illegal_transitions += 1  # the machine already emitted the metric event
                 _log.error("rabbitmq %s: %s (ignored)", self.name, exc)
@@ -557,5 +561,26 @@ def _after_fork_in_child() -> None:
                 _log.exception("rabbitmq %s: could not restart after fork", instance.name)
 
 
+_HELD_FOR_FORK: list[threading.RLock] = []
+
+
+def _before_fork() -> None:
+    for instance in list(_INSTANCES):
+        lock = instance._io_lock
+        if lock.acquire(timeout=5):  # a stuck callback must not hang fork() forever
+            _HELD_FOR_FORK.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop().release()
+
+
+def _after_fork_child_hook() -> None:
+    _HELD_FOR_FORK.clear()  # the child's instances get fresh locks
+    _after_fork_in_child()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_child_hook)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,8 +104,9 @@ def test_close_keeps_undelivered_messages_in_the_spool(
 
 
 def test_a_publisher_created_before_fork_works_in_child_and_parent(
-    make_publisher: MakePublisher, admin: Admin
+    make_publisher: MakePublisher, admin: Admin, tmp_path: Path
 ) -> None:
+    report = tmp_path / "child-report.txt"
     queue = admin.queue("fork")
     publisher = make_publisher()
     wait_connected(publisher)
@@ -120,7 +122,9 @@ def test_a_publisher_created_before_fork_works_in_child_and_parent(
                        for i in range(50)]
             outcomes = {future.result(20).outcome for future in futures}
             code = 0 if outcomes == {"ack"} and inherited == 0 else 2
+            report.write_text(f"inherited={inherited} outcomes={outcomes}")
         except BaseException:
+            report.write_text(traceback.format_exc())
             code = 3
         finally:
             os._exit(code)
@@ -130,7 +134,7 @@ def test_a_publisher_created_before_fork_works_in_child_and_parent(
               for i in range(50)]
     assert {future.result(20).outcome for future in parent} == {"ack"}
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.waitstatus_to_exitcode(status) == 0, report.read_text()
     assert publisher.publish(b"after", queue).result(10).outcome == "ack"
 
     bodies = {body.decode() for _, body in admin.drain(queue, 102)}
