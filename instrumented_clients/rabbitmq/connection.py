@@ -13,7 +13,10 @@ Interface, for a client built on :class:`RabbitConnection`:
   ``on_fork_child()`` resets a listener's own state in a forked child.
 - Hand work to the I/O thread with :meth:`~RabbitConnection.call_soon` (thread-safe, batched: one
   wake-up of the loop per burst). Schedule timers on the I/O thread with
-  :meth:`~RabbitConnection.call_later`. Never touch a pika object from another thread.
+  :meth:`~RabbitConnection.call_later`. Wrap every callback you give pika with
+  :meth:`~RabbitConnection.guarded`. Never touch a pika object from another thread.
+- :attr:`~RabbitConnection.generation` grows on every connect: a delivery tag from an older
+  generation belongs to a dead channel and must be discarded, never acked.
 - Read :attr:`~RabbitConnection.state`, :attr:`~RabbitConnection.blocked` and
   :meth:`~RabbitConnection.health` from any thread. :meth:`~RabbitConnection.close` closes the
   connection and stops the thread.
@@ -274,7 +277,7 @@ class RabbitConnection:
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> Any:
         """Schedule ``fn`` on the I/O thread after ``delay`` seconds (call on the I/O thread)."""
-        return self._ioloop.call_later(delay, self._guarded(fn))
+        return self._ioloop.call_later(delay, self.guarded(fn))
 
     def remove_timeout(self, handle: Any) -> None:
         """Cancel a :meth:`call_later` handle (on the I/O thread)."""
@@ -287,11 +290,12 @@ class RabbitConnection:
                 self.machine.transition(_S.CLOSED, "closed before start")
             self._ioloop.close()
             return
+        if self.in_io_thread():  # from a callback: waiting here would block the loop itself
+            self.guarded(self._begin_close)()
+            return
         if not self._closed_event.is_set():
             self.call_soon(self._begin_close)
             self._closed_event.wait(timeout)
-        if self.in_io_thread():
-            return
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self._ioloop.close()
@@ -331,10 +335,12 @@ class RabbitConnection:
                 fn = calls.popleft()
             except IndexError:
                 break
-            self._guarded(fn)()
+            self.guarded(fn)()
 
-    def _guarded(self, fn: Callable[..., None]) -> Callable[..., None]:
-        """Wrap a callback so that an illegal transition or a bug is logged, never fatal."""
+    def guarded(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a pika callback for the I/O thread: it runs under the I/O lock (so ``fork()``
+        never splits it), an illegal state transition is logged and counted, any other error is
+        logged — nothing ever propagates into pika or kills the thread."""
 
         def run(*args: Any) -> None:
             try:
@@ -374,21 +380,21 @@ class RabbitConnection:
                                     "product": "instrumented-clients"}
         self._connection = pika.SelectConnection(
             params,
-            on_open_callback=self._guarded(self._on_open),
-            on_open_error_callback=self._guarded(self._on_open_error),
-            on_close_callback=self._guarded(self._on_close),
+            on_open_callback=self.guarded(self._on_open),
+            on_open_error_callback=self.guarded(self._on_open_error),
+            on_close_callback=self.guarded(self._on_close),
             custom_ioloop=self._ioloop,
         )
 
     def _on_open(self, connection: Any) -> None:
         if connection is not self._connection:
             return
-        connection.add_on_connection_blocked_callback(self._guarded(self._on_blocked))
-        connection.add_on_connection_unblocked_callback(self._guarded(self._on_unblocked))
+        connection.add_on_connection_blocked_callback(self.guarded(self._on_blocked))
+        connection.add_on_connection_unblocked_callback(self.guarded(self._on_unblocked))
         if not self.topology:
             self._on_ready(connection)
             return
-        connection.channel(on_open_callback=self._guarded(
+        connection.channel(on_open_callback=self.guarded(
             lambda channel: self._declare(connection, channel)))
 
     def _declare(self, connection: Any, channel: Any) -> None:
@@ -401,14 +407,14 @@ class RabbitConnection:
                 self._attempt_failed(reason)
                 self._abandon(connection)
 
-        channel.add_on_close_callback(self._guarded(on_channel_closed))
+        channel.add_on_close_callback(self.guarded(on_channel_closed))
 
         def done() -> None:
             channel.close()
             if connection is self._connection and connection.is_open:
                 self._on_ready(connection)
 
-        declare_topology(channel, self.topology, self._guarded(done))
+        declare_topology(channel, self.topology, self.guarded(done))
 
     def _on_ready(self, connection: Any) -> None:
         now = self._clock.monotonic()
@@ -427,7 +433,7 @@ class RabbitConnection:
         self._cycle_reported_failed = False
         self._settled.set()
         for listener in list(self._listeners):
-            self._guarded(listener.on_connection_ready)(connection)
+            self.guarded(listener.on_connection_ready)(connection)
 
     def _on_open_error(self, connection: Any, error: BaseException) -> None:
         if connection is not self._connection:
@@ -458,7 +464,7 @@ class RabbitConnection:
                                                   self._clock.monotonic() - started, attempt))
             self._settled.set()
         if not self._closing:
-            self._retry_timer = self._ioloop.call_later(delay, self._guarded(self._connect))
+            self._retry_timer = self._ioloop.call_later(delay, self.guarded(self._connect))
 
     def _on_close(self, connection: Any, reason: BaseException) -> None:
         if connection is not self._connection:
@@ -477,7 +483,7 @@ class RabbitConnection:
             self._cycle_started = self._clock.monotonic()
             self._cycle_attempts = 0
             for listener in list(self._listeners):
-                self._guarded(listener.on_connection_lost)(reason)
+                self.guarded(listener.on_connection_lost)(reason)
             self._connect()  # the first attempt at once; backoff from the second
         else:
             self._attempt_failed(reason)

@@ -412,15 +412,15 @@ class ResilientPublisher(PublisherConfigMixin):
     def _open_channel(self, connection: Any) -> None:
         if self._closed or not connection.is_open:
             return
-        connection.channel(on_open_callback=self.connection._guarded(self._on_channel_open))
+        connection.channel(on_open_callback=self.connection.guarded(self._on_channel_open))
 
     def _on_channel_open(self, channel: Any) -> None:
         self._channel = channel
-        channel.add_on_close_callback(self.connection._guarded(self._on_channel_closed))
-        channel.add_on_return_callback(self.connection._guarded(self._on_return))
+        channel.add_on_close_callback(self.connection.guarded(self._on_channel_closed))
+        channel.add_on_return_callback(self.connection.guarded(self._on_return))
         channel.confirm_delivery(
-            ack_nack_callback=self.connection._guarded(self._on_confirm),
-            callback=self.connection._guarded(lambda _frame: self._on_confirm_mode(channel)),
+            ack_nack_callback=self.connection.guarded(self._on_confirm),
+            callback=self.connection.guarded(lambda _frame: self._on_confirm_mode(channel)),
         )
 
     def _on_confirm_mode(self, channel: Any) -> None:
@@ -542,6 +542,8 @@ class ResilientPublisher(PublisherConfigMixin):
             return room
         if self._probe is not None or room <= 0:
             return 0
+        if not (self._resend or len(self.buffer) or self._inbox):
+            return 0  # ask for the probe slot only with a message to probe with
         remaining = breaker.remaining()
         if remaining > 0:
             if self._breaker_timer is None:
@@ -563,8 +565,11 @@ class ResilientPublisher(PublisherConfigMixin):
         missing = self._missing_exchanges.get(message.exchange)
         if missing is not None:
             if missing[0] > self._clock.monotonic():
-                self._settle(message, None, ChannelClosedError(404, missing[1],
-                                                               message.message_id))
+                error = ChannelClosedError(404, missing[1], message.message_id)
+                if self._probe is _PROBE_PENDING:
+                    self._probe = None
+                    self.breaker.on_failure(error)  # not counted: the broker answered
+                self._settle(message, None, error)
                 return False
             del self._missing_exchanges[message.exchange]
         tag = self._next_tag

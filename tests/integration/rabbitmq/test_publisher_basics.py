@@ -263,3 +263,33 @@ def test_from_env_reads_the_defaults_table(telemetry: CapturedTelemetry) -> None
         ResilientPublisher.from_env(environ={"RABBITMQ_MAX_RETRIES": "many"})
     with pytest.raises(ConfigError, match="RABBITMQ_REQUIRED"):
         ResilientPublisher.from_env(environ={"RABBITMQ_REQUIRED": "perhaps"})
+
+
+def test_one_producer_span_per_publish_and_no_names_in_metric_labels(
+    make_publisher: MakePublisher, admin: Admin, telemetry: CapturedTelemetry
+) -> None:
+    from opentelemetry.trace import SpanKind
+
+    from instrumented_clients.rabbitmq import Binding, Exchange
+
+    exchange = admin.exchange_name("spans")
+    queue = admin.queue("spans")
+    publisher = make_publisher(topology=Topology(exchanges=[Exchange(exchange)],
+                                                 bindings=[Binding(queue, exchange, "k")]))
+    wait_connected(publisher)
+    results = [publisher.publish(b"x", "k", exchange=exchange).result(10) for _ in range(3)]
+
+    spans = [span for span in telemetry.spans() if span.name == f"publish {exchange}"]
+    assert len(spans) == 3
+    assert {span.kind for span in spans} == {SpanKind.PRODUCER}
+    attributes = dict(spans[0].attributes or {})
+    assert attributes["messaging.system"] == "rabbitmq"
+    assert attributes["messaging.destination.name"] == exchange
+    assert attributes["messaging.operation.type"] == "publish"
+    assert {span.attributes["messaging.message.id"] for span in spans} == {
+        result.message_id for result in results}
+    scrape = telemetry.scrape()
+    assert exchange not in scrape
+    assert queue not in scrape
+    assert "guest" not in scrape
+    assert 'operation="publish"' in scrape
