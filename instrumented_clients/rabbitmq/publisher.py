@@ -362,14 +362,20 @@ class ResilientPublisher(PublisherConfigMixin):
             room = False
         elif policy is OverflowPolicy.BLOCK or self._channel_ready:
             capacity = self.max_pending_events
+            deadline = time.monotonic() + self.block_timeout
             with self._room:
                 self._room_waiters += 1
                 try:
-                    room = self._room.wait_for(
-                        lambda: len(self._inbox) + len(self.buffer) < capacity,
-                        self.block_timeout)
+                    # Short slices: the I/O thread reads _room_waiters without the lock, so a
+                    # notify can be missed; a slice bounds that to 50 ms.
+                    while len(self._inbox) + len(self.buffer) >= capacity:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._room.wait(min(remaining, 0.05))
                 finally:
                     self._room_waiters -= 1
+            room = len(self._inbox) + len(self.buffer) < capacity
         else:
             return
         if room or policy not in (OverflowPolicy.BLOCK, OverflowPolicy.RAISE):
