@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -116,8 +117,10 @@ def test_malformed_url_fails_at_construction_without_the_password(url: str) -> N
 
 
 def test_wrong_password_goes_failed_quickly_without_a_retry_storm(
-    make_publisher: MakePublisher, telemetry: CapturedTelemetry
+    make_publisher: MakePublisher, telemetry: CapturedTelemetry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     attempts: list[tuple[float, ReconnectAttempt]] = []
 
     class AttemptTimes:
@@ -146,6 +149,8 @@ def test_wrong_password_goes_failed_quickly_without_a_retry_storm(
     assert first.next_delay == pytest.approx(2.0)
     assert second_at - first_at >= 1.8
     assert publisher.connection.state is ConnectionState.FAILED
+    assert caplog.records, "the failures were logged"
+    assert "wrong-secret" not in caplog.text  # ours and pika's log lines alike
 
 
 def test_required_with_wrong_password_raises_a_clear_error(telemetry: CapturedTelemetry) -> None:

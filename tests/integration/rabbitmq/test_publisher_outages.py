@@ -172,6 +172,11 @@ def test_cut_with_unconfirmed_messages_resends_them_first(
     assert [event.outcome for event in finished] == ["success"]
     assert telemetry.value("reconnect_duration_seconds_count", system="rabbitmq",
                            client="test") == 1
+    # The outage is one span of its own, from losing the connection to connected again.
+    outage = [span for span in telemetry.spans() if span.name == "rabbitmq reconnect"
+              and dict(span.attributes or {}).get("resilient_client.outcome") == "connected"]
+    assert len(outage) >= 1
+    assert any(event.name == "reconnect.attempt" for event in outage[-1].events)
 
 
 def test_topology_is_declared_again_after_a_reconnect(
