@@ -184,7 +184,7 @@ class PublisherDelivery:
     def _send_in_order(self) -> None:
         budget = self._breaker_budget(self.max_in_flight - len(self._unconfirmed))
         resent = 0
-        while budget > 0 and self._resend:
+        while budget > 0 and self._resend and self._channel_ready:
             if self._send(self._resend.popleft(), resent=True):
                 resent += 1
                 budget -= 1
@@ -197,15 +197,21 @@ class PublisherDelivery:
             return
         if len(self.buffer):
             if budget > 0:
-                for message in self.buffer.take(budget):
+                taken = self.buffer.take(budget)
+                for index, message in enumerate(taken):
                     if self._send(message):
                         budget -= 1
+                    elif not self._channel_ready:
+                        # The channel broke under us: the failed message went to the front of
+                        # the re-send lane; the rest follow it there, in order.
+                        self._resend.extend(taken[index + 1:])
+                        break
             if len(self.buffer) or not self._channel_ready:
                 self._divert_inbox()
                 self._notify_room()
                 return
         inbox = self._inbox
-        while budget > 0 and inbox:
+        while budget > 0 and inbox and self._channel_ready:
             if self._send(inbox.popleft()):
                 budget -= 1
         # Producers outrunning the broker: keep memory bounded by the buffer's policy.
@@ -255,11 +261,17 @@ class PublisherDelivery:
         try:
             self._channel.basic_publish(message.exchange, message.routing_key, message.body,
                                         message.properties, message.mandatory)
-        except Exception as exc:
+        except (pika_errors.AMQPChannelError, pika_errors.AMQPConnectionError) as exc:
             _log.warning("rabbitmq %s: publish failed on the I/O thread: %s", self.name,
                          redact_text(str(exc)))
             self._resend.appendleft(message)
-            self._channel_ready = False
+            self._channel_ready = False  # the close callback re-opens or reconnects
+            return False
+        except Exception as exc:  # the message itself cannot be encoded (e.g. a header type)
+            if self._probe is _PROBE_PENDING:
+                self._probe = None
+                self.breaker.on_failure(exc)
+            self._settle(message, None, exc)
             return False
         self._next_tag = tag + 1
         message.sent_at = self._clock.monotonic()

@@ -298,3 +298,33 @@ def test_one_producer_span_per_publish_and_no_names_in_metric_labels(
     assert queue not in scrape
     assert "guest" not in scrape
     assert 'operation="publish"' in scrape
+
+
+def test_a_message_pika_cannot_encode_fails_alone(
+    make_publisher: MakePublisher, admin: Admin
+) -> None:
+    queue = admin.queue("encode")
+    publisher = make_publisher()
+    wait_connected(publisher)
+    bad = publisher.publish(b"x", queue, headers={"when": object()})
+    good = publisher.publish(b"y", queue)
+    with pytest.raises(Exception, match="object"):
+        bad.result(10)
+    assert good.result(10).outcome == "ack"
+    assert admin.message_count(queue) == 1
+
+
+async def _awaited(publisher: ResilientPublisher, queue: str) -> str:
+    import asyncio
+
+    result = await asyncio.wrap_future(publisher.publish(b"async", queue))
+    return result.outcome
+
+
+def test_the_future_works_with_asyncio(make_publisher: MakePublisher, admin: Admin) -> None:
+    import asyncio
+
+    queue = admin.queue("asyncio")
+    publisher = make_publisher()
+    wait_connected(publisher)
+    assert asyncio.run(_awaited(publisher, queue)) == "ack"
