@@ -138,8 +138,14 @@ class RabbitConnection:
         for arg, value in (("heartbeat", heartbeat), ("connect_timeout", connect_timeout),
                            ("stack_timeout", stack_timeout),
                            ("blocked_connection_timeout", blocked_connection_timeout)):
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            if value is not None and (not isinstance(value, (int, float))
+                                      or isinstance(value, bool) or value < 0):
                 raise ValueError(f"{arg} must be a number of seconds >= 0, got {value!r}")
+        if 0 < heartbeat < 1:
+            raise ValueError(f"heartbeat must be 0 (off) or >= 1 second (AMQP counts whole "
+                             f"seconds), got {heartbeat!r}")
+        if stack_timeout is not None and stack_timeout <= 0:
+            raise ValueError(f"stack_timeout must be > 0 seconds or None, got {stack_timeout!r}")
         self.name = name
         self.telemetry = telemetry
         self.policy = reconnect_policy or default_reconnect_policy(clock=clock)
@@ -329,8 +335,21 @@ class RabbitConnection:
         url = self.urls[self._url_index % len(self.urls)]
         self._url_index += 1
         self.address = safe_address(url)
+        try:
+            self._connection = pika.SelectConnection(
+                self._parameters(url),
+                on_open_callback=self.guarded(self._on_open),
+                on_open_error_callback=self.guarded(self._on_open_error),
+                on_close_callback=self.guarded(self._on_close),
+                custom_ioloop=self._ioloop,
+            )
+        except Exception as exc:  # a synchronous failure must still schedule the next attempt
+            self._connection = None
+            self._attempt_failed(exc)
+
+    def _parameters(self, url: str) -> Any:
         params = pika.URLParameters(url)
-        params.heartbeat = int(self.heartbeat) if self.heartbeat >= 1 else self.heartbeat
+        params.heartbeat = round(self.heartbeat)
         params.socket_timeout = self.connect_timeout
         if self.stack_timeout is not None:
             params.stack_timeout = self.stack_timeout
@@ -339,13 +358,7 @@ class RabbitConnection:
         params.connection_attempts = 1
         params.client_properties = {"connection_name": self.connection_name,
                                     "product": "instrumented-clients"}
-        self._connection = pika.SelectConnection(
-            params,
-            on_open_callback=self.guarded(self._on_open),
-            on_open_error_callback=self.guarded(self._on_open_error),
-            on_close_callback=self.guarded(self._on_close),
-            custom_ioloop=self._ioloop,
-        )
+        return params
 
     def _on_open(self, connection: Any) -> None:
         if connection is not self._connection:

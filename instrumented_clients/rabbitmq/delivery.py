@@ -68,7 +68,6 @@ class PublisherDelivery:
         _inbox: deque[OutgoingMessage]
         _resend: deque[OutgoingMessage]
         _unconfirmed: OrderedDict[int, OutgoingMessage]
-        _by_message_id: dict[str, OutgoingMessage]
         _missing_exchanges: dict[str, tuple[float, str]]
         _spool_settled: list[int]
         _room: threading.Condition
@@ -124,7 +123,6 @@ class PublisherDelivery:
             self._sweep_timer = None
         lost = list(self._unconfirmed.values())
         self._unconfirmed.clear()
-        self._by_message_id.clear()
         keep = []
         for message in lost:
             if message.sync:
@@ -247,7 +245,8 @@ class PublisherDelivery:
         self._pump()
 
     def _send(self, message: OutgoingMessage, resent: bool = False) -> bool:
-        missing = self._missing_exchanges.get(message.exchange)
+        missing = self._missing_exchanges.get(message.exchange) if self._missing_exchanges \
+            else None
         if missing is not None:
             if missing[0] > self._clock.monotonic():
                 error = ChannelClosedError(404, missing[1], message.message_id)
@@ -278,8 +277,6 @@ class PublisherDelivery:
         if resent:
             message.resent = True
         self._unconfirmed[tag] = message
-        if message.mandatory:
-            self._by_message_id[message.message_id] = message
         if self._probe is _PROBE_PENDING:
             self._probe = message
         return True
@@ -305,7 +302,10 @@ class PublisherDelivery:
         self._notify_room()
 
     def _notify_room(self) -> None:
-        if self._room_waiters:
+        # Wake waiting producers only below half the capacity: they then refill in one burst
+        # instead of being woken (and contending for the GIL) after every ack frame.
+        if self._room_waiters and (len(self._inbox) + len(self.buffer)
+                                   <= self.max_pending_events // 2):
             with self._room:
                 self._room.notify_all()
 
@@ -340,9 +340,13 @@ class PublisherDelivery:
             self._check_drained()
 
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
-        message = self._by_message_id.get(properties.message_id)
-        if message is not None:
-            message.returned = (method.reply_code, method.reply_text)
+        # Returns are rare and precede the message's ack: a scan of the window beats an index
+        # maintained for every message.
+        message_id = properties.message_id
+        for message in self._unconfirmed.values():
+            if message.message_id == message_id and message.returned is None:
+                message.returned = (method.reply_code, method.reply_text)
+                break
 
     def _emit_confirms(self, counts: dict[str, int]) -> None:
         for outcome, count in counts.items():
@@ -353,8 +357,6 @@ class PublisherDelivery:
                 counts: dict[str, int] | None = None) -> None:
         """Resolve one message: metrics, breaker, span, spool and future. Confirm outcomes are
         added to ``counts`` (emitted by the caller, once per frame) or emitted at once."""
-        if message.mandatory and self._by_message_id.get(message.message_id) is message:
-            del self._by_message_id[message.message_id]
         if message.spool_id is not None:
             self._spool_settled.append(message.spool_id)
         if self._probe is message:

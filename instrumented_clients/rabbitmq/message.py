@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pika
 
@@ -20,9 +19,8 @@ _PROPERTY_FIELDS = ("content_type", "content_encoding", "headers", "delivery_mod
                     "type", "user_id", "app_id", "cluster_id")
 
 
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """How the broker settled a publish.
+class PublishResult(NamedTuple):
+    """How the broker settled a publish (a named tuple: cheap to make once per message).
 
     Attributes:
         outcome: ``ack`` (stored), ``nack`` (refused by the broker), ``returned`` (a mandatory

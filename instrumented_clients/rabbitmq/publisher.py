@@ -168,6 +168,8 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
             instrumentation=self.telemetry,
         )
         self._recorder = self.telemetry.observe_operation(SYSTEM, name, "publish")
+        self._cached_tracer: Any = None
+        self._tracer_checked_at = float("-inf")
         self._guards: dict[str, Guard] = {}
         self._spool_path = spool_path
         self.spool = SpooledMessages(spool_path) if spool_path else None
@@ -205,7 +207,6 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         self._inbox: deque[OutgoingMessage] = deque()
         self._resend: deque[OutgoingMessage] = deque()
         self._unconfirmed: OrderedDict[int, OutgoingMessage] = OrderedDict()
-        self._by_message_id: dict[str, OutgoingMessage] = {}
         self._missing_exchanges: dict[str, tuple[float, str]] = {}
         self._spool_settled: list[int] = []
         self._room = threading.Condition(threading.Lock())
@@ -321,13 +322,27 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         props = build_properties(properties, headers, self.persistent)
         message = OutgoingMessage(exchange, routing_key, payload, props, mandatory,
                                   future or Future(), time.monotonic(), sync)
-        tracer = self.telemetry.otel.tracer if self.telemetry.otel is not None else None
+        tracer = self._tracer()
         if tracer is not None:
             attributes = _span_attributes(exchange)
             attributes["messaging.message.id"] = message.message_id
             message.span = tracer.start_span(_span_name(exchange), kind=SpanKind.PRODUCER,
                                              attributes=attributes)
         return message
+
+    def _tracer(self) -> Any:
+        """The OpenTelemetry tracer, or None. Without an SDK the answer is re-checked at most
+        once a second (an application may configure tracing after creating the publisher)."""
+        tracer = self._cached_tracer
+        if tracer is not None:
+            return tracer
+        now = time.monotonic()
+        if now < self._tracer_checked_at + 1.0:
+            return None
+        self._tracer_checked_at = now
+        otel = self.telemetry.otel
+        self._cached_tracer = tracer = otel.tracer if otel is not None else None
+        return tracer
 
     def _submit(self, message: OutgoingMessage) -> None:
         if len(self._inbox) + len(self.buffer) >= self.max_pending_events:

@@ -67,6 +67,9 @@ def test_parse_urls_splits_and_validates_without_leaking_passwords() -> None:
     ({"confirm_timeout": 0}, "confirm_timeout"),
     ({"overflow": "sometimes"}, "overflow must be one of"),
     ({"heartbeat": -1}, "heartbeat"),
+    ({"heartbeat": 0.5}, "whole"),
+    ({"stack_timeout": 0}, "stack_timeout"),
+    ({"connect_timeout": "10"}, "connect_timeout"),
     ({"max_pending_events": 0}, "max_pending_events"),
 ])
 def test_bad_arguments_fail_at_construction(kwargs: dict[str, object], match: str) -> None:
