@@ -195,11 +195,12 @@ class EventsDropped:
 
 @dataclass(frozen=True, slots=True)
 class PublishConfirmed:
-    """The broker settled a publish."""
+    """The broker settled ``count`` publishes (one ack frame may settle many)."""
 
     system: str
     client: str
     outcome: ConfirmOutcome
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,7 +202,7 @@ class PrometheusSink:
         self._buffer_depth.labels(e.system, e.client).set(e.depth)
 
     def _on_confirmed(self, e: ev.PublishConfirmed) -> None:
-        self._confirms.labels(e.system, e.client, e.outcome).inc()
+        self._confirms.labels(e.system, e.client, e.outcome).inc(e.count)
 
     def _on_resent(self, e: ev.MessagesResent) -> None:
         self._resent.labels(e.system, e.client).inc(e.count)

@@ -1,0 +1,191 @@
+"""Fixtures for tests against the real RabbitMQ on 127.0.0.1:5672 (guest/guest)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pytest
+
+from instrumented_clients.rabbitmq import default_reconnect_policy
+from instrumented_clients.rabbitmq.publisher import ResilientPublisher
+from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class Admin:
+    """A plain pika BlockingConnection for setting up and checking, never the code under test."""
+
+    def __init__(self) -> None:
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
+        self._connection: Any = None
+        self._channel: Any = None
+
+    @property
+    def channel(self) -> Any:
+        if self._connection is None or not self._connection.is_open:
+            self._connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+            self._channel = None
+        if self._channel is None or not self._channel.is_open:
+            self._channel = self._connection.channel()
+        return self._channel
+
+    def name(self, prefix: str) -> str:
+        return f"ic-test-{prefix}-{uuid.uuid4().hex[:10]}"
+
+    def queue(self, prefix: str, *, quorum: bool = False, declare: bool = True) -> str:
+        name = self.name(prefix)
+        self.queues.append(name)
+        if declare:
+            arguments = {"x-queue-type": "quorum"} if quorum else None
+            self.channel.queue_declare(name, durable=True, arguments=arguments)
+        return name
+
+    def exchange_name(self, prefix: str) -> str:
+        name = self.name(prefix)
+        self.exchanges.append(name)
+        return name
+
+    def message_count(self, queue: str) -> int:
+        return int(self.channel.queue_declare(queue, passive=True).method.message_count)
+
+    def reconnect(self) -> None:
+        """Open a fresh connection (after a broker restart killed the old one)."""
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+        self._connection = None
+
+    def drain(self, queue: str, expected: int, timeout: float = 30.0,
+              until_ids: set[str] | None = None) -> list[tuple[str, bytes]]:
+        """Consume until ``expected`` messages arrived (or every id of ``until_ids`` was seen),
+        or nothing came for 3 s, or ``timeout`` passed."""
+        received: list[tuple[str, bytes]] = []
+        seen: set[str] = set()
+        channel = self.channel
+        channel.basic_qos(prefetch_count=1000)
+        deadline = time.monotonic() + timeout
+        for method, properties, body in channel.consume(queue, inactivity_timeout=3.0):
+            if method is None:
+                break
+            received.append((properties.message_id, body))
+            seen.add(properties.message_id)
+            done = len(received) >= expected or (until_ids is not None and until_ids <= seen)
+            if len(received) % 500 == 0 or done:
+                channel.basic_ack(method.delivery_tag, multiple=True)
+            if done or time.monotonic() > deadline:
+                break
+        channel.cancel()
+        return received
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            for queue in self.queues:
+                self.channel.queue_delete(queue)
+            for exchange in self.exchanges:
+                self.channel.exchange_delete(exchange)
+        if self._connection is not None and self._connection.is_open:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+
+
+@pytest.fixture
+def admin() -> Iterator[Admin]:
+    helper = Admin()
+    yield helper
+    helper.close()
+
+
+def port_outside_ephemeral_range() -> int:
+    """A free port below the kernel's ephemeral range.
+
+    ``FaultProxy.refuse()`` closes its listener; a port from the ephemeral range can then be
+    taken as the source port of any outgoing connection on the machine (or by a client's
+    self-connect), and the proxy could not listen again.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            low = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+@pytest.fixture
+def proxy() -> Iterator[FaultProxy]:
+    fault_proxy = FaultProxy("127.0.0.1", 5672, listen_port=port_outside_ephemeral_range())
+    with fault_proxy:
+        yield fault_proxy
+
+
+@pytest.fixture
+def make_publisher(
+    telemetry: CapturedTelemetry,
+) -> Iterator[Callable[..., ResilientPublisher]]:
+    """Build publishers with fast reconnects; all are closed after the test."""
+    made: list[ResilientPublisher] = []
+
+    def make(url: str = AMQP_URL, **kwargs: Any) -> ResilientPublisher:
+        kwargs.setdefault("telemetry", telemetry)
+        kwargs.setdefault("name", "test")
+        kwargs.setdefault("reconnect_policy", default_reconnect_policy(20, 0.1, 0.5))
+        publisher = ResilientPublisher(url, **kwargs)
+        made.append(publisher)
+        return publisher
+
+    yield make
+    for publisher in made:
+        publisher.close(timeout=2)
+
+
+@pytest.fixture(autouse=True)
+def no_illegal_transitions(telemetry: CapturedTelemetry) -> Iterator[None]:
+    """Every test ends with no illegal state transition counted (DESIGN.md)."""
+    yield
+    assert telemetry.registry is not None
+    total = sum(
+        sample.value
+        for metric in telemetry.registry.collect()
+        if metric.name.endswith("illegal_transitions")
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+    assert total == 0, f"{total} illegal state transition(s) counted"
+
+
+@contextlib.contextmanager
+def broker_stopped() -> Iterator[None]:
+    """``rabbitmqctl stop_app`` now, ``start_app`` on exit, always."""
+    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=60)
+    try:
+        yield
+    finally:
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True,
+                       timeout=120)
+        subprocess.run(["rabbitmqctl", "await_startup"], capture_output=True, timeout=120)
+
+
+def connected(publisher: ResilientPublisher) -> bool:
+    return publisher.ready
+
+
+def wait_connected(publisher: ResilientPublisher, timeout: float = 10.0) -> None:
+    wait_until(lambda: connected(publisher), timeout,
+               message=lambda: f"publisher not connected: {publisher.health()}")
