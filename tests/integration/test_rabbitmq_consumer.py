@@ -316,7 +316,9 @@ def test_connection_cut_mid_consumption_reconnects_and_never_acks_stale_tags(
     assert "unknown delivery tag" not in caplog.text
     assert reconnects(telemetry, consumer) >= 3
     assert consumed(telemetry, consumer, "ack") >= len(expected)
-    assert handler.calls[gated[0]] == 2  # handled on the dead channel, then redelivered
+    # Each gated message was handled on a dead channel, then redelivered (maybe more than once:
+    # a cut can also catch its redelivered copy before the ack is sent).
+    assert all(handler.calls[message_id] >= 2 for message_id in gated)
 
 
 def test_queue_deleted_while_consuming_is_redeclared_and_consumption_resumes(
