@@ -49,7 +49,9 @@ from instrumented_clients.rabbitmq.delivery import (
 )
 from instrumented_clients.rabbitmq.topology import Queue, Topology, declare_topology
 from instrumented_clients.redaction import redact_text
+from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
+from instrumented_clients.resilience.errors import CircuitOpenError
 from instrumented_clients.resilience.events import ConsumeOutcome, MessageConsumed, Outcome
 from instrumented_clients.resilience.retry import RetryPolicy
 from instrumented_clients.telemetry.core import Telemetry, get_default_telemetry
@@ -110,6 +112,11 @@ class ResilientConsumer:
         poison_cache_size: messages whose failures are remembered (least recently used out).
         required, reconnect_policy, heartbeat, connect_timeout, stack_timeout,
         blocked_connection_timeout, connection_name: as for the connection.
+        breaker: optional circuit breaker over the handler. While it is open the consumer
+            stops consuming (``basic.cancel``) instead of requeueing message after message;
+            after the cool-down one probe message is consumed (prefetch 1), and its success
+            resumes full consumption. Failures count by the breaker's ``failure_on`` (default:
+            transient errors such as ``ConnectionError``, not a poison message's ``ValueError``).
         auto_start: start consuming in the constructor (else call :meth:`start`).
         clock: time source of the reconnect policy.
     """
@@ -134,6 +141,7 @@ class ResilientConsumer:
         stack_timeout: float | None = None,
         blocked_connection_timeout: float | None = None,
         connection_name: str | None = None,
+        breaker: CircuitBreaker | None = None,
         auto_start: bool = True,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -154,7 +162,9 @@ class ResilientConsumer:
         self.handler = handler
         self.name = name
         self.telemetry = telemetry or get_default_telemetry()
-        self.telemetry.prepare(SYSTEM, name, ("process",), _FAMILIES)
+        self.telemetry.prepare(SYSTEM, name, ("process",), _FAMILIES + (
+            ("circuit_breaker_state", "circuit_breaker_transitions_total") if breaker else ()))
+        self.breaker = breaker
         self._recorder = self.telemetry.observe_operation(
             SYSTEM, name, "process", span_name=f"process {self.queue_name}",
             span_attributes={"messaging.system": SYSTEM,
@@ -199,6 +209,9 @@ class ResilientConsumer:
         self._needs_declare = False
         self._channel_failures = 0
         self._reopen_timer: Any = None
+        self._paused = False      # the breaker is open: not consuming
+        self._probing = False     # half-open: consuming one message at a time
+        self._resume_timer: Any = None
         # observation
         self.consecutive_failures = 0
         self.cancellations = 0
@@ -307,18 +320,19 @@ class ResilientConsumer:
     def health(self) -> dict[str, Any]:
         """State for a health endpoint; never a password.
 
-        The consumer has no circuit breaker of its own (prefetch bounds the work, a failing
-        handler requeues); ``circuit_breaker`` is always ``closed``, kept for the common shape.
+        Without a ``breaker``, ``circuit_breaker`` reads ``closed``: nothing ever pauses.
         """
         conn = self.connection.health()
+        breaker_state = self.breaker.state.value if self.breaker else BreakerState.CLOSED.value
         return {
             "system": SYSTEM,
             "client": self.name,
             **conn,
             "last_error": self.last_error or conn["last_error"],
             "consecutive_failures": self.consecutive_failures,
-            "circuit_breaker": "closed",
-            "circuit_breaker_open": False,
+            "circuit_breaker": breaker_state,
+            "circuit_breaker_open": breaker_state == BreakerState.OPEN.value,
+            "paused": self._paused,
             "queue": self.queue_name,
             "consuming": self._consuming,
             "in_flight": self._in_flight,
@@ -372,7 +386,7 @@ class ResilientConsumer:
         guarded = self.connection._guarded
         channel.add_on_close_callback(guarded(self._on_channel_closed))
         channel.add_on_cancel_callback(guarded(self._on_cancelled))
-        channel.basic_qos(prefetch_count=self.prefetch,
+        channel.basic_qos(prefetch_count=1 if self._probing else self.prefetch,
                           callback=guarded(lambda _frame: self._after_qos(channel)))
 
     def _after_qos(self, channel: Any) -> None:
@@ -385,7 +399,8 @@ class ResilientConsumer:
             self._consume(channel)
 
     def _consume(self, channel: Any) -> None:
-        if channel is not self._channel or self._stopping:
+        if channel is not self._channel or self._stopping or self._paused \
+                or self._consumer_tag is not None:
             return
         self._needs_declare = False
         guarded = self.connection._guarded
@@ -449,6 +464,51 @@ class ResilientConsumer:
         if channel is not None and channel.is_open and self._consumer_tag is not None:
             channel.basic_cancel(self._consumer_tag)
             self._consumer_tag = None
+
+    # -- the I/O thread: the breaker pauses consumption --------------------------------------------
+
+    def _pause(self) -> None:
+        breaker = self.breaker
+        remaining = breaker.remaining() if breaker is not None else 0.0
+        if self._paused or self._stopping or remaining <= 0:
+            return
+        self._paused = True
+        self._probing = False
+        _log.warning("rabbitmq %s: circuit breaker open after %d consecutive handler failures: "
+                     "consumption paused for %.1f s", self.name, self.consecutive_failures,
+                     remaining)
+        self._cancel_consumer()
+        self._resume_timer = self.connection.call_later(remaining + 0.01, self._resume)
+
+    def _resume(self) -> None:
+        """The cool-down is over: consume one probe message (half-open)."""
+        self._resume_timer = None
+        breaker = self.breaker
+        if breaker is None or not self._paused or self._stopping:
+            return
+        try:
+            breaker.before_call("process")  # OPEN -> HALF_OPEN, admitting this probe
+        except CircuitOpenError as exc:
+            self._resume_timer = self.connection.call_later(max(exc.remaining, 0.05),
+                                                            self._resume)
+            return
+        self._paused = False
+        self._probing = breaker.state is BreakerState.HALF_OPEN
+        channel = self._channel
+        if channel is not None and channel.is_open:  # else the next channel consumes
+            channel.basic_qos(
+                prefetch_count=1 if self._probing else self.prefetch,
+                callback=self.connection._guarded(lambda _frame: self._consume(channel)))
+
+    def _end_probe(self) -> None:
+        """The probe succeeded and the breaker closed: back to the full prefetch."""
+        if not self._probing:
+            return
+        self._probing = False
+        _log.info("rabbitmq %s: circuit breaker closed: consumption resumed", self.name)
+        channel = self._channel
+        if channel is not None and channel.is_open:
+            channel.basic_qos(prefetch_count=self.prefetch)
 
     # -- the I/O thread: deliveries and settlements -----------------------------------------------
 
@@ -552,6 +612,8 @@ class ResilientConsumer:
         else:
             self._counter.forget(delivery.key)
         duration = time.perf_counter() - started
+        if self.breaker is not None and not isinstance(error, RejectMessage):
+            self._report_to_breaker(self.breaker, error)
         retried = message.redelivered or message.delivery_count > 0
         op: Outcome
         with self._cond:
@@ -574,6 +636,17 @@ class ResilientConsumer:
             if token is not None:
                 otel_context.detach(token)
         return outcome, duration
+
+    def _report_to_breaker(self, breaker: CircuitBreaker, error: BaseException | None) -> None:
+        if error is None:
+            breaker.on_success()
+        else:
+            breaker.on_failure(error)
+        if breaker.remaining() > 0:
+            if not self._paused:
+                self.connection.call_soon(self._pause)
+        elif self._probing and breaker.state is BreakerState.CLOSED:
+            self.connection.call_soon(self._end_probe)
 
     def _after_failure(self, delivery: _Delivery, exc: Exception) -> ConsumeOutcome:
         message = delivery.message

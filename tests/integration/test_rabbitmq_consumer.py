@@ -17,6 +17,7 @@ import pytest
 from instrumented_clients.rabbitmq import Exchange, Queue, Topology, default_reconnect_policy
 from instrumented_clients.rabbitmq.consumer import ResilientConsumer
 from instrumented_clients.rabbitmq.delivery import IncomingMessage
+from instrumented_clients.resilience.breaker import CircuitBreaker
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
 
 pytestmark = pytest.mark.integration
@@ -373,3 +374,50 @@ def test_handler_blocking_three_heartbeats_keeps_the_connection(
                            client=consumer.name, from_state="connected",
                            to_state="disconnected") in (None, 0.0)
     assert consumer.health()["connected"] is True
+
+
+def test_open_breaker_pauses_consumption_instead_of_requeueing_in_a_loop(
+    admin: Admin, make_consumer: Callable[..., ResilientConsumer],
+    telemetry: CapturedTelemetry,
+) -> None:
+    queue = admin.name("breaker")
+    admin.queues.append(queue)
+    down = threading.Event()
+    down.set()
+    failures: list[str] = []
+    handler = Handler()
+
+    def needs_a_database(message: IncomingMessage) -> None:
+        if down.is_set():
+            failures.append(message.message_id or "")
+            raise ConnectionError("database unavailable")
+        handler(message)
+
+    name = "breaker-consumer"
+    breaker = CircuitBreaker(3, 1.5, name=name, system="rabbitmq", instrumentation=telemetry)
+    consumer = make_consumer(queue=Queue(queue, durable=False), handler=needs_a_database,
+                             name=name, prefetch=5, workers=2, breaker=breaker)
+    wait_until(lambda: consumer.consuming, 10)
+    expected = ids("b", 20)
+    admin.publish(queue, expected)
+
+    wait_until(lambda: consumer.health()["paused"], 10)
+    health = consumer.health()
+    assert health["circuit_breaker_open"] is True
+    assert health["consuming"] is False
+    wait_until(lambda: consumer.in_flight == 0, 10)
+    # Without the breaker the requeue loop would spin thousands of times in the cool-down:
+    # here the failures stop at the threshold plus what was already prefetched.
+    paused_failures = len(failures)
+    assert paused_failures <= 3 + 5
+    down.clear()
+
+    wait_until(lambda: handler.done_set() == set(expected), 20)  # probe, close, full speed
+    wait_until(lambda: consumer.health()["circuit_breaker"] == "closed", 10)
+    assert consumer.consuming
+    assert len(failures) == paused_failures  # nothing failed after the dependency came back
+    assert telemetry.value("circuit_breaker_transitions_total", system="rabbitmq", client=name,
+                           from_state="closed", to_state="open") == 1
+    assert telemetry.value("circuit_breaker_transitions_total", system="rabbitmq", client=name,
+                           from_state="half_open", to_state="closed") == 1
+    wait_until(lambda: admin.message_count(queue) == 0, 10)
