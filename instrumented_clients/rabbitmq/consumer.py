@@ -27,32 +27,30 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
 from pika import exceptions as pika_errors
 
-from instrumented_clients.config import env_bool, env_float, env_int, env_str
 from instrumented_clients.rabbitmq.connection import RabbitConnection, default_reconnect_policy
+from instrumented_clients.rabbitmq.consumer_config import DEFAULT_URL, ConsumerConfigMixin
+from instrumented_clients.rabbitmq.consumer_worker import HandlerRunnerMixin
 from instrumented_clients.rabbitmq.delivery import (
+    Delivery,
     DeliveryCounter,
     IncomingMessage,
-    RejectMessage,
     broker_delivery_count,
     plan_acks,
     poison_key,
+    positive_int,
 )
 from instrumented_clients.rabbitmq.topology import Queue, Topology, declare_topology
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 from instrumented_clients.resilience.errors import CircuitOpenError
-from instrumented_clients.resilience.events import ConsumeOutcome, MessageConsumed, Outcome
+from instrumented_clients.resilience.events import ConsumeOutcome, MessageConsumed
 from instrumented_clients.resilience.retry import RetryPolicy
 from instrumented_clients.telemetry.core import Telemetry, get_default_telemetry
 
@@ -60,7 +58,6 @@ __all__ = ["Handler", "ResilientConsumer"]
 
 _log = logging.getLogger(__name__)
 SYSTEM = "rabbitmq"
-DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 _FAMILIES = (
     "operations_total", "operation_duration_seconds", "connection_state",
     "connection_transitions_total", "illegal_transitions_total", "reconnect_attempts_total",
@@ -70,23 +67,7 @@ _FAMILIES = (
 Handler = Callable[[IncomingMessage], object]
 
 
-@dataclass(slots=True)
-class _Delivery:
-    tag: int
-    generation: int
-    message: IncomingMessage
-    key: str
-
-
-def _positive_int(name: str, value: object, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (
-            maximum is not None and value > maximum):
-        upper = f" and <= {maximum}" if maximum is not None else ""
-        raise ValueError(f"{name} must be an int >= 1{upper}, got {value!r}")
-    return value
-
-
-class ResilientConsumer:
+class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
     """Consume one queue; run ``handler`` per message in a worker pool; ack when it returns.
 
     The handler gets an :class:`~instrumented_clients.rabbitmq.delivery.IncomingMessage`.
@@ -153,11 +134,11 @@ class ResilientConsumer:
             self.queue_name = queue
         else:
             raise ValueError(f"queue must be a non-empty queue name or a Queue, got {queue!r}")
-        self.prefetch = _positive_int("prefetch", prefetch, 65535)
+        self.prefetch = positive_int("prefetch", prefetch, 65535)
         default_workers = min(prefetch, (os.cpu_count() or 1) + 4, 32)
-        self.workers = _positive_int("workers", default_workers if workers is None else workers)
+        self.workers = positive_int("workers", default_workers if workers is None else workers)
         self.max_deliveries = (None if max_deliveries is None
-                               else _positive_int("max_deliveries", max_deliveries))
+                               else positive_int("max_deliveries", max_deliveries))
         self._counter = DeliveryCounter(poison_cache_size)
         self.handler = handler
         self.name = name
@@ -196,7 +177,7 @@ class ResilientConsumer:
         self._running = 0        # handlers executing right now
         self._stopping = False
         self._stopped = threading.Event()
-        self._settlements: deque[tuple[_Delivery, ConsumeOutcome, float]] = deque()
+        self._settlements: deque[tuple[Delivery, ConsumeOutcome, float]] = deque()
         self._flush_scheduled = False
         # I/O-thread state
         self._conn: Any = None
@@ -260,89 +241,6 @@ class ResilientConsumer:
         if unfinished:
             _log.warning("rabbitmq %s: stopped with %d handler(s) still running; their messages "
                          "stay unacked and will be redelivered", self.name, unfinished)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Same as :meth:`stop`."""
-        self.stop(timeout)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`stop` finished (e.g. from a signal handler); True if it did."""
-        return self._stopped.wait(timeout)
-
-    def __enter__(self) -> ResilientConsumer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    @classmethod
-    def from_env(
-        cls, queue: str | Queue, handler: Handler, name: str = "consumer",
-        environ: Mapping[str, str] | None = None, **overrides: Any,
-    ) -> ResilientConsumer:
-        """Build a consumer from the ``RABBITMQ_*`` variables of the defaults table.
-
-        ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
-        ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_HEARTBEAT``,
-        ``RABBITMQ_CONNECT_TIMEOUT``, ``RABBITMQ_PREFETCH``. Keyword arguments win over the
-        environment. A value that does not parse raises ``ConfigError`` naming the variable.
-        """
-        env = environ
-        settings: dict[str, Any] = {
-            "url": env_str("RABBITMQ_URL", DEFAULT_URL, env),
-            "required": env_bool("RABBITMQ_REQUIRED", False, env),
-            "reconnect_policy": default_reconnect_policy(
-                env_int("RABBITMQ_MAX_RETRIES", 10, minimum=1, environ=env),
-                env_float("RABBITMQ_RETRY_DELAY", 1.0, minimum=0, environ=env),
-                env_float("RABBITMQ_RETRY_MAX_DELAY", 30.0, minimum=0, environ=env),
-            ),
-            "heartbeat": env_float("RABBITMQ_HEARTBEAT", 60.0, minimum=0, environ=env),
-            "connect_timeout": env_float("RABBITMQ_CONNECT_TIMEOUT", 10.0, minimum=0,
-                                         environ=env),
-            "prefetch": env_int("RABBITMQ_PREFETCH", 100, minimum=1, environ=env),
-        }
-        settings.update(overrides)
-        return cls(queue=queue, handler=handler, name=name, **settings)
-
-    # -- observation -------------------------------------------------------------------------------
-
-    @property
-    def consuming(self) -> bool:
-        """True while the broker has confirmed the consumer (``basic.consume-ok``)."""
-        return self._consuming
-
-    @property
-    def in_flight(self) -> int:
-        """Deliveries received whose handler has not finished yet."""
-        return self._in_flight
-
-    def health(self) -> dict[str, Any]:
-        """State for a health endpoint; never a password.
-
-        Without a ``breaker``, ``circuit_breaker`` reads ``closed``: nothing ever pauses.
-        """
-        conn = self.connection.health()
-        breaker_state = self.breaker.state.value if self.breaker else BreakerState.CLOSED.value
-        return {
-            "system": SYSTEM,
-            "client": self.name,
-            **conn,
-            "last_error": self.last_error or conn["last_error"],
-            "consecutive_failures": self.consecutive_failures,
-            "circuit_breaker": breaker_state,
-            "circuit_breaker_open": breaker_state == BreakerState.OPEN.value,
-            "paused": self._paused,
-            "queue": self.queue_name,
-            "consuming": self._consuming,
-            "in_flight": self._in_flight,
-            "prefetch": self.prefetch,
-            "workers": self.workers,
-            "max_deliveries": self.max_deliveries,
-            "cancellations": self.cancellations,
-            "channel_closed_by_broker": self.channel_closed_by_broker,
-            "stale_settlements": self.stale_settlements,
-        }
 
     # -- the I/O thread: channel and consumer -----------------------------------------------------
 
@@ -526,7 +424,7 @@ class ResilientConsumer:
         self._outstanding[tag] = None
         with self._cond:
             self._in_flight += 1
-        delivery = _Delivery(tag, self._generation, message, key)
+        delivery = Delivery(tag, self._generation, message, key)
         try:
             self._pool.submit(self._process, delivery)
         except RuntimeError:  # the pool is shut down (stopping): leave it unacked
@@ -568,112 +466,6 @@ class ResilientConsumer:
         for tag, duration in acks.items():
             del outstanding[tag]
             emit(MessageConsumed(SYSTEM, self.name, "ack", duration))
-
-    # -- worker threads ----------------------------------------------------------------------------
-
-    def _process(self, delivery: _Delivery) -> None:
-        with self._cond:
-            if self._stopping or delivery.generation != self._generation:
-                # Stopping, or the channel died while this waited: the broker redelivers it.
-                self._in_flight -= 1
-                self._cond.notify_all()
-                return
-            self._running += 1
-        self._local.in_handler = True
-        try:
-            outcome, duration = self._run_handler(delivery)
-            self._settle_later(delivery, outcome, duration)
-        finally:
-            self._local.in_handler = False
-            with self._cond:
-                self._running -= 1
-                self._in_flight -= 1
-                self._cond.notify_all()
-
-    def _run_handler(self, delivery: _Delivery) -> tuple[ConsumeOutcome, float]:
-        message = delivery.message
-        recorder = self._recorder
-        scope = token = None
-        if recorder.tracing:
-            if message.headers:  # continue the publisher's trace when it sent one
-                token = otel_context.attach(propagate.extract(message.headers))
-            scope = recorder.begin()
-        started = time.perf_counter()
-        error: BaseException | None = None
-        outcome: ConsumeOutcome = "ack"
-        try:
-            self.handler(message)
-        except RejectMessage as exc:
-            error, outcome = exc, "reject"
-            self._counter.forget(delivery.key)
-        except Exception as exc:
-            error = exc
-            outcome = self._after_failure(delivery, exc)
-        else:
-            self._counter.forget(delivery.key)
-        duration = time.perf_counter() - started
-        if self.breaker is not None and not isinstance(error, RejectMessage):
-            self._report_to_breaker(self.breaker, error)
-        retried = message.redelivered or message.delivery_count > 0
-        op: Outcome
-        with self._cond:
-            if error is None:
-                self.consecutive_failures = 0
-                op = "success_after_retry" if retried else "success"
-            else:
-                self.consecutive_failures += 1
-                op = "failure_after_retry" if retried else "failure"
-        try:
-            if scope is not None:
-                span = scope.span
-                if message.message_id:
-                    span.set_attribute("messaging.message.id", message.message_id)
-                span.set_attribute("messaging.rabbitmq.outcome", outcome)
-                if message.redelivered:
-                    span.set_attribute("messaging.rabbitmq.redelivered", True)
-            recorder.finish(op, duration, message.delivery_count + 1, scope, error)
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-        return outcome, duration
-
-    def _report_to_breaker(self, breaker: CircuitBreaker, error: BaseException | None) -> None:
-        if error is None:
-            breaker.on_success()
-        else:
-            breaker.on_failure(error)
-        if breaker.remaining() > 0:
-            if not self._paused:
-                self.connection.call_soon(self._pause)
-        elif self._probing and breaker.state is BreakerState.CLOSED:
-            self.connection.call_soon(self._end_probe)
-
-    def _after_failure(self, delivery: _Delivery, exc: Exception) -> ConsumeOutcome:
-        message = delivery.message
-        limit = self.max_deliveries
-        failures = self._counter.failed(delivery.key, message.delivery_count + 1)
-        text = redact_text(f"{type(exc).__name__}: {exc}")[:300]
-        if limit is not None and failures >= limit:
-            self._counter.forget(delivery.key)
-            _log.error("rabbitmq %s: message %s failed %d time(s) (max_deliveries=%d): rejected "
-                       "to the dead-letter exchange: %s", self.name, message.message_id,
-                       failures, limit, text)
-            return "reject"
-        # A traceback for the first failure only: a poison message would repeat it.
-        _log.warning("rabbitmq %s: handler failed for message %s (failure %d), requeued: %s",
-                     self.name, message.message_id, failures, text,
-                     exc_info=exc if failures == 1 else None)
-        return "requeue"
-
-    def _settle_later(self, delivery: _Delivery, outcome: ConsumeOutcome,
-                      duration: float) -> None:
-        self._settlements.append((delivery, outcome, duration))
-        if not self._flush_scheduled and not self._stopped.is_set():
-            self._flush_scheduled = True
-            try:
-                self.connection.call_soon(self._flush)
-            except Exception:  # the I/O loop is gone (closed): the broker redelivers
-                self._flush_scheduled = False
 
     def __repr__(self) -> str:
         return (f"ResilientConsumer({self.name!r}, queue={self.queue_name!r}, "

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DeliveryCounter", "IncomingMessage", "RejectMessage", "plan_acks"]
+__all__ = ["Delivery", "DeliveryCounter", "IncomingMessage", "RejectMessage", "plan_acks",
+           "positive_int"]
 
 
 class RejectMessage(Exception):
@@ -134,3 +135,23 @@ def plan_acks(outstanding: Iterable[int], acks: Iterable[int]) -> tuple[int | No
     if len(run) > 1:
         return run[-1], singles
     return None, sorted([*run, *singles])
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A delivery on its way through the pool: its tag is valid only on the channel of
+    ``generation``."""
+
+    tag: int
+    generation: int
+    message: IncomingMessage
+    key: str
+
+
+def positive_int(name: str, value: object, maximum: int | None = None) -> int:
+    """``value`` if it is an int in ``[1, maximum]``, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (
+            maximum is not None and value > maximum):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise ValueError(f"{name} must be an int >= 1{upper}, got {value!r}")
+    return value

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from instrumented_clients.config import ConfigError
-from instrumented_clients.rabbitmq.consumer import ResilientConsumer, _Delivery
+from instrumented_clients.rabbitmq.consumer import ResilientConsumer
 from instrumented_clients.rabbitmq.delivery import (
+    Delivery,
     DeliveryCounter,
     IncomingMessage,
     RejectMessage,
@@ -153,7 +154,7 @@ def deliver(consumer: ResilientConsumer, message_id: str | None = "m1", tag: int
     with consumer._cond:
         consumer._in_flight += 1
     gen = consumer._generation if generation is None else generation
-    consumer._process(_Delivery(tag, gen, message, key))
+    consumer._process(Delivery(tag, gen, message, key))
     settled = [(outcome, duration) for _d, outcome, duration in consumer._settlements]
     consumer._settlements.clear()
     return settled
