@@ -22,6 +22,7 @@ receives it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -42,7 +43,6 @@ from instrumented_clients.rabbitmq.delivery import (
     IncomingMessage,
     broker_delivery_count,
     plan_acks,
-    poison_key,
     positive_int,
 )
 from instrumented_clients.rabbitmq.topology import Queue, Topology, declare_topology
@@ -416,15 +416,17 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         tag = method.delivery_tag
         headers = properties.headers or {}
         message_id = properties.message_id
-        key = poison_key(message_id, method.routing_key, body)
-        broker_count = broker_delivery_count(headers)
-        count = broker_count if broker_count is not None else self._counter.get(key)
         message = IncomingMessage(body, message_id, method.routing_key, method.exchange,
-                                  bool(method.redelivered), count, headers, properties, tag)
+                                  bool(method.redelivered), 0, headers, properties, tag)
+        delivery = Delivery(tag, self._generation, message)
+        count = broker_delivery_count(headers)
+        if count is None and len(self._counter):
+            count = self._counter.get(delivery.key)
+        if count:
+            delivery.message = dataclasses.replace(message, delivery_count=count)
         self._outstanding[tag] = None
         with self._cond:
             self._in_flight += 1
-        delivery = Delivery(tag, self._generation, message, key)
         try:
             self._pool.submit(self._process, delivery)
         except RuntimeError:  # the pool is shut down (stopping): leave it unacked

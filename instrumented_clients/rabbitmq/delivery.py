@@ -94,10 +94,14 @@ class DeliveryCounter:
             return count
 
     def get(self, key: str) -> int:
+        if not self._counts:  # the common case: nothing failed lately; no lock needed
+            return 0
         with self._lock:
             return self._counts.get(key, 0)
 
     def forget(self, key: str) -> None:
+        if not self._counts:
+            return
         with self._lock:
             self._counts.pop(key, None)
 
@@ -145,7 +149,16 @@ class Delivery:
     tag: int
     generation: int
     message: IncomingMessage
-    key: str
+    _key: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The message's :func:`poison_key`, computed on first use (only failures need it)."""
+        key = self._key
+        if key is None:
+            message = self.message
+            key = self._key = poison_key(message.message_id, message.routing_key, message.body)
+        return key
 
 
 def positive_int(name: str, value: object, maximum: int | None = None) -> int:
