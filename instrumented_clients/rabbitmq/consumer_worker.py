@@ -94,12 +94,12 @@ class HandlerRunnerMixin:
             self.handler(message)
         except RejectMessage as exc:
             error, outcome = exc, "reject"
-            self._counter.forget(delivery.key)
+            self._forget(delivery)
         except Exception as exc:
             error = exc
             outcome = self._after_failure(delivery, exc)
         else:
-            self._counter.forget(delivery.key)
+            self._forget(delivery)
         duration = time.perf_counter() - started
         if self.breaker is not None and not isinstance(error, RejectMessage):
             self._report_to_breaker(self.breaker, error)
@@ -125,6 +125,10 @@ class HandlerRunnerMixin:
             if token is not None:
                 otel_context.detach(token)
         return outcome, duration
+
+    def _forget(self, delivery: Delivery) -> None:
+        if len(self._counter):  # skip hashing the body when nothing has failed lately
+            self._counter.forget(delivery.key)
 
     def _report_to_breaker(self, breaker: CircuitBreaker, error: BaseException | None) -> None:
         if error is None:
