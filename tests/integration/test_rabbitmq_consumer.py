@@ -421,3 +421,40 @@ def test_open_breaker_pauses_consumption_instead_of_requeueing_in_a_loop(
     assert telemetry.value("circuit_breaker_transitions_total", system="rabbitmq", client=name,
                            from_state="half_open", to_state="closed") == 1
     wait_until(lambda: admin.message_count(queue) == 0, 10)
+
+
+def test_starts_while_the_broker_is_down_and_consumes_once_it_appears(
+    admin: Admin, make_consumer: Callable[..., ResilientConsumer],
+    telemetry: CapturedTelemetry,
+) -> None:
+    queue = admin.name("late")
+    admin.queues.append(queue)
+    admin.channel.queue_declare(queue, durable=True)
+    expected = ids("l", 20)
+    admin.publish(queue, expected)
+    handler = Handler()
+    with FaultProxy("127.0.0.1", 5672) as proxy:
+        proxy.refuse()
+        started = time.monotonic()
+        consumer = make_consumer(url=proxy.url(AMQP_URL), queue=Queue(queue), handler=handler)
+        assert time.monotonic() - started < 1.0  # required=False: never waits for the broker
+        wait_until(lambda: consumer.connection.reconnect_attempts >= 2, 10)
+        assert not consumer.consuming
+        assert consumer.health()["last_error"]
+        proxy.pass_through()
+        wait_until(lambda: handler.done_set() == set(expected), 20)
+    assert consumed(telemetry, consumer, "ack") == 20
+
+
+def test_required_consumer_fails_start_up_when_the_broker_stays_down(
+    telemetry: CapturedTelemetry,
+) -> None:
+    from instrumented_clients.rabbitmq import BrokerUnavailableError
+
+    with FaultProxy("127.0.0.1", 5672) as proxy:
+        proxy.refuse()
+        with pytest.raises(BrokerUnavailableError, match="could not connect"):
+            ResilientConsumer(proxy.url(AMQP_URL), queue="never", handler=print,
+                              telemetry=telemetry, name="required", required=True,
+                              reconnect_policy=default_reconnect_policy(2, 0.05, 0.1))
+    assert "guest" not in str(telemetry.events)
