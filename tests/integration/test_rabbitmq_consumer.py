@@ -458,3 +458,27 @@ def test_required_consumer_fails_start_up_when_the_broker_stays_down(
                               telemetry=telemetry, name="required", required=True,
                               reconnect_policy=default_reconnect_policy(2, 0.05, 0.1))
     assert "guest" not in str(telemetry.events)
+
+
+def test_stop_leaves_a_handler_that_misses_the_deadline_unacked(
+    admin: Admin, make_consumer: Callable[..., ResilientConsumer],
+    telemetry: CapturedTelemetry, caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue = admin.name("deadline")
+    admin.queues.append(queue)
+    handler = Handler()
+    handler.gates["stuck"] = threading.Event()
+    consumer = make_consumer(queue=Queue(queue, durable=False), handler=handler, workers=2)
+    wait_until(lambda: consumer.consuming, 10)
+    admin.publish(queue, ["stuck", "quick"])
+    wait_until(lambda: "stuck" in handler.entered and "quick" in handler.done_set(), 10)
+
+    started = time.monotonic()
+    consumer.stop(timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert "1 handler(s) still running" in caplog.text
+    handler.gates["stuck"].set()  # finishes after the connection is gone: never acked
+    wait_until(lambda: "stuck" in handler.done_set(), 10)
+    assert consumed(telemetry, consumer, "ack") == 1
+    wait_until(lambda: admin.message_count(queue) == 1, 10)
+    assert admin.drain(queue) == ["stuck"]
