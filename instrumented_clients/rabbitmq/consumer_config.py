@@ -1,0 +1,132 @@
+"""The consumer's life cycle and observation: ``from_env``, ``health``, ``close``, ``wait``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from instrumented_clients.config import env_bool, env_float, env_int, env_str
+from instrumented_clients.rabbitmq.connection import default_reconnect_policy
+from instrumented_clients.resilience.breaker import BreakerState
+
+if TYPE_CHECKING:
+    from instrumented_clients.rabbitmq.connection import RabbitConnection
+    from instrumented_clients.rabbitmq.incoming import IncomingMessage
+    from instrumented_clients.rabbitmq.topology import Queue
+    from instrumented_clients.resilience.breaker import CircuitBreaker
+
+__all__ = ["DEFAULT_URL", "ConsumerConfigMixin"]
+
+C = TypeVar("C", bound="ConsumerConfigMixin")
+SYSTEM = "rabbitmq"
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+
+
+class ConsumerConfigMixin:
+    """Life-cycle half of :class:`~instrumented_clients.rabbitmq.consumer.ResilientConsumer`."""
+
+    if TYPE_CHECKING:
+        name: str
+        queue_name: str
+        prefetch: int
+        workers: int
+        max_deliveries: int | None
+        breaker: CircuitBreaker | None
+        connection: RabbitConnection
+        consecutive_failures: int
+        cancellations: int
+        channel_closed_by_broker: int
+        stale_settlements: int
+        last_error: str | None
+        _consuming: bool
+        _in_flight: int
+        _paused: bool
+        _stopped: threading.Event
+
+        def __init__(self, url: Any = ..., **kwargs: Any) -> None: ...
+        def stop(self, timeout: float = 10.0) -> None: ...
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Same as :meth:`stop`."""
+        self.stop(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` finished (e.g. from a signal handler); True if it did."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @classmethod
+    def from_env(
+        cls: type[C], queue: str | Queue, handler: Callable[[IncomingMessage], object],
+        name: str = "consumer", environ: Mapping[str, str] | None = None, **overrides: Any,
+    ) -> C:
+        """Build a consumer from the ``RABBITMQ_*`` variables of the defaults table.
+
+        ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
+        ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_HEARTBEAT``,
+        ``RABBITMQ_CONNECT_TIMEOUT``, ``RABBITMQ_PREFETCH``. Keyword arguments win over the
+        environment. A value that does not parse raises ``ConfigError`` naming the variable.
+        """
+        env = environ
+        settings: dict[str, Any] = {
+            "url": env_str("RABBITMQ_URL", DEFAULT_URL, env),
+            "required": env_bool("RABBITMQ_REQUIRED", False, env),
+            "reconnect_policy": default_reconnect_policy(
+                env_int("RABBITMQ_MAX_RETRIES", 10, minimum=1, environ=env),
+                env_float("RABBITMQ_RETRY_DELAY", 1.0, minimum=0, environ=env),
+                env_float("RABBITMQ_RETRY_MAX_DELAY", 30.0, minimum=0, environ=env),
+            ),
+            "heartbeat": env_float("RABBITMQ_HEARTBEAT", 60.0, minimum=0, environ=env),
+            "connect_timeout": env_float("RABBITMQ_CONNECT_TIMEOUT", 10.0, minimum=0,
+                                         environ=env),
+            "prefetch": env_int("RABBITMQ_PREFETCH", 100, minimum=1, environ=env),
+        }
+        settings.update(overrides)
+        return cls(queue=queue, handler=handler, name=name, **settings)
+
+    # -- observation -------------------------------------------------------------------------------
+
+    @property
+    def consuming(self) -> bool:
+        """True while the broker has confirmed the consumer (``basic.consume-ok``)."""
+        return self._consuming
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries received whose handler has not finished yet."""
+        return self._in_flight
+
+    def health(self) -> dict[str, Any]:
+        """State for a health endpoint; never a password.
+
+        Without a ``breaker``, ``circuit_breaker`` reads ``closed``: nothing ever pauses.
+        """
+        conn = self.connection.health()
+        breaker_state = self.breaker.state.value if self.breaker else BreakerState.CLOSED.value
+        return {
+            "system": SYSTEM,
+            "client": self.name,
+            **conn,
+            "last_error": self.last_error or conn["last_error"],
+            "consecutive_failures": self.consecutive_failures,
+            "circuit_breaker": breaker_state,
+            "circuit_breaker_open": breaker_state == BreakerState.OPEN.value,
+            "paused": self._paused,
+            "queue": self.queue_name,
+            "consuming": self._consuming,
+            "in_flight": self._in_flight,
+            "prefetch": self.prefetch,
+            "workers": self.workers,
+            "max_deliveries": self.max_deliveries,
+            "cancellations": self.cancellations,
+            "channel_closed_by_broker": self.channel_closed_by_broker,
+            "stale_settlements": self.stale_settlements,
+        }
