@@ -36,16 +36,26 @@ __version__ = "0.1.0"
 
 # The clients need their driver extras; they are imported on first access so that
 # ``import instrumented_clients`` works with the core dependencies alone.
+_LAZY_MODULES: dict[str, tuple[str, ...]] = {
+    "instrumented_clients.db": (
+        "CommitOutcomeUnknownError", "DatabaseConnectionRetry", "DatabaseUnavailableError",
+        "ExecuteResult", "ResilientDatabase", "get_db_connection_retry", "is_transient_db_error",
+        "with_db_retry",
+    ),
+    "instrumented_clients.redis": (
+        "RedisConnectionRetry", "ResilientRedis", "get_redis_connection_retry", "with_redis_retry",
+    ),
+    "instrumented_clients.rabbitmq": (
+        "IncomingMessage", "PublishResult", "RejectMessage", "ResilientConnection",
+        "ResilientConsumer", "ResilientPublisher", "Topology", "is_transient_rmq_error",
+    ),
+    "instrumented_clients.health": (
+        "HealthRegistry", "MetricsServer", "clear_multiprocess_dir", "make_asgi_app",
+        "make_wsgi_app", "serve_metrics_and_health",
+    ),
+}
 _LAZY: dict[str, str] = {
-    # SQL (extra: db, postgres, mysql)
-    "ResilientDatabase": "instrumented_clients.db",
-    "DatabaseConnectionRetry": "instrumented_clients.db",
-    "with_db_retry": "instrumented_clients.db",
-    "get_db_connection_retry": "instrumented_clients.db",
-    "CommitOutcomeUnknownError": "instrumented_clients.db",
-    "DatabaseUnavailableError": "instrumented_clients.db",
-    "ExecuteResult": "instrumented_clients.db",
-    "is_transient_db_error": "instrumented_clients.db",
+    name: module for module, names in _LAZY_MODULES.items() for name in names
 }
 
 if TYPE_CHECKING:
@@ -58,6 +68,30 @@ if TYPE_CHECKING:
         get_db_connection_retry,
         is_transient_db_error,
         with_db_retry,
+    )
+    from instrumented_clients.health import (
+        HealthRegistry,
+        MetricsServer,
+        clear_multiprocess_dir,
+        make_asgi_app,
+        make_wsgi_app,
+        serve_metrics_and_health,
+    )
+    from instrumented_clients.rabbitmq import (
+        IncomingMessage,
+        PublishResult,
+        RejectMessage,
+        ResilientConnection,
+        ResilientConsumer,
+        ResilientPublisher,
+        Topology,
+        is_transient_rmq_error,
+    )
+    from instrumented_clients.redis import (
+        RedisConnectionRetry,
+        ResilientRedis,
+        get_redis_connection_retry,
+        with_redis_retry,
     )
 
 
@@ -92,23 +126,41 @@ __all__ = [
     "EventBuffer",
     "ExecuteResult",
     "Guard",
+    "HealthRegistry",
     "IllegalTransitionError",
+    "IncomingMessage",
     "JitterMode",
+    "MetricsServer",
     "OverflowPolicy",
+    "PublishResult",
+    "RedisConnectionRetry",
+    "RejectMessage",
     "ResilienceError",
+    "ResilientConnection",
+    "ResilientConsumer",
     "ResilientDatabase",
+    "ResilientPublisher",
+    "ResilientRedis",
     "RetryBudget",
     "RetryConfig",
     "RetryPolicy",
     "Telemetry",
+    "Topology",
     "__version__",
+    "clear_multiprocess_dir",
     "get_db_connection_retry",
     "get_default_telemetry",
+    "get_redis_connection_retry",
     "is_transient",
     "is_transient_db_error",
     "is_transient_http_error",
+    "is_transient_rmq_error",
+    "make_asgi_app",
+    "make_wsgi_app",
     "retry",
     "retry_async",
+    "serve_metrics_and_health",
     "set_default_telemetry",
     "with_db_retry",
+    "with_redis_retry",
 ]

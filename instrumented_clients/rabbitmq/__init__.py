@@ -6,6 +6,7 @@ from instrumented_clients.rabbitmq.connection import (
     RabbitConnection,
     default_reconnect_policy,
 )
+from instrumented_clients.rabbitmq.consumer import ResilientConsumer
 from instrumented_clients.rabbitmq.errors import (
     BrokerUnavailableError,
     ChannelClosedError,
@@ -21,6 +22,7 @@ from instrumented_clients.rabbitmq.errors import (
     classify,
     is_transient_rmq_error,
 )
+from instrumented_clients.rabbitmq.incoming import IncomingMessage, RejectMessage
 from instrumented_clients.rabbitmq.message import OutgoingMessage, PublishResult
 from instrumented_clients.rabbitmq.publisher import ResilientPublisher
 from instrumented_clients.rabbitmq.spool import SpoolLockedError
@@ -33,6 +35,7 @@ __all__ = [
     "ConnectionListener",
     "ConnectionLostError",
     "Exchange",
+    "IncomingMessage",
     "MessageDroppedError",
     "NotConnectedError",
     "OutgoingMessage",
@@ -44,7 +47,9 @@ __all__ = [
     "Queue",
     "RabbitConnection",
     "RabbitMQError",
+    "RejectMessage",
     "ResilientConnection",
+    "ResilientConsumer",
     "ResilientPublisher",
     "SpoolLockedError",
     "Topology",
