@@ -95,3 +95,14 @@ def test_seed_002_exception_filter_works_with_retry(clock: object) -> None:
     with pytest.raises(pika_errors.ChannelClosedByBroker):
         refused()
     assert len(calls) == 1
+
+
+def test_describe_error_is_never_empty_and_never_has_a_password() -> None:
+    assert errors.describe_error(pika_errors.AMQPConnectionError()) == "AMQPConnectionError"
+    wrapped = pika_errors.AMQPConnectionError(ConnectionRefusedError(111, "refused"))
+    assert "refused" in errors.describe_error(wrapped)
+    leaked = OSError("cannot reach amqp://app:hunter2@broker:5672/")
+    text = errors.describe_error(leaked)
+    assert "hunter2" not in text
+    assert text.startswith("OSError: ")
+    assert len(errors.describe_error(ValueError("x" * 2000))) == 500
