@@ -23,8 +23,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from instrumented_clients.rabbitmq.errors import RabbitMQError, classify, is_transient_rmq_error
-from instrumented_clients.redaction import redact_text
+from instrumented_clients.rabbitmq.errors import (
+    RabbitMQError,
+    classify,
+    describe_error,
+    is_transient_rmq_error,
+)
 from instrumented_clients.resilience.breaker import CircuitBreaker
 from instrumented_clients.resilience.retry import Guard, RetryPolicy
 from instrumented_clients.resilience.state import ConnectionState, ConnectionStateMachine
@@ -141,7 +145,7 @@ class ResilientConnection:
                 healthy = self._health_check(connection)
             except Exception as exc:
                 healthy = False
-                self.last_error = redact_text(f"{type(exc).__name__}: {exc}")[:500]
+                self.last_error = describe_error(exc)
             if healthy:
                 return connection
             self.invalidate()
@@ -152,7 +156,7 @@ class ResilientConnection:
         try:
             connection = self._factory()
         except Exception as exc:
-            self.last_error = redact_text(f"{type(exc).__name__}: {exc}")[:500]
+            self.last_error = describe_error(exc)
             raise
         if self._had_connection:
             self.reconnects += 1
@@ -173,7 +177,7 @@ class ResilientConnection:
         """Forget the current connection (closing it quietly); the next use reconnects."""
         with self._lock:
             if error is not None:
-                self.last_error = redact_text(f"{type(error).__name__}: {error}")[:500]
+                self.last_error = describe_error(error)
             connection, self._connection, self._channel = self._connection, None, None
             if connection is not None:
                 with contextlib.suppress(Exception):

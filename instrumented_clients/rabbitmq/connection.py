@@ -42,10 +42,10 @@ import pika
 from pika import exceptions as pika_errors
 from pika.adapters.select_connection import IOLoop
 
-from instrumented_clients.rabbitmq.errors import BrokerUnavailableError, classify
+from instrumented_clients.rabbitmq.errors import BrokerUnavailableError, classify, describe_error
 from instrumented_clients.rabbitmq.settings import default_reconnect_policy, parse_urls
 from instrumented_clients.rabbitmq.topology import Topology, declare_topology
-from instrumented_clients.redaction import redact_text, safe_address
+from instrumented_clients.redaction import safe_address
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 from instrumented_clients.resilience.errors import ErrorCategory, IllegalTransitionError
 from instrumented_clients.resilience.events import (
@@ -422,7 +422,7 @@ class RabbitConnection:
         category = classify(error)
         self._cycle_attempts += 1
         self.reconnect_attempts += 1
-        self.last_error = redact_text(f"{type(error).__name__}: {error}")[:500]
+        self.last_error = describe_error(error)
         self.last_error_category = category
         attempt = self._cycle_attempts
         spent = attempt >= self.policy.max_attempts or category in _PERMANENT_CONNECT
@@ -451,7 +451,7 @@ class RabbitConnection:
             self._finish_close()
             return
         if was_ready:
-            self.last_error = redact_text(f"{type(reason).__name__}: {reason}")[:500]
+            self.last_error = describe_error(reason)
             self.last_error_category = classify(reason)
             self._transition(_S.DISCONNECTED, "connection lost")
             self._cycle_started = self._clock.monotonic()

@@ -270,6 +270,10 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         retried), ``UnroutableError``/``ChannelClosedError`` (permanent, not retried) or
         ``CircuitOpenError`` (the breaker is open: nothing was sent).
         """
+        if self.connection.in_io_thread():
+            raise RuntimeError("publish_sync() called on the publisher's I/O thread (from a "
+                               "future's done-callback?): it would wait for itself; use "
+                               "publish() there")
         guard = self._guards.get(exchange)
         if guard is None:
             guard = self._guards[exchange] = Guard(
@@ -345,7 +349,8 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         return tracer
 
     def _submit(self, message: OutgoingMessage) -> None:
-        if len(self._inbox) + len(self.buffer) >= self.max_pending_events:
+        if len(self._inbox) + len(self.buffer) >= self.max_pending_events \
+                and not self.connection.in_io_thread():  # a done-callback must never wait
             self._wait_for_room(message)
         if self.spool is not None and not self.spool.closed:
             message.spool_id = self.spool.add(

@@ -88,10 +88,11 @@ class Admin:
         return received
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            for queue in self.queues:
-                self.channel.queue_delete(queue)
-            for exchange in self.exchanges:
+        for queue in self.queues:
+            with contextlib.suppress(Exception):
+                self.channel.queue_delete(queue)  # `channel` reopens what an error closed
+        for exchange in self.exchanges:
+            with contextlib.suppress(Exception):
                 self.channel.exchange_delete(exchange)
         if self._connection is not None and self._connection.is_open:
             with contextlib.suppress(Exception):

@@ -328,3 +328,25 @@ def test_the_future_works_with_asyncio(make_publisher: MakePublisher, admin: Adm
     publisher = make_publisher()
     wait_connected(publisher)
     assert asyncio.run(_awaited(publisher, queue)) == "ack"
+
+
+def test_done_callbacks_may_publish_but_not_wait(make_publisher: MakePublisher,
+                                                 admin: Admin) -> None:
+    queue = admin.queue("callback")
+    publisher = make_publisher()
+    wait_connected(publisher)
+    chained: list[Any] = []
+    refused: list[BaseException] = []
+
+    def on_done(_future: Any) -> None:  # runs on the I/O thread
+        chained.append(publisher.publish(b"second", queue))
+        try:
+            publisher.publish_sync(b"never", queue)
+        except RuntimeError as exc:
+            refused.append(exc)
+
+    publisher.publish(b"first", queue).add_done_callback(on_done)
+    wait_until(lambda: chained and chained[0].done(), 10)
+    assert chained[0].result().outcome == "ack"
+    assert len(refused) == 1
+    assert [body for _, body in admin.drain(queue, 2)] == [b"first", b"second"]

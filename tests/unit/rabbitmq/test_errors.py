@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pika import exceptions as pika_errors
 
 from instrumented_clients import RetryConfig, retry
@@ -95,3 +97,31 @@ def test_seed_002_exception_filter_works_with_retry(clock: object) -> None:
     with pytest.raises(pika_errors.ChannelClosedByBroker):
         refused()
     assert len(calls) == 1
+
+
+def test_describe_error_is_never_empty_and_never_has_a_password() -> None:
+    assert errors.describe_error(pika_errors.AMQPConnectionError()) == "AMQPConnectionError"
+    wrapped = pika_errors.AMQPConnectionError(ConnectionRefusedError(111, "refused"))
+    assert "refused" in errors.describe_error(wrapped)
+    leaked = OSError("cannot reach amqp://app:hunter2@broker:5672/")
+    text = errors.describe_error(leaked)
+    assert "hunter2" not in text
+    assert text.startswith("OSError: ")
+    assert len(errors.describe_error(ValueError("x" * 2000))) == 500
+
+
+@given(st.integers(min_value=0, max_value=999), st.text(max_size=40))
+def test_every_reply_code_classifies_the_same_on_channel_and_connection(code: int,
+                                                                         text: str) -> None:
+    category = errors.reply_code_category(code)
+    assert classify(pika_errors.ChannelClosedByBroker(code, text)) is category
+    connection_category = classify(pika_errors.ConnectionClosedByBroker(code, text))
+    # 403 at connection level is a refused login; everything else maps like a channel close.
+    assert connection_category is (C.AUTH if code == 403 else category)
+
+
+@given(st.sampled_from([Exception, RuntimeError, OSError, KeyError, ArithmeticError,
+                        pika_errors.AMQPError, pika_errors.AMQPConnectionError,
+                        pika_errors.AMQPChannelError]), st.text(max_size=30))
+def test_classify_is_total(kind: type[Exception], text: str) -> None:
+    assert isinstance(classify(kind(text)), ErrorCategory)
