@@ -16,7 +16,7 @@ from instrumented_clients.rabbitmq import (
     default_reconnect_policy,
 )
 from instrumented_clients.rabbitmq.message import OutgoingMessage
-from instrumented_clients.rabbitmq.publisher import ResilientPublisher
+from instrumented_clients.rabbitmq.publisher import ResilientPublisher, default_publish_policy
 from instrumented_clients.resilience import CircuitBreaker, CircuitOpenError, ConnectionState
 from instrumented_clients.resilience.events import ReconnectFinished
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
@@ -213,7 +213,10 @@ def test_publish_sync_survives_a_short_cut(
     make_publisher: MakePublisher, admin: Admin, proxy: FaultProxy
 ) -> None:
     queue = admin.queue("sync-cut")
-    publisher = make_publisher(proxy.url(AMQP_URL))
+    # Seed 000's policy waits 0.5 s + 1 s in all; a reconnect on a loaded 2-core machine can take
+    # longer, so the test gives the blocking form more attempts of the same shape.
+    policy = default_publish_policy().replace(max_attempts=8, max_delay=1.0)
+    publisher = make_publisher(proxy.url(AMQP_URL), publish_policy=policy)
     wait_connected(publisher)
     proxy.cut()
     result = publisher.publish_sync(b"x", queue)
