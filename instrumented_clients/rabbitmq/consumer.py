@@ -35,7 +35,7 @@ from typing import Any
 from pika import exceptions as pika_errors
 
 from instrumented_clients.rabbitmq.connection import RabbitConnection, default_reconnect_policy
-from instrumented_clients.rabbitmq.consumer_config import DEFAULT_URL, ConsumerConfigMixin
+from instrumented_clients.rabbitmq.consumer_config import ConsumerConfigMixin
 from instrumented_clients.rabbitmq.consumer_worker import HandlerRunnerMixin
 from instrumented_clients.rabbitmq.incoming import (
     Delivery,
@@ -45,6 +45,7 @@ from instrumented_clients.rabbitmq.incoming import (
     plan_acks,
     positive_int,
 )
+from instrumented_clients.rabbitmq.settings import DEFAULT_URL
 from instrumented_clients.rabbitmq.topology import Queue, Topology, declare_topology
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker

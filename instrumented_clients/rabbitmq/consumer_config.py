@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from instrumented_clients.config import env_bool, env_float, env_int, env_str
-from instrumented_clients.rabbitmq.connection import default_reconnect_policy
+from instrumented_clients.config import env_int
+from instrumented_clients.rabbitmq.settings import connection_settings_from_env
 from instrumented_clients.resilience.breaker import BreakerState
 
 if TYPE_CHECKING:
@@ -17,11 +17,10 @@ if TYPE_CHECKING:
     from instrumented_clients.rabbitmq.topology import Queue
     from instrumented_clients.resilience.breaker import CircuitBreaker
 
-__all__ = ["DEFAULT_URL", "ConsumerConfigMixin"]
+__all__ = ["ConsumerConfigMixin"]
 
 C = TypeVar("C", bound="ConsumerConfigMixin")
 SYSTEM = "rabbitmq"
-DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 
 
 class ConsumerConfigMixin:
@@ -77,16 +76,7 @@ class ConsumerConfigMixin:
         """
         env = environ
         settings: dict[str, Any] = {
-            "url": env_str("RABBITMQ_URL", DEFAULT_URL, env),
-            "required": env_bool("RABBITMQ_REQUIRED", False, env),
-            "reconnect_policy": default_reconnect_policy(
-                env_int("RABBITMQ_MAX_RETRIES", 10, minimum=1, environ=env),
-                env_float("RABBITMQ_RETRY_DELAY", 1.0, minimum=0, environ=env),
-                env_float("RABBITMQ_RETRY_MAX_DELAY", 30.0, minimum=0, environ=env),
-            ),
-            "heartbeat": env_float("RABBITMQ_HEARTBEAT", 60.0, minimum=0, environ=env),
-            "connect_timeout": env_float("RABBITMQ_CONNECT_TIMEOUT", 10.0, minimum=0,
-                                         environ=env),
+            **connection_settings_from_env(env),
             "prefetch": env_int("RABBITMQ_PREFETCH", 100, minimum=1, environ=env),
         }
         settings.update(overrides)

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pika
 
-from instrumented_clients.config import env_bool, env_float, env_int, env_str
-from instrumented_clients.rabbitmq.connection import default_reconnect_policy
+from instrumented_clients.config import env_int
 from instrumented_clients.rabbitmq.errors import PublisherClosedError
 from instrumented_clients.rabbitmq.message import OutgoingMessage
+from instrumented_clients.rabbitmq.settings import connection_settings_from_env
 from instrumented_clients.resilience.state import ConnectionState
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ __all__ = ["PublisherConfigMixin"]
 _log = logging.getLogger(__name__)
 P = TypeVar("P", bound="PublisherConfigMixin")
 
-DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 
 
 class PublisherConfigMixin:
@@ -70,18 +69,9 @@ class PublisherConfigMixin:
         """
         env = environ
         settings: dict[str, Any] = {
-            "url": env_str("RABBITMQ_URL", DEFAULT_URL, env),
-            "required": env_bool("RABBITMQ_REQUIRED", False, env),
-            "reconnect_policy": default_reconnect_policy(
-                env_int("RABBITMQ_MAX_RETRIES", 10, minimum=1, environ=env),
-                env_float("RABBITMQ_RETRY_DELAY", 1.0, minimum=0, environ=env),
-                env_float("RABBITMQ_RETRY_MAX_DELAY", 30.0, minimum=0, environ=env),
-            ),
+            **connection_settings_from_env(env),
             "max_pending_events": env_int("RABBITMQ_MAX_PENDING_EVENTS", 1000, minimum=1,
                                           environ=env),
-            "heartbeat": env_float("RABBITMQ_HEARTBEAT", 60.0, minimum=0, environ=env),
-            "connect_timeout": env_float("RABBITMQ_CONNECT_TIMEOUT", 10.0, minimum=0,
-                                         environ=env),
         }
         settings.update(overrides)
         return cls(name=name, **settings)

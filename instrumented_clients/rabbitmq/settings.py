@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import pika
 
+from instrumented_clients.config import env_bool, env_float, env_int, env_str
 from instrumented_clients.rabbitmq.errors import classify
 from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 from instrumented_clients.resilience.retry import RetryPolicy
 
-__all__ = ["default_reconnect_policy", "parse_urls"]
+__all__ = ["DEFAULT_URL", "connection_settings_from_env", "default_reconnect_policy", "parse_urls"]
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 
 
 def default_reconnect_policy(
@@ -52,3 +56,22 @@ def parse_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
             raise ValueError(f"RabbitMQ url {redact_url(url)!r} is invalid: "
                              f"{redact_text(str(exc))}") from None
     return tuple(items)
+
+
+def connection_settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The connection keyword arguments every RabbitMQ client reads from the defaults table:
+    ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
+    ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_HEARTBEAT`` and
+    ``RABBITMQ_CONNECT_TIMEOUT``. A value that does not parse raises ``ConfigError`` naming it."""
+    env = environ
+    return {
+        "url": env_str("RABBITMQ_URL", DEFAULT_URL, env),
+        "required": env_bool("RABBITMQ_REQUIRED", False, env),
+        "reconnect_policy": default_reconnect_policy(
+            env_int("RABBITMQ_MAX_RETRIES", 10, minimum=1, environ=env),
+            env_float("RABBITMQ_RETRY_DELAY", 1.0, minimum=0, environ=env),
+            env_float("RABBITMQ_RETRY_MAX_DELAY", 30.0, minimum=0, environ=env),
+        ),
+        "heartbeat": env_float("RABBITMQ_HEARTBEAT", 60.0, minimum=0, environ=env),
+        "connect_timeout": env_float("RABBITMQ_CONNECT_TIMEOUT", 10.0, minimum=0, environ=env),
+    }
