@@ -56,6 +56,7 @@ from instrumented_clients.redis.errors import (
     was_unsent,
 )
 from instrumented_clients.redis.pipeline import ResilientPipeline
+from instrumented_clients.redis.pool_metrics import bind_pool_metrics, unbind_pool_metrics
 from instrumented_clients.redis.settings import (
     DEFAULT_URL,
     URL_EXPECTED,
@@ -189,6 +190,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         self.budget = budget
 
         self._init_tracking(connection_pool)
+        bind_pool_metrics(self._telemetry, SYSTEM, name, connection_pool, owned=owns_pool)
         self._guards: dict[Any, Guard] = {}
         self._guards_by_mode: dict[tuple[str, str, str], Guard] = {}
         self._check_guard = self._make_guard(
@@ -411,6 +413,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         try:
             super().close()
         finally:
+            unbind_pool_metrics(self._telemetry, SYSTEM, self.name)
             machine.transition(ConnectionState.CLOSED, "close() called")
 
     def __repr__(self) -> str:

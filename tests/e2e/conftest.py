@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import socket
@@ -35,6 +36,10 @@ def free_port() -> int:
 def get_json(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.load(response)
+
+
+def not_up(stack: Stack, url: str) -> str:
+    return f"{url} not up\n{stack.log_tail()}"
 
 
 def reachable(url: str) -> bool:
@@ -143,8 +148,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                       redis_proxy, rabbitmq_proxy, postgres_proxy, logs)
         for url in (stack.metrics, f"{stack.prometheus}/-/ready",
                     f"{stack.alertmanager}/-/ready"):
-            wait_until(lambda url=url: reachable(url), 30, interval=0.2,
-                       message=lambda url=url: f"{url} not up\n{stack.log_tail()}")
+            wait_until(functools.partial(reachable, url), 30, interval=0.2,
+                       message=functools.partial(not_up, stack, url))
         yield stack
     finally:
         processes.stop_all()
@@ -172,8 +177,10 @@ def outage(stack: Stack) -> OutageReport:
         'sum(rate(resilient_client_operations_total{outcome="success"}[5s])) > 0'), 30,
         interval=0.5, message=lambda: f"no traffic scraped\n{stack.log_tail()}")
     started = time.time()
+    # RabbitMQ first goes silent (a blackhole: publishes are written, never confirmed) and only
+    # then refuses: the messages unconfirmed when the link dies are re-sent after the restore.
+    stack.rabbitmq.blackhole()
     stack.redis.refuse()
-    stack.rabbitmq.refuse()
 
     def cut_postgres_until_a_transaction_retried() -> bool:
         stack.postgres.cut()
@@ -182,6 +189,11 @@ def outage(stack: Stack) -> OutageReport:
             " > 0"))
 
     wait_until(cut_postgres_until_a_transaction_retried, 30, interval=0.3)
+    # Scraped after the blackhole began: the publisher has had a scrape interval of publishes.
+    wait_until(lambda: stack.query(
+        'resilient_client_circuit_breaker_state{system="redis",state!="closed"} == 1'), 30,
+        interval=0.3)
+    stack.rabbitmq.refuse()
 
     def watched_firing() -> dict[str, list[dict[str, Any]]] | None:
         alerts = [a for a in stack.alerts() if a["labels"]["alertname"] in WATCHED]
@@ -191,6 +203,7 @@ def outage(stack: Stack) -> OutageReport:
 
     firing = wait_until(watched_firing, 60, interval=0.5,
                         message=lambda: f"alerts now: {stack.alerts()}\n{stack.log_tail()}")
+    assert firing is not None
     stack.redis.pass_through()
     stack.rabbitmq.pass_through()
     restored = time.time()

@@ -34,6 +34,22 @@ def test_breaker_connection_and_drop_alerts_fire_then_resolve(outage: OutageRepo
     assert outage.resolved_after < 90
 
 
+def test_the_real_clients_report_resends_consumption_and_pools(stack: Stack,
+                                                                outage: OutageReport) -> None:
+    def total(expr: str) -> float:
+        return sum(float(series["value"][1]) for series in stack.query(expr))
+
+    # Published into the blackhole, unconfirmed when the link died, re-sent after the restore.
+    assert total('resilient_client_publish_resent_total{client="events"}') > 0
+    assert total('resilient_client_publish_confirms_total{client="events",outcome="returned"}') > 0
+    for outcome in ("ack", "reject"):
+        assert total('resilient_client_consumed_messages_total'
+                     f'{{client="events-worker",outcome="{outcome}"}}') > 0, outcome
+    for system in ("redis", "postgresql"):
+        assert total(f'resilient_client_pool_max_connections{{system="{system}"}}') > 0, system
+        assert total(f'resilient_client_pool_wait_seconds_count{{system="{system}"}}') > 0, system
+
+
 def test_every_dashboard_query_returns_data(stack: Stack, outage: OutageReport) -> None:
     end = time.time()
     empty = []

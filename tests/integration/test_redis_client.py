@@ -179,3 +179,40 @@ def test_seed_connect_with_retry_does_not_multiply_a_resilient_clients_attempts(
             handler.connect_with_retry(connect, "redis-cache")
         assert dead.accepted == 2  # 2 attempts of one PING each, not 2 x 4
     assert all(client.state is ConnectionState.CLOSED for client in made)
+
+
+def test_pool_gauges_read_the_pool_and_checkouts_are_timed(
+    prefix: str, telemetry: CapturedTelemetry
+) -> None:
+    def gauge(name: str, **labels: str) -> float | None:
+        return telemetry.value(name, system="redis", client="pooled", **labels)
+
+    with ResilientRedis(URL, name="pooled", telemetry=telemetry, max_connections=7) as client:
+        assert gauge("pool_max_connections") == 7
+        assert gauge("pool_connections", state="idle") == 0
+        client.set(f"{prefix}:p", "1")
+        assert gauge("pool_connections", state="idle") == 1
+        assert gauge("pool_connections", state="in_use") == 0
+        connection = client.connection_pool.get_connection()
+        try:
+            assert gauge("pool_connections", state="in_use") == 1
+            assert gauge("pool_connections", state="idle") == 0
+        finally:
+            client.connection_pool.release(connection)
+        assert (gauge("pool_wait_seconds_count") or 0) >= 2
+    assert gauge("pool_max_connections") == 0
+    assert gauge("pool_connections", state="idle") == 0
+
+
+def test_a_callers_pool_gets_gauges_but_is_not_patched(telemetry: CapturedTelemetry) -> None:
+    pool = redis.ConnectionPool.from_url(URL, max_connections=3)
+    try:
+        with ResilientRedis(connection_pool=pool, name="theirs", telemetry=telemetry) as client:
+            assert client.ping() is True
+            assert "get_connection" not in vars(pool)
+            assert telemetry.value("pool_max_connections", system="redis",
+                                   client="theirs") == 3
+            assert telemetry.value("pool_connections", system="redis", client="theirs",
+                                   state="idle") == 1
+    finally:
+        pool.disconnect()

@@ -1,0 +1,79 @@
+"""The pool metrics of a :class:`~instrumented_clients.redis.ResilientRedis`.
+
+``pool_connections{state=idle|in_use}`` and ``pool_max_connections`` are bound with
+``Gauge.set_function``: each scrape reads the pool's own lists (nothing counted by hand, nothing
+to drift), through a weak reference so the gauge never keeps a closed client's pool alive.
+``pool_wait_seconds`` times ``get_connection()`` of a pool the client made itself (with a
+``BlockingConnectionPool`` that includes waiting for a free connection; with the default pool,
+opening a new one). A pool passed in by the caller is never patched: its gauges are bound, its
+check-out is not timed.
+
+As for SQL, prometheus_client's multiprocess mode never calls these functions: there the pool
+gauges stay empty and ``health()["pool"]`` is the per-process view.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from typing import Any
+
+from instrumented_clients.telemetry import Telemetry
+
+__all__ = ["bind_pool_metrics", "pool_counts", "unbind_pool_metrics"]
+
+
+def pool_counts(pool: Any) -> dict[str, float]:
+    """``idle``, ``in_use`` and ``max`` connections of a redis-py pool (0 for a gone pool)."""
+    if pool is None:
+        return {"idle": 0.0, "in_use": 0.0, "max": 0.0}
+    queue = getattr(getattr(pool, "pool", None), "queue", None)
+    if queue is not None:  # BlockingConnectionPool: a queue of connections and None slots
+        idle = sum(1 for connection in list(queue) if connection is not None)
+        in_use = max(0, len(getattr(pool, "_connections", ())) - idle)
+    else:
+        idle = len(getattr(pool, "_available_connections", ()))
+        in_use = len(getattr(pool, "_in_use_connections", ()))
+    return {"idle": float(idle), "in_use": float(in_use),
+            "max": float(getattr(pool, "max_connections", 0) or 0)}
+
+
+def bind_pool_metrics(telemetry: Telemetry, system: str, client: str, pool: Any,
+                      *, owned: bool) -> None:
+    """Point the client's pool gauges at ``pool``; time its check-out when ``owned``."""
+    metrics = telemetry.metrics
+    if metrics is None:
+        return
+    ref = weakref.ref(pool)
+
+    def reader(key: str) -> Any:
+        return lambda: pool_counts(ref()).get(key, 0.0)
+
+    connections = metrics["pool_connections"]
+    connections.labels(system, client, "idle").set_function(reader("idle"))
+    connections.labels(system, client, "in_use").set_function(reader("in_use"))
+    metrics["pool_max_connections"].labels(system, client).set_function(reader("max"))
+    wait = metrics["pool_wait_seconds"].labels(system, client)
+    if not owned:
+        return
+    get_connection = pool.get_connection
+
+    @functools.wraps(get_connection)
+    def timed_get_connection(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        connection = get_connection(*args, **kwargs)
+        wait.observe(time.monotonic() - started)  # as for SQL: successful check-outs only
+        return connection
+
+    pool.get_connection = timed_get_connection
+
+
+def unbind_pool_metrics(telemetry: Telemetry, system: str, client: str) -> None:
+    """Set the gauges to 0 for a closed client (its pool no longer serves it)."""
+    metrics = telemetry.metrics
+    if metrics is None:
+        return
+    for state in ("idle", "in_use"):
+        metrics["pool_connections"].labels(system, client, state).set_function(lambda: 0.0)
+    metrics["pool_max_connections"].labels(system, client).set_function(lambda: 0.0)
