@@ -109,7 +109,14 @@ def tracked_class(connection_class: type[Any]) -> type[Any]:
 
 def adopt_pool(pool: ConnectionPool) -> None:
     """Turn redis-py's retries off on ``pool`` and track sends on the connections it makes next."""
-    pool.set_retry(no_retry())
+    retry = no_retry()
+    # ConnectionPool.set_retry does this for its own lists only: BlockingConnectionPool keeps its
+    # connections elsewhere and the set_retry it inherits raises (redis-py 8.1).
+    pool.connection_kwargs["retry"] = retry
+    for attribute in ("_available_connections", "_in_use_connections", "_connections"):
+        for connection in getattr(pool, attribute, None) or ():
+            if connection is not None:
+                connection.retry = retry
     connection_class = getattr(pool, "connection_class", None)
     if isinstance(connection_class, type) and issubclass(connection_class, AbstractConnection):
         pool.connection_class = tracked_class(connection_class)

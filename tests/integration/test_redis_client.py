@@ -216,3 +216,23 @@ def test_a_callers_pool_gets_gauges_but_is_not_patched(telemetry: CapturedTeleme
                                    state="idle") == 1
     finally:
         pool.disconnect()
+
+
+def test_a_blocking_pool_is_adopted_with_redis_py_retries_off(
+    prefix: str, telemetry: CapturedTelemetry
+) -> None:
+    pool = redis.BlockingConnectionPool.from_url(URL, max_connections=2, timeout=5)
+    try:
+        with ResilientRedis(connection_pool=pool, name="blocking", telemetry=telemetry) as client:
+            client.set(f"{prefix}:k", "v")
+            assert client.get(f"{prefix}:k") == b"v"
+            connection = pool.get_connection()
+            try:
+                assert connection.retry.get_retries() == 0
+            finally:
+                pool.release(connection)
+            assert telemetry.value("pool_max_connections", system="redis",
+                                   client="blocking") == 2
+            client.delete(f"{prefix}:k")
+    finally:
+        pool.disconnect()
