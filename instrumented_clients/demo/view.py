@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from instrumented_clients.health import HealthRegistry
 
-__all__ = ["ClientRow", "DemoView", "Frame", "RecentLog", "plain_line", "render"]
+__all__ = ["ClientRow", "DemoView", "Frame", "RecentLog", "metric_total", "plain_line", "render"]
 
 _COUNTED = {
     "operations_total": "operations",
@@ -92,6 +92,17 @@ class RecentLog(logging.Handler):
             return list(self._lines)
 
 
+def metric_total(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(key) == value
+                                           for key, value in labels.items()):
+                total += sample.value
+    return total
+
+
 class DemoView:
     """Builds frames from the health registry and the metric registry; ops/s from the change
     in ``operations_total`` since the previous frame."""
@@ -139,7 +150,8 @@ class DemoView:
         for name, dependency in report["dependencies"].items():
             system = str(dependency.get("system", "?"))
             numbers = totals.get((system, str(dependency.get("client", name))), {})
-            operations = numbers.get("operations", 0.0) + numbers.get("consumed", 0.0)
+            # A consumer counts each message as a ``process`` operation and as consumed: once.
+            operations = max(numbers.get("operations", 0.0), numbers.get("consumed", 0.0))
             current_ops[name] = operations
             rate = (operations - previous_ops.get(name, operations)) / elapsed if elapsed else 0.0
             pending = dependency.get("pending_events")
