@@ -75,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         "RabbitMQ and consume it, in a loop. Uses DATABASE_URL, REDIS_URL and RABBITMQ_URL. "
         "Stops cleanly on Ctrl-C, SIGTERM or --duration.")
     demo.add_argument("--port", type=_positive(int, 0, inclusive=True, maximum=65535),
-                      default=8000,
+                      default=None,
                       help="HTTP port for /metrics, /health and /ready (0: any free port; "
-                      "default 8000)")
+                      "default: METRICS_PORT, else 8000)")
     demo.add_argument("--host", default="0.0.0.0", help="interface to bind (default 0.0.0.0)")
     demo.add_argument("--duration", type=_positive(float), default=None,
                       help="stop after this many seconds (default: run until stopped)")

@@ -93,6 +93,9 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()  # a bad variable fails here, before any I/O
     settings.validate_urls()
     started = time.monotonic()
+    # From here on SIGTERM/Ctrl-C mean a clean stop, even during the start-up.
+    stopper = _Stopper()
+    stopper.install()
     console = None
     recent = None
     # Under docker or with output piped, a live view would only fill the log with redraws.
@@ -108,10 +111,13 @@ def run_demo(args: argparse.Namespace) -> int:
     _configure_logging(recent)
     telemetry = get_default_telemetry()
     health = HealthRegistry(service="instrumented-clients demo")
+    # --port wins over METRICS_PORT (what docker-compose.yml sets), which wins over 8000.
+    port = settings.metrics_port if args.port is None else args.port
     try:
-        server = serve_metrics_and_health(args.port, health=health, host=args.host)
+        server = serve_metrics_and_health(port, health=health, host=args.host)
     except OSError as error:
-        sys.stderr.write(f"instrumented-clients demo: error: --port {args.port}: "
+        source = "METRICS_PORT=" if args.port is None else "--port "
+        sys.stderr.write(f"instrumented-clients demo: error: {source}{port}: "
                          f"{error.strerror or error}\n")
         return _EXIT_USAGE
     print(f"serving {server.url}/metrics {server.url}/health {server.url}/ready", flush=True)
@@ -158,8 +164,6 @@ def run_demo(args: argparse.Namespace) -> int:
             [(names[key], systems[key]) for key in proxies], args.chaos_interval),
             args.chaos_interval)
 
-    stopper = _Stopper()
-    stopper.install()
     try:
         clients.consumer.start()
     except Exception as error:  # RABBITMQ_REQUIRED=true and the broker went away meanwhile

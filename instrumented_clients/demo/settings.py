@@ -44,6 +44,13 @@ def _url(name: str, default: str, environ: Mapping[str, str] | None) -> str:
     return value
 
 
+def _port(name: str, default: int, environ: Mapping[str, str] | None) -> int:
+    port = env_int(name, default, minimum=0, environ=environ)
+    if port > 65535:
+        raise ConfigError(name, str(port), "an integer from 0 to 65535")
+    return port
+
+
 @dataclass(frozen=True)
 class Settings:
     """The settings table of DESIGN.md, as the demo and ``check`` use it."""
@@ -65,6 +72,7 @@ class Settings:
     redis_retry_max_attempts: int
     redis_retry_base_delay: float
     redis_retry_max_delay: float
+    metrics_port: int = 8000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +103,7 @@ class Settings:
                                              environ=environ),
             redis_retry_max_delay=env_float("REDIS_RETRY_MAX_DELAY", 10.0, minimum=0,
                                             environ=environ),
+            metrics_port=_port("METRICS_PORT", 8000, environ),
         )
 
     @property

@@ -23,7 +23,6 @@ from instrumented_clients.demo.view import DemoView, RecentLog, plain_line, rend
 from instrumented_clients.demo.workload import OrderFlow, order_id_of
 from instrumented_clients.health import HealthRegistry
 from instrumented_clients.resilience import (
-    CircuitOpenError,
     ConnectionState,
     ConnectionStateMachine,
     ErrorCategory,
@@ -79,6 +78,15 @@ def test_validate_urls_uses_the_clients_parsers_and_names_the_variable(
     assert caught.value.variable == variable
     assert expected in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_metrics_port_is_read_from_the_environment_as_compose_sets_it() -> None:
+    assert Settings.from_env({}).metrics_port == 8000
+    assert Settings.from_env({"METRICS_PORT": "9123"}).metrics_port == 9123
+    for bad in ("eighty", "-1", "70000"):
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({"METRICS_PORT": bad})
+        assert caught.value.variable == "METRICS_PORT"
 
 
 def test_settings_read_comma_separated_broker_urls() -> None:
