@@ -103,9 +103,12 @@ def metric_total(registry: CollectorRegistry, name: str, **labels: str) -> float
     return total
 
 
+_RATE_WINDOW = 2.0
+
+
 class DemoView:
     """Builds frames from the health registry and the metric registry; ops/s from the change
-    in ``operations_total`` since the previous frame."""
+    in ``operations_total`` over the last two seconds or so."""
 
     def __init__(self, health: HealthRegistry, registry: CollectorRegistry, *,
                  namespace: str = "resilient_client",
@@ -122,7 +125,9 @@ class DemoView:
         self.recent = recent
         self._clock = clock
         self._started = clock()
-        self._previous: tuple[float, dict[str, float]] | None = None
+        # (time, operations per client) of recent frames: ops/s is taken over about
+        # _RATE_WINDOW seconds, not between two redraws a quarter second apart.
+        self._history: deque[tuple[float, dict[str, float]]] = deque()
 
     def totals(self) -> dict[tuple[str, str], dict[str, float]]:
         """Per (system, client): the summed samples of the metrics the view shows."""
@@ -143,7 +148,9 @@ class DemoView:
         report = self.health.check()
         totals = self.totals()
         now = self._clock()
-        previous_time, previous_ops = self._previous or (now, {})
+        while len(self._history) > 1 and now - self._history[1][0] >= _RATE_WINDOW:
+            self._history.popleft()
+        previous_time, previous_ops = self._history[0] if self._history else (now, {})
         elapsed = now - previous_time
         current_ops: dict[str, float] = {}
         rows = []
@@ -168,7 +175,7 @@ class DemoView:
                 drops=numbers.get("drops", 0.0),
                 last_error=dependency.get("last_error") or dependency.get("error"),
             ))
-        self._previous = (now, current_ops)
+        self._history.append((now, current_ops))
         return Frame(status=report["status"], issues=list(report["issues"]), rows=rows,
                      uptime=now - self._started, orders=dict(self._orders()),
                      chaos=self._chaos(), url=self.url,

@@ -359,3 +359,18 @@ def test_render_leaves_the_error_column_out_on_a_narrow_terminal() -> None:
     assert "last error" not in header
     assert "3/10" in text
     assert "reconnects" in text
+
+
+def test_ops_per_second_is_smoothed_over_seconds_not_one_redraw() -> None:
+    clock = FakeClock()
+    view, telemetry = _view(clock)
+    recorder = telemetry.observe_operation("rabbitmq", "events", "publish")
+    rates = []
+    for frame in range(24):  # 6 s of redraws every 0.25 s; 2 operations every other redraw
+        if frame % 2 == 0:
+            recorder.record("success", 0.0)
+            recorder.record("success", 0.0)
+        rates.append(next(r for r in view.frame().rows if r.name == "events").ops_per_second)
+        clock.advance(0.25)
+    # 4 operations per second in truth; between two redraws it would read 8 or 0.
+    assert all(3.5 <= rate <= 4.5 for rate in rates[12:]), rates
