@@ -144,7 +144,7 @@ class LoggingSink:
             logging.WARNING, ("reconnect", e.client, e.error_type or ""),
             "%s/%s reconnect attempt %d failed with %s: %s%s",
             e.system, e.client, e.attempt, e.error_type,
-            redact_text(str(e.error)) if e.error is not None else "",
+            _error_text(e.error) if e.error is not None else "",
             f"; next attempt in {e.next_delay:.1f}s" if e.next_delay is not None else "",
             system=e.system, client=e.client, attempt=e.attempt, error_type=e.error_type,
         )
@@ -173,3 +173,14 @@ class LoggingSink:
             "blocked" if e.blocked else "unblocked", f": {e.reason}" if e.reason else "",
             extra={"system": e.system, "client": e.client, "blocked": e.blocked},
         )
+
+
+def _error_text(error: BaseException) -> str:
+    """``str(error)``, redacted; pika's connection errors often print as nothing, so an empty
+    one is named by its type (and its cause's)."""
+    text = str(error).strip()
+    if not text:
+        cause = error.__cause__ or error.__context__
+        text = type(error).__name__ + (f" ({type(cause).__name__}: {cause})"
+                                       if cause is not None else "")
+    return redact_text(text)
