@@ -422,7 +422,7 @@ class RabbitConnection:
         category = classify(error)
         self._cycle_attempts += 1
         self.reconnect_attempts += 1
-        self.last_error = redact_text(f"{type(error).__name__}: {error}")[:500]
+        self.last_error = _describe(error)
         self.last_error_category = category
         attempt = self._cycle_attempts
         spent = attempt >= self.policy.max_attempts or category in _PERMANENT_CONNECT
@@ -451,7 +451,7 @@ class RabbitConnection:
             self._finish_close()
             return
         if was_ready:
-            self.last_error = redact_text(f"{type(reason).__name__}: {reason}")[:500]
+            self.last_error = _describe(reason)
             self.last_error_category = classify(reason)
             self._transition(_S.DISCONNECTED, "connection lost")
             self._cycle_started = self._clock.monotonic()
@@ -564,3 +564,10 @@ def _after_fork_child_hook() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                         after_in_child=_after_fork_child_hook)
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message``, redacted. pika's ``AMQPConnectionError`` prints as nothing (its
+    ``__str__`` is empty for one argument): its arguments say what happened."""
+    text = str(error).strip() or "; ".join(str(arg) or repr(arg) for arg in error.args)
+    return redact_text(f"{type(error).__name__}: {text}".rstrip(": "))[:500]

@@ -177,8 +177,8 @@ class LoggingSink:
 
 def _error_text(error: BaseException) -> str:
     """``str(error)``, redacted; pika's connection errors often print as nothing, so an empty
-    one is named by its type (and its cause's)."""
-    text = str(error).strip()
+    one is told by its arguments, else named by its type (and its cause's)."""
+    text = str(error).strip() or "; ".join(str(arg) or repr(arg) for arg in error.args)
     if not text:
         cause = error.__cause__ or error.__context__
         text = type(error).__name__ + (f" ({type(cause).__name__}: {cause})"
