@@ -137,14 +137,19 @@ def run_demo(args: argparse.Namespace) -> int:
         assert flow is not None  # the consumer is started after the flow exists
         flow.on_consumed(message)
 
+    from instrumented_clients.rabbitmq.errors import BrokerUnavailableError
+
     try:
         clients = build_clients(settings, urls, prefix=args.prefix, telemetry=telemetry,
                                 handler=on_consumed, breaker_cooldown=args.breaker_cooldown,
                                 stopping=producing, heartbeat=heartbeat)
-    except Exception as error:  # RABBITMQ_REQUIRED=true and the broker stayed away
-        sys.stderr.write(f"instrumented-clients demo: {describe_error(error, 400)}\n")
+    except BaseException as error:
         _stop_proxies(proxies)
         server.shutdown()
+        if not isinstance(error, BrokerUnavailableError):
+            raise
+        # RABBITMQ_REQUIRED=true and the broker stayed away for the whole reconnect policy.
+        sys.stderr.write(f"instrumented-clients demo: {describe_error(error, 400)}\n")
         return _EXIT_DEPENDENCY_DOWN
     health.register(clients.database, required=True)
     health.register(clients.cache, required=False)

@@ -153,3 +153,26 @@ def test_demo_serves_on_metrics_port_like_the_compose_file_says(tmp_path: Path) 
     finally:
         code, out = stop(process)
     assert code == 0, out
+
+
+def test_required_broker_that_stays_away_is_exit_1_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = demo_env(tmp_path, RABBITMQ_REQUIRED="true", RABBITMQ_MAX_RETRIES="2",
+                   RABBITMQ_RETRY_DELAY="0.1",
+                   RABBITMQ_URL=f"amqp://guest:Hidden-Pw@127.0.0.1:{port}/")
+    process = start_demo(tmp_path, env, "--prefix", unique_prefix())
+    base = read_base_url(process)  # /health is served while the publisher waits
+    assert base.startswith("http://")
+    try:
+        out = process.communicate(timeout=60)[0]  # it exits by itself once the policy is spent
+    finally:
+        stop(process)
+    code = process.returncode
+    stderr = (tmp_path / "demo-stderr.log").read_text()
+    assert code == 1, out + stderr
+    line = next(line for line in stderr.splitlines() if line.startswith("instrumented-clients"))
+    assert "BrokerUnavailableError" in line
+    assert f"127.0.0.1:{port}" in line
+    assert "Hidden-Pw" not in out + stderr
