@@ -75,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         "RabbitMQ and consume it, in a loop. Uses DATABASE_URL, REDIS_URL and RABBITMQ_URL. "
         "Stops cleanly on Ctrl-C, SIGTERM or --duration.")
     demo.add_argument("--port", type=_positive(int, 0, inclusive=True, maximum=65535),
-                      default=8000,
+                      default=None,
                       help="HTTP port for /metrics, /health and /ready (0: any free port; "
-                      "default 8000)")
+                      "default: METRICS_PORT, else 8000)")
     demo.add_argument("--host", default="0.0.0.0", help="interface to bind (default 0.0.0.0)")
     demo.add_argument("--duration", type=_positive(float), default=None,
                       help="stop after this many seconds (default: run until stopped)")
@@ -128,24 +128,24 @@ def _format_table(rows: list[list[str]], out: IO[str]) -> None:
 
 
 def run_check(args: argparse.Namespace, out: IO[str]) -> int:
-    """Probe each dependency once (in parallel), print the table, return the exit status."""
+    """Try each dependency once (in parallel) through its client, print the table, return the
+    exit status."""
     from instrumented_clients.demo import probes
     from instrumented_clients.demo.settings import Settings
 
     settings = Settings.from_env()
-    probes.validate_urls(settings.database_url, settings.redis_url, settings.rabbitmq_urls)
+    settings.validate_urls()
     required = set(args.require) | {"database"}
     if settings.rabbitmq_required:
         required.add("rabbitmq")
     plan = {
-        "database": (probes.database_system(settings.database_url), settings.database_url,
-                     probes.probe_database),
-        "redis": ("redis", settings.redis_url, probes.probe_redis),
-        "rabbitmq": ("rabbitmq", settings.rabbitmq_urls[0], probes.probe_rabbitmq),
+        "database": (probes.database_system(settings.database_url), settings.database_url),
+        "redis": ("redis", settings.redis_url),
+        "rabbitmq": ("rabbitmq", settings.rabbitmq_urls[0]),
     }
     names = [name for name in _DEPENDENCIES if not args.only or name in args.only]
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        futures = [pool.submit(probes.probe, name, plan[name][0], plan[name][1], plan[name][2],
+        futures = [pool.submit(probes.probe, name, plan[name][0], plan[name][1],
                                required=name in required, timeout=args.timeout)
                    for name in names]
         results = [future.result() for future in futures]

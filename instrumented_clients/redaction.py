@@ -6,7 +6,7 @@ import re
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["redact_text", "redact_url", "safe_address"]
+__all__ = ["describe_error", "error_text", "redact_text", "redact_url", "safe_address"]
 
 # scheme://user:password@host  ->  scheme://user:***@host. The password runs to the LAST "@" of
 # the URL (unencoded "@" and "/" do occur in real passwords), never past whitespace or a quote.
@@ -58,3 +58,27 @@ def redact_text(text: str) -> str:
     """Remove passwords from free text such as a driver's exception message."""
     text = _USERINFO.sub(lambda match: f"{match['scheme']}{match['user']}:***@", text)
     return _KEY_VALUE.sub(lambda match: f"{match['key']}{match['sep']}***", text)
+
+
+def error_text(error: BaseException) -> str:
+    """An exception's message, redacted and never empty for a failure that has anything to say.
+
+    Several of pika's connection errors print as nothing (their ``__str__`` is empty for one
+    argument): their arguments speak instead, else their cause.
+    """
+    text = str(error).strip() or "; ".join(str(arg) or repr(arg) for arg in error.args)
+    if not text:
+        cause = error.__cause__ or error.__context__
+        text = type(error).__name__ + (
+            f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        )
+    return redact_text(text)
+
+
+def describe_error(error: BaseException, limit: int = 500) -> str:
+    """``Type: first line of the message`` for health output and tables: redacted, bounded."""
+    text = error_text(error)
+    first_line = text.splitlines()[0] if text else ""
+    name = type(error).__name__
+    described = first_line if first_line.startswith(name) else f"{name}: {first_line}"
+    return described if len(described) <= limit else described[: limit - 1] + "…"

@@ -7,7 +7,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from instrumented_clients.db.errors import DatabaseUnavailableError, classify
-from instrumented_clients.redaction import redact_text
+from instrumented_clients.redaction import describe_error
 from instrumented_clients.resilience import ConnectionState
 from instrumented_clients.resilience.events import ReconnectAttempt, ReconnectFinished
 
@@ -18,10 +18,6 @@ __all__ = ["connect_at_startup"]
 
 _log = logging.getLogger("instrumented_clients.db")
 _S = ConnectionState
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {redact_text(str(error))[:300]}"
 
 
 def connect_at_startup(db: ResilientDatabase, required: bool) -> bool:
@@ -39,7 +35,7 @@ def connect_at_startup(db: ResilientDatabase, required: bool) -> bool:
         try:
             db._probe()
         except Exception as error:
-            db.last_error = _describe(error)
+            db.last_error = describe_error(error, 300)
             db.reconnect_attempts += 1
             db.telemetry.emit(ReconnectAttempt(db.system, db.name, attempts, "failure",
                                                classify(error).value, error))
@@ -89,7 +85,7 @@ def _reconnect_loop(db: ResilientDatabase, started: float, attempt: int) -> None
         try:
             db._probe()
         except Exception as error:
-            db.last_error = _describe(error)
+            db.last_error = describe_error(error, 300)
             db.reconnect_attempts += 1
             db.telemetry.emit(ReconnectAttempt(db.system, db.name, attempt, "failure",
                                                classify(error).value, error))

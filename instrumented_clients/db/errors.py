@@ -63,8 +63,9 @@ class CommitOutcomeUnknownError(DatabaseError):
         self.idempotent = idempotent
         super().__init__(
             "connection lost during COMMIT: the transaction may or may not have been committed "
-            f"({type(cause).__name__}: {redact_text(str(cause)).strip()[:300]}). It is not rerun "
-            "automatically; pass idempotent=True if running it twice is safe."
+            f"({type(cause).__name__}: {redact_text(str(cause)).strip()[:300]}). "
+            + ("It is rerun: the caller declared it idempotent." if idempotent else
+               "It is not rerun automatically; pass idempotent=True if running it twice is safe.")
         )
 
 

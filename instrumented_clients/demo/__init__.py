@@ -1,3 +1,3 @@
-"""The order-flow demo: workload, terminal view and chaos schedule behind ``instrumented-clients
-demo``. The dependencies are thin adapters over the raw drivers and the resilience core, each an
-object with ``health()`` and ``step()``."""
+"""The order-flow demo behind ``instrumented-clients demo``: the library's own clients
+(``ResilientDatabase``, ``ResilientRedis``, ``ResilientPublisher``, ``ResilientConsumer``) driven by
+a workload, with a terminal view, a chaos schedule and the health endpoints."""

@@ -1,10 +1,11 @@
-"""``instrumented-clients demo``: assemble the adapters, the HTTP endpoints, the workload, the
-view and (with ``--chaos``) the fault schedule; run until ``--duration``, Ctrl-C or SIGTERM; then
-stop cleanly — producing stops, the buffer is flushed, the consumer catches up, a summary is
-printed — and exit 0.
+"""``instrumented-clients demo``: assemble the library's clients, the HTTP endpoints, the
+workload, the view and (with ``--chaos``) the fault schedule; run until ``--duration``, Ctrl-C or
+SIGTERM; then stop cleanly — producing stops, ``publisher.close()`` flushes the buffer, the
+consumer catches up and stops, a summary is printed — and exit 0.
 
-The HTTP server starts before any connection is tried, so ``/health`` answers as soon as the
-modules are imported, even when every dependency is unreachable.
+The HTTP server starts before any connection is tried, and no client constructor waits for the
+network (the database's start-up connect runs in a thread of its own), so ``/health`` answers as
+soon as the modules are imported, even when every dependency is unreachable.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ import time
 from types import FrameType
 from typing import Any
 
-from instrumented_clients.demo.adapters import DemoDatabase, DemoRedis, InterruptibleClock
-from instrumented_clients.demo.amqp import DemoConsumer, DemoPublisher, Topology
 from instrumented_clients.demo.chaos import Chaos, default_schedule, proxy_for
-from instrumented_clients.demo.probes import validate_urls
+from instrumented_clients.demo.clients import DemoClients, build_clients
+from instrumented_clients.demo.probes import describe_error
 from instrumented_clients.demo.settings import Settings
-from instrumented_clients.demo.view import DemoView, RecentLog, plain_line, render
+from instrumented_clients.demo.view import DemoView, RecentLog, metric_total, plain_line, render
 from instrumented_clients.demo.workload import OrderFlow
 from instrumented_clients.health import HealthRegistry, metrics_registry, serve_metrics_and_health
-from instrumented_clients.resilience import ConnectionState
-from instrumented_clients.telemetry import get_default_telemetry
+from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 from instrumented_clients.testing import FaultProxy
 
 __all__ = ["run_demo"]
@@ -35,6 +34,7 @@ __all__ = ["run_demo"]
 _log = logging.getLogger("instrumented_clients.demo")
 _PLAIN_INTERVAL = 2.0
 _EXIT_USAGE = 2
+_EXIT_DEPENDENCY_DOWN = 1
 _UNREACHABLE_GRACE = 3.0
 
 
@@ -91,8 +91,11 @@ def _route_through_proxies(settings: Settings, proxies: dict[str, FaultProxy]) -
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo with the parsed ``demo`` arguments; returns the exit status."""
     settings = Settings.from_env()  # a bad variable fails here, before any I/O
-    validate_urls(settings.database_url, settings.redis_url, settings.rabbitmq_urls)
+    settings.validate_urls()
     started = time.monotonic()
+    # From here on SIGTERM/Ctrl-C mean a clean stop, even during the start-up.
+    stopper = _Stopper()
+    stopper.install()
     console = None
     recent = None
     # Under docker or with output piped, a live view would only fill the log with redraws.
@@ -108,10 +111,13 @@ def run_demo(args: argparse.Namespace) -> int:
     _configure_logging(recent)
     telemetry = get_default_telemetry()
     health = HealthRegistry(service="instrumented-clients demo")
+    # --port wins over METRICS_PORT (what docker-compose.yml sets), which wins over 8000.
+    port = settings.metrics_port if args.port is None else args.port
     try:
-        server = serve_metrics_and_health(args.port, health=health, host=args.host)
+        server = serve_metrics_and_health(port, health=health, host=args.host)
     except OSError as error:
-        sys.stderr.write(f"instrumented-clients demo: error: --port {args.port}: "
+        source = "METRICS_PORT=" if args.port is None else "--port "
+        sys.stderr.write(f"instrumented-clients demo: error: {source}{port}: "
                          f"{error.strerror or error}\n")
         return _EXIT_USAGE
     print(f"serving {server.url}/metrics {server.url}/health {server.url}/ready", flush=True)
@@ -124,36 +130,49 @@ def run_demo(args: argparse.Namespace) -> int:
                 "rabbitmq": settings.rabbitmq_urls}
     # Under chaos a blackholed broker must be noticed in seconds, not after a 60 s heartbeat.
     heartbeat = min(settings.rabbitmq_heartbeat or 5, 5) if args.chaos else None
-    topology = Topology(args.prefix)
-    cooldown = args.breaker_cooldown
     producing = threading.Event()  # set: stop producing, and cut every retry wait short
-    clock = InterruptibleClock(producing)
-    database = DemoDatabase(urls["database"], table=f"{args.prefix}_orders", settings=settings,
-                            telemetry=telemetry, breaker_cooldown=cooldown, clock=clock)
-    cache = DemoRedis(urls["redis"], key_prefix=args.prefix, settings=settings,
-                      telemetry=telemetry, breaker_cooldown=cooldown, clock=clock)
-    publisher = DemoPublisher(urls["rabbitmq"], required=settings.rabbitmq_required,
-                              settings=settings, telemetry=telemetry, topology=topology,
-                              breaker_cooldown=cooldown, heartbeat=heartbeat)
-    flow = OrderFlow(database, cache, publisher, rate=args.rate, stop=producing)
-    consumer = DemoConsumer(urls["rabbitmq"], flow.on_consumed, settings=settings,
-                            telemetry=telemetry, topology=topology, breaker_cooldown=cooldown,
-                            heartbeat=heartbeat)
-    for dependency in (database, cache, publisher, consumer):
-        health.register(dependency)
+    flow: OrderFlow | None = None
+
+    def on_consumed(message: Any) -> None:
+        assert flow is not None  # the consumer is started after the flow exists
+        flow.on_consumed(message)
+
+    from instrumented_clients.rabbitmq.errors import BrokerUnavailableError
+
+    try:
+        clients = build_clients(settings, urls, prefix=args.prefix, telemetry=telemetry,
+                                handler=on_consumed, breaker_cooldown=args.breaker_cooldown,
+                                stopping=producing, heartbeat=heartbeat)
+    except BaseException as error:
+        _stop_proxies(proxies)
+        server.shutdown()
+        if not isinstance(error, BrokerUnavailableError):
+            raise
+        # RABBITMQ_REQUIRED=true and the broker stayed away for the whole reconnect policy.
+        sys.stderr.write(f"instrumented-clients demo: {describe_error(error, 400)}\n")
+        return _EXIT_DEPENDENCY_DOWN
+    health.register(clients.database, required=True)
+    health.register(clients.cache, required=False)
+    health.register(clients.publisher, required=settings.rabbitmq_required)
+    health.register(clients.consumer, required=settings.rabbitmq_required)
+    connector = threading.Thread(target=_connect_database, args=(clients,),
+                                 name="demo-db-connect", daemon=True)
+    connector.start()
+    flow = OrderFlow(clients.store, clients.cache_order, clients.publish, rate=args.rate,
+                     stop=producing)
     chaos = None
     if proxies:
-        names = {"database": database.name, "redis": cache.name, "rabbitmq": publisher.name}
+        names = {"database": "orders-db", "redis": "orders-cache", "rabbitmq": "order-events"}
         systems = {"database": "sql", "redis": "redis", "rabbitmq": "rabbitmq"}
         by_name = {names[key]: proxy for key, proxy in proxies.items()}
         chaos = Chaos(by_name, default_schedule(
             [(names[key], systems[key]) for key in proxies], args.chaos_interval),
             args.chaos_interval)
 
-    stopper = _Stopper()
-    stopper.install()
-    publisher.start()
-    consumer.start()
+    try:
+        clients.consumer.start()
+    except Exception as error:  # RABBITMQ_REQUIRED=true and the broker went away meanwhile
+        _log.error("consumer: %s", describe_error(error, 400))
     flow.start()
     if chaos is not None:
         chaos.start()
@@ -169,19 +188,34 @@ def run_demo(args: argparse.Namespace) -> int:
         flow.join(timeout=30)
         if chaos is not None:
             chaos.close()
-        _drain(publisher, consumer, flow, args.flush_timeout)
+        _drain(clients, flow, args.flush_timeout)
     except KeyboardInterrupt:
         producing.set()
         _log.warning("second interrupt: not waiting for the buffer any longer")
     finally:
         producing.set()
-        for dependency in (consumer, publisher, cache, database):
-            dependency.close()
-        if chaos is not None:
-            chaos.stop_proxies()
+        clients.publisher.close(timeout=0)  # idempotent: what is left is counted as dropped
+        clients.consumer.stop(timeout=2)
+        clients.cache.close()
+        clients.database.close()
+        _stop_proxies(proxies)
         server.shutdown()
-    print(_summary(time.monotonic() - started, stopper.reason, flow, publisher), flush=True)
+    print(_summary(time.monotonic() - started, stopper.reason, flow, telemetry), flush=True)
     return 0
+
+
+def _connect_database(clients: DemoClients) -> None:
+    """Start-up connect of the database, off the main thread: with ``required=False`` it returns
+    after the policy's attempts (seconds), and keeps trying in the background."""
+    try:
+        clients.database.connect_with_retry(required=False)
+    except Exception as error:  # a permanent error (wrong password): the state says FAILED
+        _log.error("database %s: %s", clients.database.name, describe_error(error))
+
+
+def _stop_proxies(proxies: dict[str, FaultProxy]) -> None:
+    for proxy in proxies.values():
+        proxy.stop()
 
 
 def _show(view: DemoView, stopper: _Stopper, deadline: float | None, console: Any) -> None:
@@ -204,40 +238,50 @@ def _show(view: DemoView, stopper: _Stopper, deadline: float | None, console: An
         live.update(render(view.frame(), console.width))
 
 
-def _drain(publisher: DemoPublisher, consumer: DemoConsumer, flow: OrderFlow,
-           timeout: float) -> None:
-    """Give the buffer and the consumer up to ``timeout`` seconds to deliver what is outstanding.
+def _drain(clients: DemoClients, flow: OrderFlow, timeout: float) -> None:
+    """Give the publisher (``close(timeout)`` flushes its buffer and waits for the confirms) and
+    the consumer up to ``timeout`` seconds to deliver what is outstanding.
 
     Waiting for a broker that is down helps nobody: after a short grace period (it may be
     reconnecting right now) an unreachable broker ends the wait, and what is left is counted.
     """
-    started = time.monotonic()
-    deadline = started + timeout
-    for worker in (publisher, consumer):
-        worker.reconnect_now()  # the broker may be back while they sit in a long backoff
-    if publisher.pending:
-        _log.info("flushing %d buffered event(s)...", publisher.pending)
-    while (publisher.pending or flow.outstanding) and time.monotonic() < deadline:
-        unreachable = any(worker.state is not ConnectionState.CONNECTED
-                          for worker in (publisher, consumer))
-        if unreachable and time.monotonic() - started > _UNREACHABLE_GRACE:
-            _log.warning("broker unreachable at shutdown: %d event(s) not delivered",
-                         publisher.pending or flow.outstanding)
-            return
+    deadline = time.monotonic() + timeout
+    publisher, consumer = clients.publisher, clients.consumer
+    grace = min(deadline, time.monotonic() + _UNREACHABLE_GRACE)
+    while not publisher.health()["connected"] and time.monotonic() < grace:
         time.sleep(0.05)
+    connected = bool(publisher.health()["connected"])
+    if publisher.pending_events:
+        _log.info("flushing %d buffered event(s)...", publisher.pending_events)
+    publisher.close(timeout=max(0.0, deadline - time.monotonic()) if connected else 0.0)
+    while flow.outstanding and time.monotonic() < deadline:
+        if not consumer.health()["connected"] and time.monotonic() > grace:
+            break
+        time.sleep(0.05)
+    if flow.outstanding:
+        _log.warning("broker unreachable at shutdown: %d event(s) not delivered",
+                     flow.outstanding)
+    consumer.stop(timeout=max(1.0, deadline - time.monotonic()))
 
 
-def _summary(elapsed: float, reason: str, flow: OrderFlow, publisher: DemoPublisher) -> str:
+def _summary(elapsed: float, reason: str, flow: OrderFlow, telemetry: Telemetry) -> str:
     orders = flow.snapshot()
-    stats = publisher.buffer.stats()
+    registry = metrics_registry(telemetry.registry)
+
+    def events(name: str, **labels: str) -> int:
+        return int(metric_total(registry, f"{telemetry.namespace}_{name}",
+                                client="order-events", **labels))
+
     lines = [
         f"instrumented-clients demo stopped after {elapsed:.1f}s ({reason})",
         f"orders: {orders['created']} created, {orders['stored']} stored "
         f"({orders['store_failed']} failed), {orders['cached']} cached "
         f"({orders['cache_skipped']} skipped), {orders['published']} published, "
         f"{orders['consumed']} consumed, {orders['duplicates']} duplicates",
-        f"events: {stats.accepted} buffered while the broker was away, {stats.delivered} "
-        f"flushed, {stats.dropped_total} dropped, {publisher.confirmed} confirmed",
+        f"events: {events('buffered_events_total')} buffered while the broker was away, "
+        f"{events('buffer_flushed_events_total')} flushed, "
+        f"{events('buffer_dropped_events_total')} dropped, "
+        f"{events('publish_confirms_total', outcome='ack')} confirmed",
     ]
     lost = orders["outstanding"]
     lines.append("no event lost" if lost == 0 else

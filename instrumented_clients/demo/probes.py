@@ -1,10 +1,9 @@
-"""One connection attempt per system, with the raw drivers: what ``instrumented-clients check``
-runs, and the one place the demo maps driver exceptions to an :class:`ErrorCategory`.
+"""``instrumented-clients check``: one attempt per dependency, through the library's own clients.
 
-Drivers are imported lazily (they are optional extras) and their exceptions recognised by class
-name, so this module imports without any of them. Once the resilient clients are in, ``check`` can
-ask their ``health()`` instead and each client's own ``errors.py`` replaces
-:func:`classify_driver_error`.
+Each probe builds the real client (``ResilientDatabase``, ``ResilientRedis``, ``RabbitConnection``)
+with a one-attempt policy and no breaker history, on a private telemetry (a check must not add
+series to anybody's registry), and maps the failure to an :class:`ErrorCategory` with the
+client's own ``errors.classify``: there is no second classifier here.
 """
 
 from __future__ import annotations
@@ -12,15 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 from urllib.parse import urlsplit
 
-from instrumented_clients.redaction import redact_text, safe_address
-from instrumented_clients.resilience import ErrorCategory, classify_exception
+from instrumented_clients.redaction import describe_error, redact_text, safe_address
+from instrumented_clients.resilience import ErrorCategory, RetryPolicy
+from instrumented_clients.telemetry import Telemetry
 
 __all__ = [
+    "PROBES",
+    "ClassifiedError",
     "ProbeResult",
-    "classify_driver_error",
+    "classifier",
     "database_system",
     "describe_error",
     "display_address",
@@ -28,94 +30,9 @@ __all__ = [
     "probe_database",
     "probe_rabbitmq",
     "probe_redis",
-    "validate_urls",
 ]
 
-# Class names (anywhere in the MRO) -> category; the first match wins, most specific first.
-_BY_CLASS_NAME: Final[tuple[tuple[str, ErrorCategory], ...]] = (
-    ("CircuitOpenError", ErrorCategory.CIRCUIT_OPEN),
-    ("ProbableAuthenticationError", ErrorCategory.AUTH),
-    ("AuthenticationError", ErrorCategory.AUTH),
-    ("AuthenticationWrongNumberOfArgsError", ErrorCategory.AUTH),
-    ("ProbableAccessDeniedError", ErrorCategory.PERMISSION),
-    ("NoPermissionError", ErrorCategory.PERMISSION),
-    ("BusyLoadingError", ErrorCategory.SERVER_BUSY),
-    ("NackError", ErrorCategory.SERVER_BUSY),
-    ("UnroutableError", ErrorCategory.CONFIGURATION),
-    ("ConnectionBlockedTimeout", ErrorCategory.SERVER_BUSY),
-    ("AMQPHeartbeatTimeout", ErrorCategory.TIMEOUT),
-    ("NoSuchModuleError", ErrorCategory.CONFIGURATION),
-    ("ArgumentError", ErrorCategory.CONFIGURATION),
-    ("IntegrityError", ErrorCategory.INTEGRITY),
-    ("ProgrammingError", ErrorCategory.PROGRAMMING),
-)
-# Messages of driver errors whose class says little (OperationalError, ResponseError).
-_BY_MESSAGE: Final[tuple[tuple[str, ErrorCategory], ...]] = (
-    ("password authentication failed", ErrorCategory.AUTH),
-    ("access denied", ErrorCategory.AUTH),
-    ("wrongpass", ErrorCategory.AUTH),
-    ("noauth", ErrorCategory.AUTH),
-    ("deadlock", ErrorCategory.DEADLOCK),
-    ("could not serialize", ErrorCategory.SERIALIZATION),
-    ("lock wait timeout", ErrorCategory.LOCK_TIMEOUT),
-    ("database is locked", ErrorCategory.LOCK_TIMEOUT),
-    ("timeout", ErrorCategory.TIMEOUT),
-    ("timed out", ErrorCategory.TIMEOUT),
-    ("does not exist", ErrorCategory.NOT_FOUND),
-    ("unknown database", ErrorCategory.NOT_FOUND),
-    ("unable to open database", ErrorCategory.CONFIGURATION),
-    ("loading", ErrorCategory.SERVER_BUSY),
-)
-_CONNECTION_CLASS_NAMES: Final = frozenset({
-    "AMQPConnectionError", "StreamLostError", "ConnectionClosed", "ConnectionError",
-    "OperationalError", "InterfaceError", "DisconnectionError", "ChannelWrongStateError",
-})
-_CHANNEL_CODES: Final = {403: ErrorCategory.PERMISSION, 404: ErrorCategory.NOT_FOUND,
-                         406: ErrorCategory.CONFIGURATION}
-
-
-def classify_driver_error(exc: BaseException) -> ErrorCategory:
-    """The category of a pika, redis-py or SQLAlchemy exception (stdlib ones included)."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    for name, category in _BY_CLASS_NAME:
-        if name in names:
-            return category
-    if "ChannelClosedByBroker" in names:
-        code = getattr(exc, "reply_code", None)
-        return _CHANNEL_CODES.get(code, ErrorCategory.CONNECTION) if isinstance(code, int) \
-            else ErrorCategory.CONNECTION
-    if "TimeoutError" in names or "ConnectTimeout" in names:
-        return ErrorCategory.TIMEOUT
-    if names & _CONNECTION_CLASS_NAMES or "ResponseError" in names:
-        message = str(exc).lower()
-        for fragment, category in _BY_MESSAGE:
-            if fragment in message:
-                return category
-        if "ResponseError" in names:
-            return ErrorCategory.PROGRAMMING
-        return ErrorCategory.CONNECTION
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and cause is not exc and isinstance(exc, Exception):
-        inner = classify_exception(cause)
-        if inner is not ErrorCategory.UNKNOWN:
-            return inner
-    return classify_exception(exc)
-
-
-def describe_error(error: BaseException, limit: int = 200) -> str:
-    """``Type: first line of the message``, without credentials, at most ``limit`` characters.
-
-    pika wraps the real cause in exceptions whose ``str`` is empty; the cause's text is used then.
-    """
-    text = str(error).strip()
-    if not text and error.args:
-        text = "; ".join(str(arg) or repr(arg) for arg in error.args)
-    if not text:
-        cause = error.__cause__ or error.__context__
-        text = str(cause) if cause is not None else ""
-    first_line = text.splitlines()[0] if text else ""
-    described = redact_text(f"{type(error).__name__}: {first_line}".rstrip(": "))
-    return described if len(described) <= limit else described[: limit - 1] + "…"
+Classify = Callable[[BaseException], ErrorCategory]
 
 
 def display_address(url: str) -> str:
@@ -151,122 +68,125 @@ class ProbeResult:
         return "up" if self.ok else "down"
 
 
-def database_connect_args(url: str, timeout: float) -> dict[str, Any]:
+class ClassifiedError(Exception):
+    """A failure a client has already classified (and described without credentials)."""
+
+    def __init__(self, category: ErrorCategory, description: str) -> None:
+        super().__init__(description)
+        self.category = category
+        self.description = description
+
+
+def _quiet_telemetry() -> Telemetry:
+    from prometheus_client import CollectorRegistry
+
+    return Telemetry(registry=CollectorRegistry(), tracing=False, logs=False)
+
+
+def _connect_args(url: str, timeout: float) -> dict[str, Any]:
     """Driver arguments that bound the connect time (each dialect spells it differently)."""
+    seconds = max(1, round(timeout))
     system = database_system(url)
     if system == "postgresql":
-        return {"connect_timeout": max(1, round(timeout))}
+        return {"connect_timeout": seconds}
     if system in ("mysql", "mariadb"):
-        return {"connect_timeout": max(1, round(timeout)), "read_timeout": max(1, round(timeout))}
+        return {"connect_timeout": seconds, "read_timeout": seconds}
     if system == "sqlite":
         return {"timeout": timeout}
     return {}
 
 
 def probe_database(url: str, timeout: float) -> None:
-    """Connect with SQLAlchemy and run ``SELECT 1``."""
-    from sqlalchemy import create_engine, text
+    """``SELECT 1`` through ``ResilientDatabase`` with one attempt."""
     from sqlalchemy.pool import NullPool
 
-    engine = create_engine(url, poolclass=NullPool,
-                           connect_args=database_connect_args(url, timeout))
+    from instrumented_clients.db import ResilientDatabase
+
+    database = ResilientDatabase(url, name="check", policy=RetryPolicy(max_attempts=1),
+                                 telemetry=_quiet_telemetry(),
+                                 engine_options={"poolclass": NullPool,
+                                                 "connect_args": _connect_args(url, timeout)})
     try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        database.execute("SELECT 1")
     finally:
-        engine.dispose()
-
-
-def redis_client(url: str, timeout: float) -> Any:
-    """A redis-py client that tries once: retries belong to our Guard, not to redis-py."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0))
+        database.close()
 
 
 def probe_redis(url: str, timeout: float) -> None:
-    """Connect and ``PING``."""
-    client = redis_client(url, timeout)
-    try:
+    """``PING`` through ``ResilientRedis`` with one attempt and no breaker."""
+    from instrumented_clients.redis import ResilientRedis
+
+    with ResilientRedis(url, name="check", policy=RetryPolicy(max_attempts=1), breaker=False,
+                        telemetry=_quiet_telemetry(), socket_timeout=timeout,
+                        socket_connect_timeout=timeout) as client:
         client.ping()
-    finally:
-        client.close()
-
-
-def rabbitmq_parameters(url: str, timeout: float, heartbeat: int | None = None,
-                        connection_name: str | None = None) -> Any:
-    """pika parameters with bounded connect, handshake and blocked timeouts and one attempt."""
-    import pika
-
-    parameters = pika.URLParameters(url)
-    parameters.socket_timeout = timeout
-    parameters.stack_timeout = timeout
-    parameters.blocked_connection_timeout = max(timeout, 5.0)
-    parameters.connection_attempts = 1
-    parameters.retry_delay = 0
-    if heartbeat is not None:
-        parameters.heartbeat = heartbeat
-    if connection_name:
-        parameters.client_properties = {"connection_name": connection_name}
-    return parameters
 
 
 def probe_rabbitmq(url: str, timeout: float) -> None:
-    """Open a pika ``BlockingConnection`` and close it."""
-    import pika
+    """Open a connection through ``RabbitConnection`` (one attempt; ``required``, so the
+    failure is raised) and close it."""
+    from instrumented_clients.rabbitmq.connection import RabbitConnection
 
-    connection = pika.BlockingConnection(
-        rabbitmq_parameters(url, timeout, connection_name="instrumented-clients check")
-    )
-    connection.close()
+    connection = RabbitConnection(url, name="check", telemetry=_quiet_telemetry(),
+                                  reconnect_policy=RetryPolicy(max_attempts=1),
+                                  connect_timeout=timeout, stack_timeout=timeout,
+                                  connection_name="instrumented-clients check", required=True)
+    try:
+        connection.start(timeout + 1.0)
+    except Exception as error:
+        # The connection classified the driver's error itself (on its I/O thread).
+        category = connection.last_error_category or ErrorCategory.CONNECTION
+        raise ClassifiedError(category, connection.last_error or describe_error(error)) from error
+    finally:
+        connection.close(timeout)
 
 
-def probe(
-    name: str, system: str, url: str, attempt: Callable[[str, float], None], *,
-    required: bool, timeout: float,
-) -> ProbeResult:
-    """Run one probe; never raises for a failed connection, and never reports a password."""
+def classifier(kind: str) -> Classify:
+    """The client's own ``errors.classify`` for ``database``, ``redis`` or ``rabbitmq``."""
+    if kind == "database":
+        from instrumented_clients.db.errors import classify as db_classify
+
+        return db_classify
+    if kind == "redis":
+        from instrumented_clients.redis.errors import classify as redis_classify
+
+        return redis_classify
+    from instrumented_clients.rabbitmq.errors import classify as rabbitmq_classify
+
+    return rabbitmq_classify
+
+
+#: What ``check`` tries for each dependency.
+PROBES: dict[str, Callable[[str, float], None]] = {
+    "database": probe_database, "redis": probe_redis, "rabbitmq": probe_rabbitmq,
+}
+
+
+def _root(error: BaseException) -> BaseException:
+    """The driver's exception under a client's wrapper ("unavailable after N attempts")."""
+    for _ in range(5):
+        if error.__cause__ is None or not type(error).__module__.startswith(
+                "instrumented_clients"):
+            break
+        error = error.__cause__
+    return error
+
+
+def probe(kind: str, system: str, url: str, *, required: bool, timeout: float) -> ProbeResult:
+    """Try dependency ``kind`` once; never raises for a failed connection, never reports a
+    password. The error category comes from the client's own classifier."""
     started = time.perf_counter()
     try:
-        attempt(url, timeout)
+        PROBES[kind](url, timeout)
+    except ClassifiedError as error:
+        return ProbeResult(kind, system, display_address(url), required, False,
+                           time.perf_counter() - started, error.category.value,
+                           describe_error(error) if not error.description else
+                           redact_text(error.description.splitlines()[0])[:200])
     except Exception as error:
-        return ProbeResult(name, system, display_address(url), required, False,
-                           time.perf_counter() - started, classify_driver_error(error).value,
-                           describe_error(error))
-    return ProbeResult(name, system, display_address(url), required, True,
+        root = _root(error)
+        return ProbeResult(kind, system, display_address(url), required, False,
+                           time.perf_counter() - started, classifier(kind)(root).value,
+                           describe_error(root))
+    return ProbeResult(kind, system, display_address(url), required, True,
                        time.perf_counter() - started)
-
-
-def validate_urls(database_url: str, redis_url: str, rabbitmq_urls: list[str]) -> None:
-    """Build (without connecting) what each URL describes, so that an unknown dialect, a missing
-    driver or a malformed URL is a configuration error before any I/O, not a retry loop.
-
-    Raises:
-        ConfigError: naming the variable, its value without password, and the driver's reason.
-    """
-    from instrumented_clients.config import ConfigError
-    from instrumented_clients.redaction import redact_url
-
-    def fail(variable: str, url: str, expected: str, error: BaseException) -> ConfigError:
-        return ConfigError(variable, redact_url(url), f"{expected} ({describe_error(error)})")
-
-    try:
-        from sqlalchemy import create_engine
-        from sqlalchemy.pool import NullPool
-
-        create_engine(database_url, poolclass=NullPool).dispose()
-    except Exception as error:
-        raise fail("DATABASE_URL", database_url, "a SQLAlchemy URL whose dialect and driver are "
-                   "installed", error) from None
-    try:
-        redis_client(redis_url, 1.0).close()
-    except Exception as error:
-        raise fail("REDIS_URL", redis_url, "a redis:// URL", error) from None
-    for url in rabbitmq_urls:
-        try:
-            rabbitmq_parameters(url, 1.0)
-        except Exception as error:
-            raise fail("RABBITMQ_URL", url, "an amqp:// URL", error) from None

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from instrumented_clients.config import ConfigError, env_bool, env_float, env_int, env_str
 from instrumented_clients.redaction import redact_url
-from instrumented_clients.resilience import Classifier, JitterMode, RetryPolicy
+from instrumented_clients.resilience import RetryPolicy
 
 __all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_RABBITMQ_URL", "DEFAULT_REDIS_URL", "Settings"]
 
@@ -44,6 +44,13 @@ def _url(name: str, default: str, environ: Mapping[str, str] | None) -> str:
     return value
 
 
+def _port(name: str, default: int, environ: Mapping[str, str] | None) -> int:
+    port = env_int(name, default, minimum=0, environ=environ)
+    if port > 65535:
+        raise ConfigError(name, str(port), "an integer from 0 to 65535")
+    return port
+
+
 @dataclass(frozen=True)
 class Settings:
     """The settings table of DESIGN.md, as the demo and ``check`` use it."""
@@ -65,6 +72,7 @@ class Settings:
     redis_retry_max_attempts: int
     redis_retry_base_delay: float
     redis_retry_max_delay: float
+    metrics_port: int = 8000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -95,29 +103,53 @@ class Settings:
                                              environ=environ),
             redis_retry_max_delay=env_float("REDIS_RETRY_MAX_DELAY", 10.0, minimum=0,
                                             environ=environ),
+            metrics_port=_port("METRICS_PORT", 8000, environ),
         )
 
     @property
     def rabbitmq_urls(self) -> list[str]:
         return [part.strip() for part in self.rabbitmq_url.split(",") if part.strip()]
 
-    def db_policy(self, classifier: Classifier) -> RetryPolicy:
-        """Seed 003's database retry: attempts, base delay, cap, jitter ×0.5–1.5."""
+    def db_policy(self) -> RetryPolicy:
+        """Seed 003's database retry: attempts, base delay, cap, jitter ×0.5–1.5.
+
+        No classifier: ``ResilientDatabase`` adds its own (``instrumented_clients.db.errors``).
+        """
         return RetryPolicy(max_attempts=self.db_retry_max_attempts,
                            initial_delay=self.db_retry_base_delay,
-                           max_delay=self.db_retry_max_delay, jitter=0.5, classifier=classifier)
+                           max_delay=self.db_retry_max_delay, jitter=0.5)
 
-    def redis_policy(self, classifier: Classifier) -> RetryPolicy:
-        """Seed 003's Redis retry."""
-        return RetryPolicy(max_attempts=self.redis_retry_max_attempts,
-                           initial_delay=self.redis_retry_base_delay,
-                           max_delay=self.redis_retry_max_delay, jitter=0.5,
-                           classifier=classifier)
+    def redis_policy(self) -> RetryPolicy:
+        """Seed 003's Redis retry, with the Redis client's classifier."""
+        from instrumented_clients.redis.settings import default_policy
 
-    def rabbitmq_reconnect_policy(self, classifier: Classifier) -> RetryPolicy:
-        """The broker reconnect schedule (``policy.backoff(n)`` gives each delay)."""
-        return RetryPolicy(max_attempts=self.rabbitmq_max_retries + 1,
-                           initial_delay=self.rabbitmq_retry_delay,
-                           max_delay=self.rabbitmq_retry_max_delay,
-                           jitter_mode=JitterMode.PROPORTIONAL, jitter=0.1,
-                           classifier=classifier)
+        return default_policy(self.redis_retry_max_attempts, self.redis_retry_base_delay,
+                              self.redis_retry_max_delay)
+
+    def rabbitmq_reconnect_policy(self) -> RetryPolicy:
+        """The broker reconnect schedule of the RabbitMQ clients (``RABBITMQ_MAX_RETRIES``
+        attempts before ``failed``, then attempts go on at the cap interval)."""
+        from instrumented_clients.rabbitmq.settings import default_reconnect_policy
+
+        return default_reconnect_policy(self.rabbitmq_max_retries, self.rabbitmq_retry_delay,
+                                        self.rabbitmq_retry_max_delay)
+
+    def validate_urls(self) -> None:
+        """Check every URL with the clients' own parsers, before any I/O.
+
+        Raises:
+            ConfigError: naming the variable, its value without password and what was expected
+                (an unknown SQL dialect or a missing driver included).
+        """
+        from instrumented_clients.db._engine import build_engine, normalize_url
+        from instrumented_clients.rabbitmq.settings import parse_urls
+        from instrumented_clients.redis.settings import validate_url
+
+        build_engine(normalize_url(self.database_url, argument="DATABASE_URL"), {},
+                     argument="DATABASE_URL").dispose()
+        validate_url(self.redis_url, "REDIS_URL")
+        try:
+            parse_urls(self.rabbitmq_url)
+        except ValueError as error:
+            raise ConfigError("RABBITMQ_URL", redact_url(self.rabbitmq_url),
+                              f"amqp://user:password@host:port/vhost ({error})") from None

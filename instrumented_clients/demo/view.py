@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from instrumented_clients.health import HealthRegistry
 
-__all__ = ["ClientRow", "DemoView", "Frame", "RecentLog", "plain_line", "render"]
+__all__ = ["ClientRow", "DemoView", "Frame", "RecentLog", "metric_total", "plain_line", "render"]
 
 _COUNTED = {
     "operations_total": "operations",
@@ -92,9 +92,23 @@ class RecentLog(logging.Handler):
             return list(self._lines)
 
 
+def metric_total(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(key) == value
+                                           for key, value in labels.items()):
+                total += sample.value
+    return total
+
+
+_RATE_WINDOW = 2.0
+
+
 class DemoView:
     """Builds frames from the health registry and the metric registry; ops/s from the change
-    in ``operations_total`` since the previous frame."""
+    in ``operations_total`` over the last two seconds or so."""
 
     def __init__(self, health: HealthRegistry, registry: CollectorRegistry, *,
                  namespace: str = "resilient_client",
@@ -111,7 +125,9 @@ class DemoView:
         self.recent = recent
         self._clock = clock
         self._started = clock()
-        self._previous: tuple[float, dict[str, float]] | None = None
+        # (time, operations per client) of recent frames: ops/s is taken over about
+        # _RATE_WINDOW seconds, not between two redraws a quarter second apart.
+        self._history: deque[tuple[float, dict[str, float]]] = deque()
 
     def totals(self) -> dict[tuple[str, str], dict[str, float]]:
         """Per (system, client): the summed samples of the metrics the view shows."""
@@ -132,14 +148,17 @@ class DemoView:
         report = self.health.check()
         totals = self.totals()
         now = self._clock()
-        previous_time, previous_ops = self._previous or (now, {})
+        while len(self._history) > 1 and now - self._history[1][0] >= _RATE_WINDOW:
+            self._history.popleft()
+        previous_time, previous_ops = self._history[0] if self._history else (now, {})
         elapsed = now - previous_time
         current_ops: dict[str, float] = {}
         rows = []
         for name, dependency in report["dependencies"].items():
             system = str(dependency.get("system", "?"))
             numbers = totals.get((system, str(dependency.get("client", name))), {})
-            operations = numbers.get("operations", 0.0) + numbers.get("consumed", 0.0)
+            # A consumer counts each message as a ``process`` operation and as consumed: once.
+            operations = max(numbers.get("operations", 0.0), numbers.get("consumed", 0.0))
             current_ops[name] = operations
             rate = (operations - previous_ops.get(name, operations)) / elapsed if elapsed else 0.0
             pending = dependency.get("pending_events")
@@ -156,7 +175,7 @@ class DemoView:
                 drops=numbers.get("drops", 0.0),
                 last_error=dependency.get("last_error") or dependency.get("error"),
             ))
-        self._previous = (now, current_ops)
+        self._history.append((now, current_ops))
         return Frame(status=report["status"], issues=list(report["issues"]), rows=rows,
                      uptime=now - self._started, orders=dict(self._orders()),
                      chaos=self._chaos(), url=self.url,

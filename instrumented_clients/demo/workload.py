@@ -1,9 +1,8 @@
 """The order flow: store an order, cache it, publish ``order.created``, consume it.
 
-The workload only knows dependencies as objects with ``name``, ``health()`` and ``step(order)``,
-so the raw-driver adapters and the library's clients are interchangeable here. It keeps the
-books that prove "no event lost": every published order id stays outstanding until the consumer
-has seen it.
+The workload knows each dependency as one call ``step(order)`` (thin wrappers over the clients,
+built in :mod:`instrumented_clients.demo.clients`). It keeps the books that prove "no event
+lost": every published order id stays outstanding until the consumer has seen it.
 """
 
 from __future__ import annotations
@@ -13,26 +12,56 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from instrumented_clients.demo.probes import describe_error
 from instrumented_clients.resilience import CircuitOpenError
 
-__all__ = ["OrderFlow", "OrderStats", "Step"]
+__all__ = ["InterruptibleClock", "OrderFlow", "OrderStats", "Step", "order_id_of"]
 
 _log = logging.getLogger("instrumented_clients.demo")
 
 
-class Step(Protocol):
-    """A dependency as the workload sees it."""
+#: One dependency's part of the flow: raises when the order could not be handled.
+Step = Callable[[dict[str, Any]], None]
 
-    name: str
 
-    def health(self) -> Mapping[str, Any]: ...
+class InterruptibleClock:
+    """The system clock, except that every wait ends as soon as ``event`` is set.
 
-    def step(self, order: dict[str, Any]) -> None: ...
+    Given to the demo clients' retry policies so that a shutdown does not sit out a backoff
+    schedule (``docker stop`` kills after 10 s): the remaining attempts run at once.
+    """
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self._event.wait(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        import asyncio
+
+        await asyncio.sleep(0 if self._event.is_set() else seconds)
+
+
+def order_id_of(message: Any) -> str:
+    """The order id in a consumed ``order.created`` event: the publisher's ``publish_event``
+    envelope ``{"type", "data", "timestamp"}`` as JSON bytes (a plain mapping works too)."""
+    import json
+
+    if isinstance(message, Mapping):
+        event: Any = message
+    else:
+        body = getattr(message, "body", message)
+        event = json.loads(bytes(body))
+    data = event.get("data", event) if isinstance(event, Mapping) else {}
+    return str(data.get("id")) if isinstance(data, Mapping) else "None"
 
 
 @dataclass
@@ -54,9 +83,9 @@ class OrderFlow:
     """Runs the order flow at ``rate`` orders per second until ``stop`` is set.
 
     Args:
-        database: required; an order that cannot be stored goes no further.
-        cache: optional; a failure only skips the cache.
-        publisher: publishes (or buffers) the ``order.created`` event; never raises.
+        database: stores the order (required: an order that cannot be stored goes no further).
+        cache: caches it (optional: a failure only skips the cache).
+        publisher: publishes (or buffers) the ``order.created`` event.
         rate: orders per second.
         stop: set to end :meth:`run`.
     """
@@ -95,7 +124,7 @@ class OrderFlow:
         with self._lock:
             self.stats.created += 1
         try:
-            self.database.step(order)
+            self.database(order)
         except Exception as error:
             with self._lock:
                 self.stats.store_failed += 1
@@ -106,7 +135,7 @@ class OrderFlow:
             self.stats.stored += 1
         if self.cache is not None:
             try:
-                self.cache.step(order)
+                self.cache(order)
                 cached = True
             except Exception:  # the cache is optional: the order goes on without it
                 cached = False
@@ -118,11 +147,14 @@ class OrderFlow:
         with self._lock:
             self.stats.outstanding.add(order["id"])
             self.stats.published += 1
-        self.publisher.step(order)
+        try:
+            self.publisher(order)
+        except Exception as error:  # counted as outstanding: the summary reports it as lost
+            _log.warning("order event not accepted by the publisher: %s", describe_error(error))
 
-    def on_consumed(self, event: Mapping[str, Any]) -> None:
+    def on_consumed(self, message: Any) -> None:
         """The consumer's handler: settle the order's id (a second copy is a duplicate)."""
-        order_id = str(event.get("id"))
+        order_id = order_id_of(message)
         with self._lock:
             if order_id in self.stats.outstanding:
                 self.stats.outstanding.discard(order_id)

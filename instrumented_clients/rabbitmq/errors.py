@@ -28,7 +28,7 @@ from typing import Final
 
 from pika import exceptions as pika_errors
 
-from instrumented_clients.redaction import redact_text
+from instrumented_clients.redaction import describe_error
 from instrumented_clients.resilience.errors import (
     ErrorCategory,
     ResilienceError,
@@ -212,15 +212,6 @@ def classify(exc: BaseException) -> ErrorCategory:
                         pika_errors.ReentrancyError, pika_errors.ChannelError)):
         return ErrorCategory.PROGRAMMING
     return classify_exception(exc)
-
-
-def describe_error(exc: BaseException, limit: int = 500) -> str:
-    """``Type: message`` for health output and logs: redacted, bounded, never empty (several of
-    pika's connection errors have an empty ``str()``)."""
-    text = str(exc).strip()
-    if not text and exc.args:
-        text = repr(exc.args)
-    return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:limit]
 
 
 def is_transient_rmq_error(exc: BaseException) -> bool:

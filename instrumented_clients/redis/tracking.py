@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import redis
 
-from instrumented_clients.redaction import redact_text
+from instrumented_clients.redaction import describe_error
 from instrumented_clients.redis.errors import StaleConnectionError, classify, was_unsent
 from instrumented_clients.resilience import (
     CircuitOpenError,
@@ -137,7 +137,7 @@ class ConnectionTracking:
         with self._lock:
             self._connected = False
             self._consecutive_failures += 1
-            self._last_error = _describe(error)
+            self._last_error = describe_error(error, 300)
             if self._closed:
                 return
             state = self._state.state
@@ -176,7 +176,7 @@ class ConnectionTracking:
 
     def _give_up(self, error: BaseException, reason: str) -> None:
         with self._lock:
-            self._last_error = _describe(error)
+            self._last_error = describe_error(error, 300)
             self._connected = False
             state = self._state.state
             if self._closed or state in (ConnectionState.FAILED, ConnectionState.CONNECTED):
@@ -189,6 +189,3 @@ class ConnectionTracking:
                 ))
         _log.error("redis client %r: %s: %s", self.name, reason, self._last_error)
 
-
-def _describe(error: BaseException) -> str:
-    return redact_text(f"{type(error).__name__}: {error}")[:300]

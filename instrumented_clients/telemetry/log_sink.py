@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from instrumented_clients.redaction import redact_text
+from instrumented_clients.redaction import error_text, redact_text
 from instrumented_clients.resilience import events as ev
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 
@@ -144,7 +144,7 @@ class LoggingSink:
             logging.WARNING, ("reconnect", e.client, e.error_type or ""),
             "%s/%s reconnect attempt %d failed with %s: %s%s",
             e.system, e.client, e.attempt, e.error_type,
-            redact_text(str(e.error)) if e.error is not None else "",
+            error_text(e.error) if e.error is not None else "",
             f"; next attempt in {e.next_delay:.1f}s" if e.next_delay is not None else "",
             system=e.system, client=e.client, attempt=e.attempt, error_type=e.error_type,
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from instrumented_clients.testing import FaultProxy, wait_until
 from tests.integration.demo_helpers import (
+    REPO,
     demo_env,
     get,
     health,
@@ -120,3 +123,56 @@ def test_chaos_moves_the_metrics_and_loses_nothing(tmp_path: Path) -> None:
     assert "chaos: cut on orders-cache" in stderr
     assert "chaos: cut on order-events" in stderr
     assert "no event lost" in out, out + stderr[-3000:]
+
+
+def test_demo_serves_on_metrics_port_like_the_compose_file_says(tmp_path: Path) -> None:
+    """docker-compose.yml sets METRICS_PORT and publishes it; Prometheus scrapes demo:<it>."""
+    compose = (REPO / "docker-compose.yml").read_text()
+    port_in_compose = compose.split('METRICS_PORT: "', 1)[1].split('"', 1)[0]
+    assert f'ports: ["{port_in_compose}:{port_in_compose}"]' in compose
+    assert f"demo:{port_in_compose}" in (REPO / "prometheus" / "prometheus.yml").read_text()
+    assert f"EXPOSE {port_in_compose}" in (REPO / "Dockerfile").read_text()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = demo_env(tmp_path, METRICS_PORT=str(port), REDIS_URL="redis://127.0.0.1:6379/0",
+                   RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/")
+    stderr = (tmp_path / "demo-stderr.log").open("w")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "instrumented_clients", "demo", "--no-tui", "--prefix",
+             unique_prefix(), "--host", "127.0.0.1"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    finally:
+        stderr.close()
+    try:
+        base = read_base_url(process)
+        assert base == f"http://127.0.0.1:{port}"
+        wait_until(lambda: get(f"{base}/health")[0] == 200, timeout=10)
+    finally:
+        code, out = stop(process)
+    assert code == 0, out
+
+
+def test_required_broker_that_stays_away_is_exit_1_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = demo_env(tmp_path, RABBITMQ_REQUIRED="true", RABBITMQ_MAX_RETRIES="2",
+                   RABBITMQ_RETRY_DELAY="0.1",
+                   RABBITMQ_URL=f"amqp://guest:Hidden-Pw@127.0.0.1:{port}/")
+    process = start_demo(tmp_path, env, "--prefix", unique_prefix())
+    base = read_base_url(process)  # /health is served while the publisher waits
+    assert base.startswith("http://")
+    try:
+        out = process.communicate(timeout=60)[0]  # it exits by itself once the policy is spent
+    finally:
+        stop(process)
+    code = process.returncode
+    stderr = (tmp_path / "demo-stderr.log").read_text()
+    assert code == 1, out + stderr
+    line = next(line for line in stderr.splitlines() if line.startswith("instrumented-clients"))
+    assert "BrokerUnavailableError" in line
+    assert f"127.0.0.1:{port}" in line
+    assert "Hidden-Pw" not in out + stderr

@@ -11,16 +11,18 @@ from prometheus_client import CollectorRegistry
 from instrumented_clients.config import ConfigError
 from instrumented_clients.demo.chaos import default_schedule
 from instrumented_clients.demo.probes import (
-    classify_driver_error,
+    ClassifiedError,
+    classifier,
     database_system,
     describe_error,
     display_address,
+    probe,
 )
 from instrumented_clients.demo.settings import Settings
 from instrumented_clients.demo.view import DemoView, RecentLog, plain_line, render
+from instrumented_clients.demo.workload import OrderFlow, order_id_of
 from instrumented_clients.health import HealthRegistry
 from instrumented_clients.resilience import (
-    CircuitOpenError,
     ConnectionState,
     ConnectionStateMachine,
     ErrorCategory,
@@ -41,11 +43,50 @@ def test_settings_defaults_follow_the_design_table() -> None:
     assert not settings.rabbitmq_required
     assert settings.rabbitmq_max_pending_events == 1000
     assert (settings.db_retry_max_attempts, settings.redis_retry_max_attempts) == (4, 4)
-    assert list(settings.db_policy(classify_driver_error).delays()) == [1.0, 2.0, 4.0]
-    assert list(settings.redis_policy(classify_driver_error).delays()) == [0.5, 1.0, 2.0]
-    reconnect = settings.rabbitmq_reconnect_policy(classify_driver_error)
-    assert reconnect.max_attempts == 11
+    assert list(settings.db_policy().delays()) == [1.0, 2.0, 4.0]
+    assert list(settings.redis_policy().delays()) == [0.5, 1.0, 2.0]
+    reconnect = settings.rabbitmq_reconnect_policy()
+    assert reconnect.max_attempts == 10  # the RabbitMQ clients' reading of RABBITMQ_MAX_RETRIES
     assert reconnect.max_delay == 30.0
+
+
+def test_settings_policies_carry_the_clients_classifiers() -> None:
+    import redis.exceptions
+
+    from instrumented_clients.rabbitmq.errors import classify as rabbitmq_classify
+    from instrumented_clients.redis.errors import classify as redis_classify
+
+    settings = Settings.from_env({"REDIS_RETRY_MAX_ATTEMPTS": "2", "RABBITMQ_MAX_RETRIES": "3"})
+    assert settings.redis_policy().classifier is redis_classify
+    assert settings.redis_policy().max_attempts == 2
+    assert settings.rabbitmq_reconnect_policy().classifier is rabbitmq_classify
+    assert settings.rabbitmq_reconnect_policy().max_attempts == 3
+    assert settings.redis_policy().should_retry(redis.exceptions.ConnectionError("x"))
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("DATABASE_URL", "postgresqlx://app:hunter2@db/app", "unknown dialect"),
+    ("DATABASE_URL", "mysql+nodriver://root:hunter2@db/test", "dialect or driver"),
+    ("RABBITMQ_URL", "amqp://guest:hunter2@broker:5672/?heartbeat=soon", "amqp://"),
+])
+def test_validate_urls_uses_the_clients_parsers_and_names_the_variable(
+    variable: str, value: str, expected: str,
+) -> None:
+    settings = Settings.from_env({variable: value})
+    with pytest.raises(ConfigError) as caught:
+        settings.validate_urls()
+    assert caught.value.variable == variable
+    assert expected in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_metrics_port_is_read_from_the_environment_as_compose_sets_it() -> None:
+    assert Settings.from_env({}).metrics_port == 8000
+    assert Settings.from_env({"METRICS_PORT": "9123"}).metrics_port == 9123
+    for bad in ("eighty", "-1", "70000"):
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({"METRICS_PORT": bad})
+        assert caught.value.variable == "METRICS_PORT"
 
 
 def test_settings_read_comma_separated_broker_urls() -> None:
@@ -75,37 +116,71 @@ def test_settings_error_never_shows_a_password() -> None:
 # -- classification ----------------------------------------------------------------------------
 
 
-def test_driver_errors_are_classified() -> None:
+def test_check_classifies_with_each_clients_own_classifier() -> None:
     import pika.exceptions
     import redis.exceptions
     import sqlalchemy.exc
 
-    assert classify_driver_error(redis.exceptions.ConnectionError("x")) is ErrorCategory.CONNECTION
-    assert classify_driver_error(redis.exceptions.TimeoutError("x")) is ErrorCategory.TIMEOUT
-    assert classify_driver_error(redis.exceptions.AuthenticationError("x")) is ErrorCategory.AUTH
-    assert classify_driver_error(redis.exceptions.BusyLoadingError("x")) is \
-        ErrorCategory.SERVER_BUSY
-    assert classify_driver_error(redis.exceptions.ResponseError("WRONGTYPE")) is \
-        ErrorCategory.PROGRAMMING
-    assert classify_driver_error(pika.exceptions.AMQPConnectionError()) is \
+    from instrumented_clients.db import errors as db_errors
+    from instrumented_clients.rabbitmq import errors as rabbitmq_errors
+    from instrumented_clients.redis import errors as redis_errors
+
+    assert classifier("database") is db_errors.classify
+    assert classifier("redis") is redis_errors.classify
+    assert classifier("rabbitmq") is rabbitmq_errors.classify
+    redis_classify, rabbitmq_classify = classifier("redis"), classifier("rabbitmq")
+    db_classify = classifier("database")
+    assert redis_classify(redis.exceptions.ConnectionError("x")) is ErrorCategory.CONNECTION
+    assert redis_classify(redis.exceptions.TimeoutError("x")) is ErrorCategory.TIMEOUT
+    assert redis_classify(redis.exceptions.AuthenticationError("x")) is ErrorCategory.AUTH
+    assert redis_classify(redis.exceptions.BusyLoadingError("x")) is ErrorCategory.SERVER_BUSY
+    assert not redis_classify(redis.exceptions.ResponseError("WRONGTYPE")).is_transient
+    assert rabbitmq_classify(pika.exceptions.AMQPConnectionError()) is ErrorCategory.CONNECTION
+    assert rabbitmq_classify(pika.exceptions.StreamLostError("lost")) is \
         ErrorCategory.CONNECTION
-    assert classify_driver_error(pika.exceptions.StreamLostError("lost")) is \
-        ErrorCategory.CONNECTION
-    assert classify_driver_error(pika.exceptions.ProbableAuthenticationError("x")) is \
+    assert rabbitmq_classify(pika.exceptions.ProbableAuthenticationError(
+        "ConnectionClosedByBroker: (403) 'ACCESS_REFUSED - Login was refused'")) is \
         ErrorCategory.AUTH
-    assert classify_driver_error(pika.exceptions.ChannelClosedByBroker(404, "NOT_FOUND")) is \
-        ErrorCategory.NOT_FOUND
-    assert classify_driver_error(pika.exceptions.ChannelClosedByBroker(320, "forced")) is \
-        ErrorCategory.CONNECTION
-    refused = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("Connection refused"))
-    assert classify_driver_error(refused) is ErrorCategory.CONNECTION
-    auth = sqlalchemy.exc.OperationalError("x", {}, Exception(
+    assert not rabbitmq_classify(pika.exceptions.ChannelClosedByBroker(404, "NOT_FOUND")) \
+        .is_transient
+    import psycopg
+
+    refused = sqlalchemy.exc.OperationalError("SELECT 1", {}, psycopg.OperationalError(
+        "connection failed: Connection refused"))
+    assert db_classify(refused) is ErrorCategory.CONNECTION
+    auth = sqlalchemy.exc.OperationalError("x", {}, psycopg.OperationalError(
         'FATAL:  password authentication failed for user "app"'))
-    assert classify_driver_error(auth) is ErrorCategory.AUTH
-    assert classify_driver_error(sqlalchemy.exc.IntegrityError("x", {}, Exception("dup"))) is \
-        ErrorCategory.INTEGRITY
-    assert classify_driver_error(CircuitOpenError("db", 3.0)) is ErrorCategory.CIRCUIT_OPEN
-    assert classify_driver_error(ConnectionRefusedError()) is ErrorCategory.CONNECTION
+    assert db_classify(auth) is ErrorCategory.AUTH
+    assert db_classify(sqlalchemy.exc.IntegrityError("x", {}, psycopg.errors.UniqueViolation(
+        "dup"))) is ErrorCategory.INTEGRITY
+    assert db_classify(ConnectionRefusedError()) is ErrorCategory.CONNECTION
+
+
+def test_probe_reports_a_bad_url_as_one_classified_row_without_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from instrumented_clients.demo import probes
+
+    def wrapped(url: str, timeout: float) -> None:
+        try:
+            raise ConnectionRefusedError(111, f"refused by {url}")
+        except ConnectionRefusedError as error:
+            raise ClassifiedError(ErrorCategory.AUTH, "ProbableAuthenticationError: "
+                                  "ACCESS_REFUSED\nsecond line") from error
+
+    def plain(url: str, timeout: float) -> None:
+        raise ConnectionRefusedError(111, f"refused by {url}")
+
+    monkeypatch.setitem(probes.PROBES, "rabbitmq", wrapped)
+    monkeypatch.setitem(probes.PROBES, "redis", plain)
+    row = probe("rabbitmq", "rabbitmq", "amqp://u:hunter2@broker:5672/", required=True,
+                timeout=1)
+    assert (row.ok, row.state, row.category, row.required) == (False, "down", "auth", True)
+    assert row.error == "ProbableAuthenticationError: ACCESS_REFUSED"
+    assert row.address == "broker:5672"
+    row = probe("redis", "redis", "redis://:hunter2@cache:6379/0", required=False, timeout=1)
+    assert (row.category, row.state) == ("connection", "down")
+    assert "hunter2" not in str(row)
 
 
 def test_describe_error_is_one_redacted_line() -> None:
@@ -124,6 +199,54 @@ def test_addresses_and_systems() -> None:
     assert database_system("mysql+pymysql://root@h/test") == "mysql"
     assert database_system("postgres://x@h/y") == "postgresql"
     assert database_system("sqlite://") == "sqlite"
+
+
+# -- workload ---------------------------------------------------------------------------------
+
+
+def test_order_flow_books_balance_failures_and_duplicates() -> None:
+    import json
+    import threading
+
+    from instrumented_clients.rabbitmq.incoming import IncomingMessage
+
+    published: list[dict[str, Any]] = []
+    store_ok = [True, False, True]
+
+    def store(order: dict[str, Any]) -> None:
+        if not store_ok.pop(0):
+            raise ConnectionError("db down")
+
+    def cache(order: dict[str, Any]) -> None:
+        raise ConnectionError("cache down")
+
+    flow = OrderFlow(store, cache, published.append, rate=1.0, stop=threading.Event())
+    for _ in range(3):
+        flow.step_once()
+    assert len(published) == 2
+    envelope = {"type": "order.created", "data": published[0], "timestamp": "t"}
+    message = IncomingMessage(body=json.dumps(envelope).encode(), message_id="m",
+                              routing_key="order.created", exchange="x", redelivered=False,
+                              delivery_count=0)
+    assert order_id_of(message) == published[0]["id"]
+    flow.on_consumed(message)
+    flow.on_consumed(message)  # at-least-once: a second copy is a duplicate, not a consumption
+    snapshot = flow.snapshot()
+    assert snapshot == {"created": 3, "stored": 2, "store_failed": 1, "cached": 0,
+                        "cache_skipped": 2, "published": 2, "consumed": 1, "duplicates": 1,
+                        "outstanding": 1}
+
+
+def test_order_flow_counts_an_event_the_publisher_refused_as_outstanding() -> None:
+    import threading
+
+    def refuse(order: dict[str, Any]) -> None:
+        raise RuntimeError("publisher closed")
+
+    flow = OrderFlow(lambda order: None, None, refuse, rate=1.0, stop=threading.Event())
+    flow.step_once()
+    assert flow.snapshot()["outstanding"] == 1
+    assert flow.outstanding == 1
 
 
 # -- chaos -------------------------------------------------------------------------------------
@@ -236,3 +359,18 @@ def test_render_leaves_the_error_column_out_on_a_narrow_terminal() -> None:
     assert "last error" not in header
     assert "3/10" in text
     assert "reconnects" in text
+
+
+def test_ops_per_second_is_smoothed_over_seconds_not_one_redraw() -> None:
+    clock = FakeClock()
+    view, telemetry = _view(clock)
+    recorder = telemetry.observe_operation("rabbitmq", "events", "publish")
+    rates = []
+    for frame in range(24):  # 6 s of redraws every 0.25 s; 2 operations every other redraw
+        if frame % 2 == 0:
+            recorder.record("success", 0.0)
+            recorder.record("success", 0.0)
+        rates.append(next(r for r in view.frame().rows if r.name == "events").ops_per_second)
+        clock.advance(0.25)
+    # 4 operations per second in truth; between two redraws it would read 8 or 0.
+    assert all(3.5 <= rate <= 4.5 for rate in rates[12:]), rates

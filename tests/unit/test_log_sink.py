@@ -148,3 +148,21 @@ def test_disabled_level_costs_no_rate_limit_slot(
         sink.emit(retry_event(ConnectionError("down")))
     assert len(caplog.records) == 1
     assert caplog.records[0].suppressed == 0  # type: ignore[attr-defined]
+
+
+def test_reconnect_line_names_an_error_that_prints_as_nothing(
+    logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    from instrumented_clients.resilience.events import ReconnectAttempt
+
+    class SilentError(ConnectionError):
+        def __str__(self) -> str:
+            return ""
+
+    sink = LoggingSink(logger, clock=FakeClock())
+    error = SilentError()
+    error.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        sink.emit(ReconnectAttempt("rabbitmq", "events", 2, "failure", "connection", error, 2.0))
+    [record] = caplog.records
+    assert "failed with connection: SilentError (ConnectionRefusedError: " in record.getMessage()

@@ -170,6 +170,9 @@ def test_an_ambiguous_commit_is_retried_only_when_the_caller_opted_in() -> None:
     assert classify(opted_in) is C.CONNECTION
     assert "may or may not have been committed" in str(cautious)
     assert "idempotent=True" in str(cautious)
+    # The retry log line quotes the message: it must not tell an opted-in caller to opt in.
+    assert "It is rerun" in str(opted_in)
+    assert "pass idempotent=True" not in str(opted_in)
 
 
 def test_ambiguous_commit_message_carries_no_password() -> None:
