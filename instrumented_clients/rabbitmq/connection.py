@@ -393,13 +393,16 @@ class RabbitConnection:
     def _on_ready(self, connection: Any) -> None:
         now = self._clock.monotonic()
         self._cycle_attempts += 1
-        self.reconnect_attempts += 1
         attempts = self._cycle_attempts
-        self.telemetry.emit(ReconnectAttempt(SYSTEM, self.name, attempts, "success"))
+        # A first connection made at the first try is a connect, not a reconnect.
+        reconnected = self._generation > 0 or attempts > 1
+        if reconnected:
+            self.reconnect_attempts += 1
+            self.telemetry.emit(ReconnectAttempt(SYSTEM, self.name, attempts, "success"))
         self._ready = True
         self._generation += 1
         self._transition(_S.CONNECTED, f"connected to {self.address}")
-        if self._cycle_started is not None and (self._generation > 1 or attempts > 1):
+        if self._cycle_started is not None and reconnected:
             self.telemetry.emit(ReconnectFinished(SYSTEM, self.name, "success",
                                                   now - self._cycle_started, attempts))
         self._cycle_started = None
