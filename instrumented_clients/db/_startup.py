@@ -40,7 +40,8 @@ def connect_at_startup(db: ResilientDatabase, required: bool) -> bool:
             db.telemetry.emit(ReconnectAttempt(db.system, db.name, attempts, "failure",
                                                classify(error).value, error))
             raise
-        db.telemetry.emit(ReconnectAttempt(db.system, db.name, attempts, "success"))
+        if attempts > 1:  # connecting at the first try is a connect, not a reconnect
+            db.telemetry.emit(ReconnectAttempt(db.system, db.name, attempts, "success"))
 
     attempt.__qualname__ = f"{db.system}/{db.name} connect"
     try:
