@@ -113,6 +113,8 @@ class OpenTelemetrySink:
         """Whether tracing is configured; costs an attribute check while it is not."""
         if self._resolved:
             return self._tracer is not None
+        if _HAS_GLOBAL_SLOT and trace._TRACER_PROVIDER is None:
+            return False  # no SDK configured (yet): the common case, answered inline
         return self.tracer is not None
 
     def start(self, name: str, attributes: dict[str, Any] | None) -> SpanScope | None:
