@@ -1,11 +1,5 @@
-"""Pool gauges read from the pool's own counts, and removal of a relabelled client's series.
-
-The gauges are bound with ``Gauge.set_function``: each scrape asks the engine's *current* pool
-(``engine.dispose()`` replaces it) how many connections are checked in and out, so nothing is
-counted by hand and nothing can drift. prometheus_client's multiprocess mode reads values from
-files written by ``inc``/``set`` and never calls these functions: under it the pool gauges stay
-empty, and per-process pool health is best read from :meth:`ResilientDatabase.health`.
-"""
+"""The SQL pool's counts for the shared pool gauges (:mod:`instrumented_clients.telemetry.pool`),
+and removal of a relabelled client's series."""
 
 from __future__ import annotations
 
@@ -17,8 +11,9 @@ from sqlalchemy.engine import Engine
 
 from instrumented_clients.telemetry import Telemetry
 from instrumented_clients.telemetry.catalog import METRICS
+from instrumented_clients.telemetry.pool import bind_pool_gauges
 
-__all__ = ["PoolCounts", "bind_pool_gauges", "forget_series", "pool_counts", "unbind_pool_gauges"]
+__all__ = ["PoolCounts", "bind_engine_pool_gauges", "forget_series", "pool_counts"]
 
 PoolCounts = dict[str, float]
 
@@ -46,31 +41,12 @@ def pool_counts(engine: Engine | None) -> PoolCounts:
     return counts
 
 
-def bind_pool_gauges(telemetry: Telemetry, system: str, client: str, engine: Engine) -> None:
-    """Point the client's pool gauges at the engine's pool (weakly: the gauge keeps no engine)."""
-    metrics = telemetry.metrics
-    if metrics is None:
-        return
+def bind_engine_pool_gauges(telemetry: Telemetry, system: str, client: str,
+                            engine: Engine) -> None:
+    """Point the client's pool gauges at the engine's current pool (weakly: ``dispose()``
+    replaces the pool, and the gauge keeps no engine alive)."""
     ref = weakref.ref(engine)
-
-    def reader(key: str) -> Any:
-        return lambda: pool_counts(ref()).get(key, 0.0)
-
-    connections = metrics["pool_connections"]
-    connections.labels(system, client, "idle").set_function(reader("idle"))
-    connections.labels(system, client, "in_use").set_function(reader("in_use"))
-    metrics["pool_max_connections"].labels(system, client).set_function(reader("max"))
-    metrics["pool_wait_seconds"].labels(system, client)
-
-
-def unbind_pool_gauges(telemetry: Telemetry, system: str, client: str) -> None:
-    """Set the gauges to 0 for a closed client (its pool no longer exists)."""
-    metrics = telemetry.metrics
-    if metrics is None:
-        return
-    for state in ("idle", "in_use"):
-        metrics["pool_connections"].labels(system, client, state).set_function(lambda: 0.0)
-    metrics["pool_max_connections"].labels(system, client).set_function(lambda: 0.0)
+    bind_pool_gauges(telemetry, system, client, lambda: pool_counts(ref()))
 
 
 def forget_series(telemetry: Telemetry, system: str, client: str) -> None:

@@ -35,10 +35,9 @@ from instrumented_clients.db._engine import (
     verb_of,
 )
 from instrumented_clients.db._pool_metrics import (
-    bind_pool_gauges,
+    bind_engine_pool_gauges,
     forget_series,
     pool_counts,
-    unbind_pool_gauges,
 )
 from instrumented_clients.db._rules import (
     commit_or_report_ambiguity,
@@ -61,6 +60,7 @@ from instrumented_clients.resilience import (
 )
 from instrumented_clients.resilience.events import ReconnectAttempt, ReconnectFinished
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
+from instrumented_clients.telemetry.pool import unbind_pool_gauges
 
 __all__ = ["ResilientDatabase"]
 
@@ -168,7 +168,7 @@ class ResilientDatabase:
         self._pool_wait: Any = (
             metrics["pool_wait_seconds"].labels(system, self.name) if metrics else None
         )
-        bind_pool_gauges(telemetry, system, self.name, self._engine)
+        bind_engine_pool_gauges(telemetry, system, self.name, self._engine)
 
     def _guard(self, operation: str, span_name: str, verb: str | None,
                policy: RetryPolicy | None = None) -> Guard:

@@ -56,7 +56,7 @@ from instrumented_clients.redis.errors import (
     was_unsent,
 )
 from instrumented_clients.redis.pipeline import ResilientPipeline
-from instrumented_clients.redis.pool_metrics import bind_pool_metrics, unbind_pool_metrics
+from instrumented_clients.redis.pool_metrics import bind_pool_metrics, unbind_pool_gauges
 from instrumented_clients.redis.settings import (
     DEFAULT_URL,
     URL_EXPECTED,
@@ -413,7 +413,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         try:
             super().close()
         finally:
-            unbind_pool_metrics(self._telemetry, SYSTEM, self.name)
+            unbind_pool_gauges(self._telemetry, SYSTEM, self.name)
             machine.transition(ConnectionState.CLOSED, "close() called")
 
     def __repr__(self) -> str:

@@ -8,8 +8,7 @@ to drift), through a weak reference so the gauge never keeps a closed client's p
 opening a new one). A pool passed in by the caller is never patched: its gauges are bound, its
 check-out is not timed.
 
-As for SQL, prometheus_client's multiprocess mode never calls these functions: there the pool
-gauges stay empty and ``health()["pool"]`` is the per-process view.
+The gauges themselves are the shared ones of :mod:`instrumented_clients.telemetry.pool`.
 """
 
 from __future__ import annotations
@@ -20,8 +19,9 @@ import weakref
 from typing import Any
 
 from instrumented_clients.telemetry import Telemetry
+from instrumented_clients.telemetry.pool import bind_pool_gauges, unbind_pool_gauges
 
-__all__ = ["bind_pool_metrics", "pool_counts", "unbind_pool_metrics"]
+__all__ = ["bind_pool_metrics", "pool_counts", "unbind_pool_gauges"]
 
 
 def pool_counts(pool: Any) -> dict[str, float]:
@@ -46,17 +46,10 @@ def bind_pool_metrics(telemetry: Telemetry, system: str, client: str, pool: Any,
     if metrics is None:
         return
     ref = weakref.ref(pool)
-
-    def reader(key: str) -> Any:
-        return lambda: pool_counts(ref()).get(key, 0.0)
-
-    connections = metrics["pool_connections"]
-    connections.labels(system, client, "idle").set_function(reader("idle"))
-    connections.labels(system, client, "in_use").set_function(reader("in_use"))
-    metrics["pool_max_connections"].labels(system, client).set_function(reader("max"))
-    wait = metrics["pool_wait_seconds"].labels(system, client)
+    bind_pool_gauges(telemetry, system, client, lambda: pool_counts(ref()))
     if not owned:
         return
+    wait = metrics["pool_wait_seconds"].labels(system, client)
     get_connection = pool.get_connection
 
     @functools.wraps(get_connection)
@@ -67,13 +60,3 @@ def bind_pool_metrics(telemetry: Telemetry, system: str, client: str, pool: Any,
         return connection
 
     pool.get_connection = timed_get_connection
-
-
-def unbind_pool_metrics(telemetry: Telemetry, system: str, client: str) -> None:
-    """Set the gauges to 0 for a closed client (its pool no longer serves it)."""
-    metrics = telemetry.metrics
-    if metrics is None:
-        return
-    for state in ("idle", "in_use"):
-        metrics["pool_connections"].labels(system, client, state).set_function(lambda: 0.0)
-    metrics["pool_max_connections"].labels(system, client).set_function(lambda: 0.0)
