@@ -249,7 +249,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
             policy, breaker=self.breaker, budget=self.budget, instrumentation=self._telemetry,
             system=SYSTEM, client=self.name, operation=operation,
             span_name=span_name if operation != commands.OTHER else "redis",
-            span_attributes=attributes,
+            span_attributes=attributes, target=f"{SYSTEM}/{self.name} {span_name}",
         )
 
     def _mode_guard(self, label: str, span_name: str, mode: str) -> Guard:

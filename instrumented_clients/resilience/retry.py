@@ -252,10 +252,12 @@ class Guard:
         operation: ``operation`` label.
         span_name: the span's name when tracing is configured (default: the operation).
         span_attributes: attributes set on every span of this operation.
+        target: what log lines name as failing (default: the called function's name), for
+            callers whose function is an internal one, e.g. ``"redis/cache GET"``.
     """
 
     __slots__ = ("_breaker", "_budget", "_clock", "_instrumentation", "_monotonic", "_observer",
-                 "client", "operation", "policy", "system")
+                 "client", "operation", "policy", "system", "target")
 
     def __init__(
         self,
@@ -269,8 +271,10 @@ class Guard:
         operation: str = "call",
         span_name: str | None = None,
         span_attributes: dict[str, Any] | None = None,
+        target: str | None = None,
     ) -> None:
         self.policy = policy
+        self.target = target
         self.system = system
         self.client = client
         self.operation = operation
@@ -415,7 +419,7 @@ class Guard:
         if delay is None:
             if attempt > 1 or policy.max_attempts > 1:
                 emit(RetriesExhausted(self.system, self.client, self.operation, attempt,
-                                      category.value, error, _target_name(fn)))
+                                      category.value, error, self.target or _target_name(fn)))
             self._observer.finish(outcome, self._monotonic() - started, attempt, scope, error)
             return None
         if self._budget is not None and not self._budget.try_acquire():
@@ -424,7 +428,7 @@ class Guard:
             return None
         event = RetryScheduled(self.system, self.client, self.operation, attempt,
                                policy.max_attempts, delay, category.value, error,
-                               _target_name(fn))
+                               self.target or _target_name(fn))
         emit(event)
         for callback in policy.retry_callbacks:
             try:

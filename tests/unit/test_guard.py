@@ -439,3 +439,19 @@ def test_budget_denial_fails_at_once_and_is_counted(
     assert len(telemetry.events_of(RetryBudgetDenied)) == 2
     assert outcome(telemetry, "failure") == 1
     assert outcome(telemetry, "failure_after_retry") == 1
+
+
+def test_target_names_the_operation_in_retry_events_instead_of_an_internal_function(
+    telemetry: CapturedTelemetry, clock: FakeClock
+) -> None:
+    guard = Guard(RetryPolicy(max_attempts=2, clock=clock), instrumentation=telemetry,
+                  client="c", operation="op", target="redis/cache GET")
+    with pytest.raises(ConnectionError):
+        guard.call(flaky(5))
+    [scheduled] = telemetry.events_of(RetryScheduled)
+    [exhausted] = telemetry.events_of(RetriesExhausted)
+    assert scheduled.target == exhausted.target == "redis/cache GET"
+    untargeted = make_guard(telemetry, clock, max_attempts=2)
+    with pytest.raises(ConnectionError):
+        untargeted.call(flaky(5))
+    assert telemetry.events_of(RetryScheduled)[-1].target == "fn"
