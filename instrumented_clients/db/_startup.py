@@ -43,7 +43,6 @@ def connect_at_startup(db: ResilientDatabase, required: bool) -> bool:
         if attempts > 1:  # connecting at the first try is a connect, not a reconnect
             db.telemetry.emit(ReconnectAttempt(db.system, db.name, attempts, "success"))
 
-    attempt.__qualname__ = f"{db.system}/{db.name} connect"
     try:
         db._connect_guard.call(attempt)
     except Exception as error:

@@ -160,10 +160,6 @@ class ResilientDatabase:
         self._prepared: dict[str, tuple[Any, Guard, bool]] = {}
         self._transaction_guard = self._guard("transaction", "transaction", "TRANSACTION")
         self._connect_guard = self._guard("connect", "connect", None, self.connect_policy)
-        # Retry log lines name their target: "postgresql/orders-db transaction", not a method.
-        self._execute_attempt = _Named(f"{system}/{self.name} execute", self._execute_once)
-        self._transaction_attempt = _Named(f"{system}/{self.name} transaction",
-                                           self._transaction_once)
         metrics = telemetry.metrics
         self._pool_wait: Any = (
             metrics["pool_wait_seconds"].labels(system, self.name) if metrics else None
@@ -175,9 +171,11 @@ class ResilientDatabase:
         attributes = dict(self._span_base)
         if verb is not None:
             attributes["db.operation.name"] = verb
+        # Retry log lines name their target: "postgresql/orders-db transaction", not a method.
         return Guard(policy or self.policy, breaker=self.breaker, instrumentation=self.telemetry,
                      system=self.system, client=self.name, operation=operation,
-                     span_name=span_name, span_attributes=attributes)
+                     span_name=span_name, span_attributes=attributes,
+                     target=f"{self.system}/{self.name} {operation}")
 
     def _execute_guard(self, verb: str) -> Guard:
         guard = self._execute_guards.get(verb)
@@ -247,7 +245,7 @@ class ResilientDatabase:
         if prepared is None:
             prepared = self._prepare(statement)
         clause, guard, read = prepared
-        result: ExecuteResult = guard.call(self._execute_attempt, clause, parameters,
+        result: ExecuteResult = guard.call(self._execute_once, clause, parameters,
                                            read if idempotent is None else idempotent)
         return result
 
@@ -283,7 +281,7 @@ class ResilientDatabase:
         """
         if not self._system_fixed:
             self._settle_early()
-        result: T = self._transaction_guard.call(self._transaction_attempt, fn, idempotent,
+        result: T = self._transaction_guard.call(self._transaction_once, fn, idempotent,
                                                  isolation_level)
         return result
 
@@ -296,39 +294,35 @@ class ResilientDatabase:
         return connection
 
     def _execute_once(self, statement: Any, parameters: Any, idempotent: bool) -> ExecuteResult:
-        try:
-            with self._checkout() as connection:
-                try:
-                    result = connection.execute(statement, parameters)
-                    returns_rows = result.returns_rows
-                    rows = result.all() if returns_rows else []
-                    primary_key = None
-                    if result.context.isinsert and not result.context.executemany:
-                        primary_key = result.inserted_primary_key
-                    outcome = ExecuteResult(rows, result.rowcount, returns_rows,
-                                            tuple(result.keys()) if returns_rows else (),
-                                            primary_key)
-                except BaseException:
-                    rollback_quietly(connection)
-                    raise
-                commit_or_report_ambiguity(connection, idempotent)
-        except BaseException as error:
-            self._note_failure(error)
-            raise
-        if self._state.state is not _S.CONNECTED or self.consecutive_failures:
-            self._note_success()
-        return outcome
+        def work(connection: Connection) -> ExecuteResult:
+            result = connection.execute(statement, parameters)
+            returns_rows = result.returns_rows
+            rows = result.all() if returns_rows else []
+            primary_key = None
+            if result.context.isinsert and not result.context.executemany:
+                primary_key = result.inserted_primary_key
+            return ExecuteResult(rows, result.rowcount, returns_rows,
+                                 tuple(result.keys()) if returns_rows else (), primary_key)
+
+        return self._run_committed(work, idempotent)
 
     def _transaction_once(
         self, fn: Callable[[Connection], T], idempotent: bool, isolation_level: str | None
     ) -> T:
+        def work(connection: Connection) -> T:
+            if isolation_level is not None:
+                connection.execution_options(isolation_level=isolation_level)
+            connection.begin()
+            return fn(connection)
+
+        return self._run_committed(work, idempotent)
+
+    def _run_committed(self, work: Callable[[Connection], T], idempotent: bool) -> T:
+        """One attempt: check a connection out, run ``work``, COMMIT, and keep the state."""
         try:
             with self._checkout() as connection:
                 try:
-                    if isolation_level is not None:
-                        connection.execution_options(isolation_level=isolation_level)
-                    connection.begin()
-                    value = fn(connection)
+                    value = work(connection)
                 except BaseException:
                     # Explicitly: MySQL's lock wait timeout (1205) undoes only the statement.
                     rollback_quietly(connection)
@@ -484,17 +478,6 @@ class ResilientDatabase:
         if "url" not in overrides:
             overrides["url"] = normalize_url(url, argument="DATABASE_URL")
         return cls(name=name, **overrides)
-
-
-class _Named:
-    """A callable whose ``__qualname__`` is a readable target for the retry log lines."""
-
-    def __init__(self, label: str, run: Callable[..., Any]) -> None:
-        self.__qualname__ = label
-        self._run = run
-
-    def __call__(self, *args: Any) -> Any:
-        return self._run(*args)
 
 
 # -- fork safety: a child must not share its parent's sockets ------------------------------------
