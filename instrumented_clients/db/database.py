@@ -49,16 +49,15 @@ from instrumented_clients.db._rules import (
 from instrumented_clients.db._startup import connect_at_startup
 from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
 from instrumented_clients.db.result import ExecuteResult
-from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience import (
     CircuitBreaker,
+    ClientContext,
     ConnectionState,
-    ConnectionStateMachine,
+    ConnectionTracker,
     ErrorCategory,
     Guard,
     RetryPolicy,
 )
-from instrumented_clients.resilience.events import ReconnectAttempt, ReconnectFinished
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 from instrumented_clients.telemetry.pool import unbind_pool_gauges
 
@@ -126,11 +125,6 @@ class ResilientDatabase:
         self._stop = threading.Event()
         self._reconnector: threading.Thread | None = None
         self._text_cache: dict[str, TextClause] = {}
-        self.last_error: str | None = None
-        self.consecutive_failures = 0
-        self.reconnect_attempts = 0
-        self._outage_started: float | None = None
-        self._outage_attempts = 0
         self._closed = False
         self._setup_instruments(system or system_of(self._engine))
         _FORK_SAFE.add(self)
@@ -140,6 +134,7 @@ class ResilientDatabase:
     def _setup_instruments(self, system: str) -> None:
         self.system = system
         telemetry = self.telemetry
+        self.context = ClientContext(system, self.name, self._clock, telemetry)
         telemetry.prepare(system, self.name, OPERATIONS)
         url = self._engine.url
         base: dict[str, Any] = {"db.system.name": system}
@@ -151,11 +146,9 @@ class ResilientDatabase:
             base["db.namespace"] = url.database
         self._span_base = base
         self.breaker = self._user_breaker or CircuitBreaker(
-            name=self.name, system=system, clock=self._clock, instrumentation=telemetry,
-            failure_on=counts_against_breaker,
+            failure_on=counts_against_breaker, context=self.context,
         )
-        self._state = ConnectionStateMachine(system, self.name, clock=self._clock,
-                                             instrumentation=telemetry)
+        self._tracker = ConnectionTracker(self.context)
         self._execute_guards: dict[str, Guard] = {}
         self._prepared: dict[str, tuple[Any, Guard, bool]] = {}
         self._transaction_guard = self._guard("transaction", "transaction", "TRANSACTION")
@@ -172,8 +165,8 @@ class ResilientDatabase:
         if verb is not None:
             attributes["db.operation.name"] = verb
         # Retry log lines name their target: "postgresql/orders-db transaction", not a method.
-        return Guard(policy or self.policy, breaker=self.breaker, instrumentation=self.telemetry,
-                     system=self.system, client=self.name, operation=operation,
+        return Guard(policy or self.policy, breaker=self.breaker, context=self.context,
+                     operation=operation,
                      span_name=span_name, span_attributes=attributes,
                      target=f"{self.system}/{self.name} {operation}")
 
@@ -191,9 +184,9 @@ class ResilientDatabase:
         actual = detected_system(self._engine)
         if actual != self.system:
             old = self.system
-            # Close the provisional state machine first: that also ends its reconnect span.
-            if self._state.can_transition(_S.CLOSED):
-                self._state.transition(_S.CLOSED, f"relabelled as {actual}")
+            # Close the provisional tracker first: that also ends its reconnect span.
+            self._tracker.closing(f"relabelled as {actual}")
+            self._tracker.closed_now(f"relabelled as {actual}")
             forget_series(self.telemetry, old, self.name)
             self._setup_instruments(actual)
             _log.info("database client %r: server is %s; system label changed from %s",
@@ -217,11 +210,25 @@ class ResilientDatabase:
 
     @property
     def state(self) -> ConnectionState:
-        return self._state.state
+        return self._tracker.state
 
     @property
     def connected(self) -> bool:
-        return self._state.state is _S.CONNECTED
+        return self._tracker.state is _S.CONNECTED
+
+    @property
+    def last_error(self) -> str | None:
+        """The last transient failure, redacted."""
+        return self._tracker.last_error
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Transient failures in a row since the last success."""
+        return self._tracker.consecutive_failures
+
+    @property
+    def reconnect_attempts(self) -> int:
+        return self._tracker.reconnect_attempts
 
     # -- the data path ---------------------------------------------------------------------------
 
@@ -331,8 +338,8 @@ class ResilientDatabase:
         except BaseException as error:
             self._note_failure(error)
             raise
-        if self._state.state is not _S.CONNECTED or self.consecutive_failures:
-            self._note_success()
+        if not self._tracker.connected:
+            self._note_success("operation succeeded")
         return value
 
     # -- connection state -------------------------------------------------------------------------
@@ -340,47 +347,18 @@ class ResilientDatabase:
     def _note_failure(self, error: BaseException) -> None:
         cause = error.__cause__ if isinstance(error, CommitOutcomeUnknownError) else error
         category = classify(cause) if isinstance(cause, BaseException) else ErrorCategory.UNKNOWN
-        if not category.is_transient:
+        if not category.is_transient or not isinstance(cause, BaseException):
             return  # the server answered: it is reachable
-        self.last_error = f"{type(cause).__name__}: {redact_text(str(cause))[:300]}"
-        with self._lock:
-            self.consecutive_failures += 1
-            if category is not ErrorCategory.CONNECTION:
-                return
-            if self._outage_started is None:
-                self._outage_started = self._clock.monotonic()
-                self._outage_attempts = 0
-            self._outage_attempts += 1
-            self.reconnect_attempts += 1
-            attempt = self._outage_attempts
-        self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempt, "failure",
-                                             category.value, cause))
-        state = self._state.state
-        if state is _S.CONNECTED or state is _S.CONNECTING:
-            self._transition(_S.DISCONNECTED, f"{category.value} error")
+        if category is ErrorCategory.CONNECTION:
+            self._tracker.failed(cause, category, attempt=True, reason=f"{category.value} error")
+        else:
+            self._tracker.record_failure(cause)
 
-    def _note_success(self) -> None:
-        with self._lock:
-            self.consecutive_failures = 0
-            started, attempts = self._outage_started, self._outage_attempts
-            self._outage_started = None
+    def _note_success(self, reason: str) -> None:
+        self._tracker.succeeded(reason)
         if not self._system_fixed:
-            self._settle_system()
-        if self._state.state is _S.CONNECTED:
-            return
-        if started is not None:
-            self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempts + 1, "success"))
-            self.telemetry.emit(ReconnectFinished(self.system, self.name, "success",
-                                                  self._clock.monotonic() - started, attempts + 1))
-        self._transition(_S.CONNECTED, "operation succeeded")
-
-    def _transition(self, to_state: ConnectionState, reason: str) -> None:
-        if self._closed or not self._state.can_transition(to_state):
-            return
-        try:
-            self._state.transition(to_state, reason)
-        except Exception:  # a concurrent change won the race: already reported, keep going
-            _log.debug("database %r: transition to %s lost a race", self.name, to_state)
+            self._settle_system()  # a new tracker under the server's own label
+            self._tracker.succeeded(reason)
 
     def _probe(self) -> None:
         with self._checkout() as connection:
@@ -414,8 +392,8 @@ class ResilientDatabase:
         return {
             "system": self.system,
             "client": self.name,
-            "state": self._state.state.value,
-            "connected": self._state.state is _S.CONNECTED,
+            "state": self._tracker.state.value,
+            "connected": self._tracker.state is _S.CONNECTED,
             "address": self._address,
             "database": self._engine.url.database if self.system != "sqlite" else None,
             "driver": dialect.driver,
@@ -439,13 +417,12 @@ class ResilientDatabase:
         reconnector = self._reconnector
         if reconnector is not None and reconnector is not threading.current_thread():
             reconnector.join(timeout=5)
-        if self._state.can_transition(_S.CLOSING):
-            self._state.transition(_S.CLOSING, "close()")
+        self._tracker.closing("close()")
         self._closed = True
         if self._owns_engine:
             self._engine.dispose()
         unbind_pool_gauges(self.telemetry, self.system, self.name)
-        self._state.transition(_S.CLOSED, "close()")
+        self._tracker.closed_now("close()")
 
     def __enter__(self) -> ResilientDatabase:
         return self
@@ -456,7 +433,7 @@ class ResilientDatabase:
 
     def __repr__(self) -> str:
         return (f"ResilientDatabase(name={self.name!r}, system={self.system}, "
-                f"address={self._address!r}, state={self._state.state.value})")
+                f"address={self._address!r}, state={self._tracker.state.value})")
 
     @classmethod
     def from_env(

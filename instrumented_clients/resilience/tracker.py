@@ -27,7 +27,8 @@ The rules, the same for every client:
 - ``last_error`` is the last such failure, redacted and bounded.
 
 The success path of a client reads one attribute, :attr:`ConnectionTracker.connected`, and calls
-nothing else while it is True.
+:meth:`~ConnectionTracker.succeeded` only when it is False: it is True while the connection works
+and nothing failed since the last success.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ class ConnectionTracker:
         initial: the starting state.
 
     Attributes:
-        connected: True while the connection is known to work (read on the hot path).
+        connected: True while the connection works and nothing failed since the last success
+            (read on the hot path: when False, the next success goes through
+            :meth:`succeeded`).
         consecutive_failures: failures in a row since the last success (see the module doc).
         reconnect_attempts: every reconnect attempt so far, successful or not.
         last_error: the last failure, ``Type: message``, redacted, at most 300 characters.
@@ -195,10 +198,16 @@ class ConnectionTracker:
                 self._move(_S.DISCONNECTED, reason or category.value)
             return self._cycle_attempts
 
-    def give_up(self, reason: str) -> bool:
+    def give_up(self, reason: str, *, report_cycle: bool = True) -> bool:
         """The reconnect policy is spent: FAILED, and the cycle's failure reported once.
 
         Attempts may continue; the state stays FAILED until :meth:`succeeded`.
+
+        Args:
+            reason: why, for the state change and the log.
+            report_cycle: emit the cycle's failed :class:`ReconnectFinished`. False for a
+                client whose attempts go on in the same cycle on another schedule (its
+                duration is reported once, when it connects).
 
         Returns:
             False when nothing changed (closing, or another thread got through meanwhile).
@@ -207,7 +216,8 @@ class ConnectionTracker:
             self.connected = False
             if self.closed or self.machine.state is _S.CONNECTED:
                 return False
-            if self._cycle_started is not None and not self._cycle_failure_reported:
+            if (report_cycle and self._cycle_started is not None
+                    and not self._cycle_failure_reported):
                 self._cycle_failure_reported = True
                 context = self.context
                 self._emit(ReconnectFinished(context.system, context.client, "failure",
@@ -219,8 +229,10 @@ class ConnectionTracker:
         return True
 
     def record_failure(self, error: BaseException | None = None) -> None:
-        """A call failed because of the dependency, the connection state aside."""
+        """A call failed because of the dependency, the connection state aside (the next
+        :meth:`succeeded` resets the count)."""
         with self._lock:
+            self.connected = False
             self.consecutive_failures += 1
             if error is not None:
                 self.last_error = describe_error(error, _ERROR_TEXT_LIMIT)
