@@ -86,9 +86,9 @@ class ConnectionTracker:
         self.last_error: str | None = None
         self.last_error_category: ErrorCategory | None = None
         self._ever_connected = self.connected
-        self._cycle_started: float | None = None
-        self._cycle_attempts = 0
-        self._cycle_failure_reported = False
+        self._reconnect_started: float | None = None
+        self._attempts_in_cycle = 0
+        self._failure_reported = False
 
     # -- observation ------------------------------------------------------------------------------
 
@@ -99,12 +99,12 @@ class ConnectionTracker:
     @property
     def cycle_attempts(self) -> int:
         """Attempts of the current reconnect cycle (0 outside one)."""
-        return self._cycle_attempts
+        return self._attempts_in_cycle
 
     @property
     def in_cycle(self) -> bool:
         """Whether a reconnect cycle (or a first connection) is under way."""
-        return self._cycle_started is not None
+        return self._reconnect_started is not None
 
     # -- what the client reports ------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class ConnectionTracker:
         with self._lock:
             if self.closed:
                 return
-            if self._cycle_started is None:
+            if self._reconnect_started is None:
                 self._open_cycle()
             if self.machine.state is not _S.FAILED:
                 self._move(_S.CONNECTING, reason)
@@ -126,7 +126,7 @@ class ConnectionTracker:
         """A call is about to use a link that is down: CONNECTING within a reconnect cycle only
         (the first connection of a healthy start goes straight to CONNECTED)."""
         with self._lock:
-            if (not self.closed and self._cycle_started is not None
+            if (not self.closed and self._reconnect_started is not None
                     and self.machine.state is _S.DISCONNECTED):
                 self._move(_S.CONNECTING, reason)
 
@@ -139,19 +139,19 @@ class ConnectionTracker:
         with self._lock:
             if self.connected or self.closed:
                 return False
-            if self._cycle_started is not None and (self._ever_connected
-                                                    or self._cycle_attempts > 0):
-                self._cycle_attempts += 1
+            if self._reconnect_started is not None and (self._ever_connected
+                                                    or self._attempts_in_cycle > 0):
+                self._attempts_in_cycle += 1
                 self.reconnect_attempts += 1
-                attempts = self._cycle_attempts
+                attempts = self._attempts_in_cycle
                 context = self.context
                 self._emit(ReconnectAttempt(context.system, context.client, attempts, "success"))
                 self._emit(ReconnectFinished(context.system, context.client, "success",
-                                             self._clock.monotonic() - self._cycle_started,
+                                             self._clock.monotonic() - self._reconnect_started,
                                              attempts))
-            self._cycle_started = None
-            self._cycle_attempts = 0
-            self._cycle_failure_reported = False
+            self._reconnect_started = None
+            self._attempts_in_cycle = 0
+            self._failure_reported = False
             self.consecutive_failures = 0
             self.connected = self._ever_connected = True
             self._move(_S.CONNECTED, reason)
@@ -187,16 +187,16 @@ class ConnectionTracker:
                 return 0
             if not attempt:
                 return 0
-            if self._cycle_started is None:
+            if self._reconnect_started is None:
                 self._open_cycle()
-            self._cycle_attempts += 1
+            self._attempts_in_cycle += 1
             self.reconnect_attempts += 1
             context = self.context
-            self._emit(ReconnectAttempt(context.system, context.client, self._cycle_attempts,
+            self._emit(ReconnectAttempt(context.system, context.client, self._attempts_in_cycle,
                                         "failure", category.value, error, next_delay))
             if state in _NOT_UP:
                 self._move(_S.DISCONNECTED, reason or category.value)
-            return self._cycle_attempts
+            return self._attempts_in_cycle
 
     def give_up(self, reason: str, *, report_cycle: bool = True) -> bool:
         """The reconnect policy is spent: FAILED, and the cycle's failure reported once.
@@ -216,13 +216,13 @@ class ConnectionTracker:
             self.connected = False
             if self.closed or self.machine.state is _S.CONNECTED:
                 return False
-            if (report_cycle and self._cycle_started is not None
-                    and not self._cycle_failure_reported):
-                self._cycle_failure_reported = True
+            if (report_cycle and self._reconnect_started is not None
+                    and not self._failure_reported):
+                self._failure_reported = True
                 context = self.context
                 self._emit(ReconnectFinished(context.system, context.client, "failure",
-                                             self._clock.monotonic() - self._cycle_started,
-                                             self._cycle_attempts))
+                                             self._clock.monotonic() - self._reconnect_started,
+                                             self._attempts_in_cycle))
             self._move(_S.FAILED, reason)
         _log.error("%s client %r: %s: %s", self.context.system, self.context.client, reason,
                    self.last_error)
@@ -248,8 +248,8 @@ class ConnectionTracker:
         with self._lock:
             self.closed = True
             self.connected = False
-            self._cycle_started = None
-            self._cycle_attempts = 0
+            self._reconnect_started = None
+            self._attempts_in_cycle = 0
             if self.machine.can_transition(_S.CLOSING):
                 self._move(_S.CLOSING, reason)
 
@@ -259,8 +259,8 @@ class ConnectionTracker:
         with self._lock:
             self.closed = True
             self.connected = False
-            self._cycle_started = None
-            self._cycle_attempts = 0
+            self._reconnect_started = None
+            self._attempts_in_cycle = 0
             if self.machine.can_transition(_S.CLOSED):
                 self._move(_S.CLOSED, reason)
             if reusable:
@@ -270,9 +270,9 @@ class ConnectionTracker:
     # -- internals --------------------------------------------------------------------------------
 
     def _open_cycle(self) -> None:
-        self._cycle_started = self._clock.monotonic()
-        self._cycle_attempts = 0
-        self._cycle_failure_reported = False
+        self._reconnect_started = self._clock.monotonic()
+        self._attempts_in_cycle = 0
+        self._failure_reported = False
 
     def _move(self, to_state: ConnectionState, reason: str) -> None:
         machine = self.machine
