@@ -18,11 +18,12 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.sql.elements import TextClause
 
+from instrumented_clients.client import HealthReport, resolve_breaker
 from instrumented_clients.config import env_float, env_int, env_str
 from instrumented_clients.db._engine import (
     DEFAULT_DATABASE_URL,
@@ -81,7 +82,13 @@ class ResilientDatabase:
         policy: retry policy of ``execute`` and ``transaction`` (default:
             :func:`default_db_policy`).
         connect_policy: retry policy of :meth:`connect_with_retry` (default: ``policy``).
-        breaker: circuit breaker shared by every operation (default: 5 failures, 30 s).
+        breaker: circuit breaker shared by every operation: None (default) for one that opens
+            after ``failure_threshold`` consecutive failures for ``recovery_timeout`` seconds
+            (see :func:`~instrumented_clients.db.is_transient_db_error`), ``False`` for none,
+            or that one.
+        failure_threshold, recovery_timeout: the default breaker's settings (5, 30 s).
+        required: whether the service cannot work without the database (the default of
+            :meth:`connect_with_retry`, and of a health registry).
         telemetry: where metrics, spans and logs go (default: the package's).
         system: override the ``system`` label (default: from the URL and the server's version).
         engine_options: extra ``create_engine`` keyword arguments (``pool_size``, ...).
@@ -97,10 +104,13 @@ class ResilientDatabase:
         name: str = "database",
         policy: RetryPolicy | None = None,
         connect_policy: RetryPolicy | None = None,
-        breaker: CircuitBreaker | None = None,
+        breaker: CircuitBreaker | Literal[False] | None = None,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
         telemetry: Telemetry | None = None,
         system: str | None = None,
         engine_options: Mapping[str, Any] | None = None,
+        required: bool = True,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -110,6 +120,7 @@ class ResilientDatabase:
             parsed = normalize_url(DEFAULT_DATABASE_URL if url is None else url)
             self._engine, self._owns_engine = build_engine(parsed, engine_options or {}), True
         self.name = name
+        self.required = bool(required)
         self.policy = with_db_classifier(policy or default_db_policy())
         self.connect_policy = with_db_classifier(connect_policy or self.policy)
         self.telemetry = telemetry or get_default_telemetry()
@@ -120,7 +131,8 @@ class ResilientDatabase:
         url_obj = self._engine.url
         self._address = f"{url_obj.host}:{url_obj.port}" if url_obj.port else (url_obj.host or "")
         self._span_base: dict[str, Any] = {}
-        self._user_breaker = breaker
+        self._breaker_option = breaker
+        self._breaker_settings = (failure_threshold, recovery_timeout)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reconnector: threading.Thread | None = None
@@ -145,14 +157,16 @@ class ResilientDatabase:
         if url.database and system != "sqlite":
             base["db.namespace"] = url.database
         self._span_base = base
-        self.breaker = self._user_breaker or CircuitBreaker(
-            failure_on=counts_against_breaker, context=self.context,
-        )
+        self.breaker = resolve_breaker(self._breaker_option, lambda: CircuitBreaker(
+            *self._breaker_settings, failure_on=counts_against_breaker, context=self.context,
+        ))
         self._tracker = ConnectionTracker(self.context)
         self._execute_guards: dict[str, Guard] = {}
         self._prepared: dict[str, tuple[Any, Guard, bool]] = {}
         self._transaction_guard = self._guard("transaction", "transaction", "TRANSACTION")
         self._connect_guard = self._guard("connect", "connect", None, self.connect_policy)
+        self._check_guard = self._guard("connect", "connect", None,
+                                        self.connect_policy.replace(max_attempts=1))
         metrics = telemetry.metrics
         self._pool_wait: Any = (
             metrics["pool_wait_seconds"].labels(system, self.name) if metrics else None
@@ -364,13 +378,14 @@ class ResilientDatabase:
         with self._checkout() as connection:
             connection.exec_driver_sql("SELECT 1").all()
 
-    def connect_with_retry(self, *, required: bool = True) -> bool:
+    def connect_with_retry(self, *, required: bool | None = None) -> bool:
         """Connect at start-up, retrying transient failures under ``connect_policy``.
 
         Args:
             required: True: raise :class:`DatabaseUnavailableError` when the attempts are spent.
                 False: start degraded (state FAILED) and keep trying in the background at the
-                policy's cap interval until the database answers.
+                policy's cap interval until the database answers. None (default): the
+                client's ``required``.
 
         Returns:
             True when connected, False when degraded (only with ``required=False``).
@@ -380,43 +395,52 @@ class ResilientDatabase:
             sqlalchemy.exc.DBAPIError: a permanent error (wrong password, unknown database), at
                 once and whatever ``required`` says: waiting does not fix configuration.
         """
-        return connect_at_startup(self, required)
+        return connect_at_startup(self, self.required if required is None else required)
+
+    def check(self) -> bool:
+        """One ``SELECT 1``, without retry (through the breaker); True when the database
+        answered. A failure is classified and recorded (``state``, ``last_error``)."""
+        if self._closed:
+            return False
+        try:
+            self._check_guard.call(self._probe)
+        except Exception as error:
+            self._note_failure(error)
+            return False
+        if not self._tracker.connected:
+            self._note_success("check succeeded")
+        return True
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HealthReport:
         """A JSON-ready snapshot: state, breaker, last error (redacted) and pool counts."""
         counts = pool_counts(self._engine if not self._closed else None)
         dialect: Any = self._engine.dialect
         version = getattr(dialect, "server_version_info", None)
-        return {
-            "system": self.system,
-            "client": self.name,
-            "state": self._tracker.state.value,
-            "connected": self._tracker.state is _S.CONNECTED,
-            "address": self._address,
-            "database": self._engine.url.database if self.system != "sqlite" else None,
-            "driver": dialect.driver,
-            "server_version": ".".join(str(part) for part in version) if version else None,
-            "last_error": self.last_error,
-            "consecutive_failures": self.consecutive_failures,
-            "circuit_breaker": self.breaker.state.value,
-            "circuit_breaker_open": self.breaker.state.value == "open",
-            "reconnect_attempts": self.reconnect_attempts,
-            "pool": {"idle": int(counts["idle"]), "in_use": int(counts["in_use"]),
-                     "overflow": int(counts["overflow"]),
-                     "max": None if counts["max"] == float("inf") else int(counts["max"])},
-        }
+        return HealthReport.build(
+            self.system, self.name, self._tracker, self.breaker, address=self._address,
+            database=self._engine.url.database if self.system != "sqlite" else None,
+            driver=dialect.driver,
+            server_version=".".join(str(part) for part in version) if version else None,
+            pool={"idle": int(counts["idle"]), "in_use": int(counts["in_use"]),
+                  "overflow": int(counts["overflow"]),
+                  "max": None if counts["max"] == float("inf") else int(counts["max"])},
+        )
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Stop background reconnects, close pooled connections (of an engine made here) and
-        mark the client CLOSED. Idempotent."""
+        mark the client CLOSED. Idempotent.
+
+        Args:
+            timeout: seconds to wait for the background reconnect thread (default 5).
+        """
         if self._closed:
             return
         self._stop.set()
         reconnector = self._reconnector
         if reconnector is not None and reconnector is not threading.current_thread():
-            reconnector.join(timeout=5)
+            reconnector.join(timeout=5.0 if timeout is None else timeout)
         self._tracker.closing("close()")
         self._closed = True
         if self._owns_engine:

@@ -42,10 +42,11 @@ import pika
 from pika import exceptions as pika_errors
 from pika.adapters.select_connection import IOLoop
 
+from instrumented_clients.config import ConfigError
 from instrumented_clients.rabbitmq.errors import BrokerUnavailableError, classify
 from instrumented_clients.rabbitmq.settings import default_reconnect_policy, parse_urls
 from instrumented_clients.rabbitmq.topology import Topology, declare_topology
-from instrumented_clients.redaction import safe_address
+from instrumented_clients.redaction import redact_url, safe_address
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import ErrorCategory, IllegalTransitionError
@@ -131,18 +132,26 @@ class RabbitConnection:
         required: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.urls = parse_urls(urls)
+        try:
+            self.urls = parse_urls(urls)
+        except ConfigError:
+            raise
+        except ValueError as error:
+            shown = urls if isinstance(urls, str) else ",".join(map(str, urls))
+            raise ConfigError("url", redact_url(shown),
+                              f"amqp:// or amqps:// broker URL(s), comma-separated ({error})"
+                              ) from None
         for arg, value in (("heartbeat", heartbeat), ("connect_timeout", connect_timeout),
                            ("stack_timeout", stack_timeout),
                            ("blocked_connection_timeout", blocked_connection_timeout)):
             if value is not None and (not isinstance(value, (int, float))
                                       or isinstance(value, bool) or value < 0):
-                raise ValueError(f"{arg} must be a number of seconds >= 0, got {value!r}")
+                raise ConfigError(arg, repr(value), "a number of seconds >= 0")
         if 0 < heartbeat < 1:
-            raise ValueError(f"heartbeat must be 0 (off) or >= 1 second (AMQP counts whole "
-                             f"seconds), got {heartbeat!r}")
+            raise ConfigError("heartbeat", repr(heartbeat),
+                              "0 (off) or >= 1 second (AMQP counts whole seconds)")
         if stack_timeout is not None and stack_timeout <= 0:
-            raise ValueError(f"stack_timeout must be > 0 seconds or None, got {stack_timeout!r}")
+            raise ConfigError("stack_timeout", repr(stack_timeout), "> 0 seconds or None")
         self.name = name
         self.telemetry = telemetry
         self.policy = reconnect_policy or default_reconnect_policy(clock=clock)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pika
 
+from instrumented_clients.client import HealthReport
 from instrumented_clients.config import env_int
 from instrumented_clients.rabbitmq.errors import PublisherClosedError
 from instrumented_clients.rabbitmq.message import OutgoingMessage
@@ -37,7 +38,7 @@ class PublisherConfigMixin:
     if TYPE_CHECKING:
         name: str
         connection: RabbitConnection
-        breaker: CircuitBreaker
+        breaker: CircuitBreaker | None
         buffer: EventBuffer[OutgoingMessage]
         spool: SpooledMessages | None
         max_in_flight: int
@@ -78,6 +79,21 @@ class PublisherConfigMixin:
 
     # -- observation -----------------------------------------------------------------------------
 
+    system = "rabbitmq"
+
+    @property
+    def required(self) -> bool:
+        """Whether the service cannot work without the broker (``RABBITMQ_REQUIRED``)."""
+        return self.connection.required
+
+    @property
+    def state(self) -> ConnectionState:
+        return self.connection.state
+
+    def check(self) -> bool:
+        """Whether the broker connection is ready now (its I/O thread makes the attempts)."""
+        return self.connection.connected
+
     @property
     def ready(self) -> bool:
         """Connected, with the confirm-mode channel open: publishes go straight out."""
@@ -93,34 +109,31 @@ class PublisherConfigMixin:
         """Messages sent and not yet confirmed."""
         return len(self._unconfirmed)
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HealthReport:
         """State for a health endpoint; never a password."""
-        conn = self.connection.health()
-        breaker_state = self.breaker.state.value
-        return {
-            "system": "rabbitmq",
-            "client": self.name,
-            **conn,
-            "consecutive_failures": self.breaker.consecutive_failures,
-            "circuit_breaker": breaker_state,
-            "circuit_breaker_open": breaker_state == "open",
-            "pending_events": self.pending_events,
-            "in_flight": self.in_flight,
-            "buffer_capacity": self.buffer.capacity,
-            "dropped_events": self.buffer.stats().dropped,
-            "spool": self.spool.path if self.spool is not None else None,
-        }
+        connection = self.connection
+        return HealthReport.build(
+            self.system, self.name, connection.tracker, self.breaker,
+            address=connection.address, connected=connection.connected,
+            blocked=connection.blocked, connection_name=connection.connection_name,
+            pending_events=self.pending_events, in_flight=self.in_flight,
+            buffer_capacity=self.buffer.capacity, dropped_events=self.buffer.stats().dropped,
+            spool=self.spool.path if self.spool is not None else None,
+        )
 
     # -- closing ---------------------------------------------------------------------------------
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop accepting, flush the buffer, wait for confirms (up to ``timeout``), then close.
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting, flush the buffer, wait for confirms (up to ``timeout`` seconds,
+        default 10), then close. Idempotent.
 
         What is still undelivered is dropped with reason ``shutdown`` (counted, logged, given to
         ``on_drop``, its futures failed) — or, with a spool, kept there for the next start.
         """
         if self._closed:
             return
+        if timeout is None:
+            timeout = 10.0
         self._accepting = False
         connection = self.connection
         if timeout > 0 and connection.state in (ConnectionState.CONNECTED,

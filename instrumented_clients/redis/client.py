@@ -45,6 +45,7 @@ from typing import Any, Final, Literal
 import redis
 from redis.connection import ConnectionPool
 
+from instrumented_clients.client import HealthReport, resolve_breaker
 from instrumented_clients.config import ConfigError, env_float, env_int, env_str
 from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.redis import commands
@@ -71,7 +72,6 @@ from instrumented_clients.redis.settings import (
 from instrumented_clients.redis.tracking import SYSTEM, attempt_failed, call_failed
 from instrumented_clients.resilience import (
     SYSTEM_CLOCK,
-    BreakerState,
     CircuitBreaker,
     ClientContext,
     ConnectionState,
@@ -107,9 +107,10 @@ class ResilientRedis(redis.Redis):
         name: the ``client`` label: a low-cardinality logical name.
         policy: retry policy; default :func:`default_policy`. A policy left with the generic
             classifier gets the Redis one.
-        breaker: circuit breaker shared by every command; default one that opens after
-            ``failure_threshold`` consecutive failures (5; see :func:`counts_against_redis`)
-            for ``recovery_timeout`` seconds (30). ``False`` disables it.
+        breaker: circuit breaker shared by every command: None (default) for one that opens
+            after ``failure_threshold`` consecutive failures (5; see
+            :func:`counts_against_redis`) for ``recovery_timeout`` seconds (30), ``False`` for
+            none, or that one.
         budget: optional :class:`RetryBudget` shared by every command.
         telemetry: where metrics, spans and logs go; default the package's.
         retry_writes: retry writes after ambiguous failures too (only for idempotent use).
@@ -118,6 +119,7 @@ class ResilientRedis(redis.Redis):
         health_check_interval: seconds idle after which a connection is PINGed before use
             (ignored with ``connection_pool``).
         failure_threshold, recovery_timeout: the default breaker's settings.
+        required: whether the service cannot work without Redis (for a health registry).
         single_connection_client: as in ``redis.Redis``.
         **connection_options: passed to ``ConnectionPool.from_url`` (``socket_timeout``,
             ``decode_responses``, ``max_connections``, ...).
@@ -142,6 +144,7 @@ class ResilientRedis(redis.Redis):
         failure_threshold: int = 5,
         recovery_timeout: float = 30.0,
         single_connection_client: bool = False,
+        required: bool = True,
         **connection_options: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -168,6 +171,7 @@ class ResilientRedis(redis.Redis):
         self.auto_close_connection_pool = owns_pool
 
         self.name = name
+        self.required = bool(required)
         self.retry_writes = bool(retry_writes)
         self._telemetry = telemetry or get_default_telemetry()
         self._telemetry.prepare(SYSTEM, name, _PREPARED_OPERATIONS)
@@ -189,12 +193,10 @@ class ResilientRedis(redis.Redis):
             changes["clock"] = clock
         self.policy = base.replace(**changes) if changes else base
         self._policies = self._make_policies(self.policy)
-        if breaker is None:
-            breaker = CircuitBreaker(
-                failure_threshold, recovery_timeout, failure_on=counts_against_redis,
-                context=self.context,
-            )
-        self.breaker: CircuitBreaker | None = breaker or None
+        self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
+            failure_threshold, recovery_timeout, failure_on=counts_against_redis,
+            context=self.context,
+        ))
         self.budget = budget
 
         self._tracker = ConnectionTracker(self.context)
@@ -337,6 +339,8 @@ class ResilientRedis(redis.Redis):
 
     # -- connection state (slow paths only) -------------------------------------------------
 
+    system = SYSTEM
+
     @property
     def state(self) -> ConnectionState:
         """The connection state (see :mod:`instrumented_clients.redis.tracking`)."""
@@ -416,30 +420,16 @@ class ResilientRedis(redis.Redis):
     def _run_check(self) -> Any:
         return self._run(self._check_guard, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HealthReport:
         """A snapshot for health endpoints: no URL, no password."""
-        breaker = self.breaker
-        breaker_state = breaker.state if breaker is not None else BreakerState.CLOSED
         pool = self.connection_pool
         in_use = len(getattr(pool, "_in_use_connections", ()))
         idle = len(getattr(pool, "_available_connections", ()))
-        state = self._tracker.state
-        return {
-            "system": SYSTEM,
-            "client": self.name,
-            "state": state.value,
-            "connected": state is ConnectionState.CONNECTED,
-            "address": self.address,
-            "last_error": self._tracker.last_error,
-            "consecutive_failures": self._tracker.consecutive_failures,
-            "circuit_breaker": breaker_state.value,
-            "circuit_breaker_open": breaker_state is BreakerState.OPEN,
-            "reconnect_attempts": self._tracker.reconnect_attempts,
-            "db": self.db,
-            "retry_writes": self.retry_writes,
-            "pool": {"in_use": in_use, "idle": idle,
-                     "max": getattr(pool, "max_connections", None)},
-        }
+        return HealthReport.build(
+            SYSTEM, self.name, self._tracker, self.breaker, address=self.address, db=self.db,
+            retry_writes=self.retry_writes,
+            pool={"in_use": in_use, "idle": idle, "max": getattr(pool, "max_connections", None)},
+        )
 
     def close(self, timeout: float | None = None) -> None:
         """Release the connections, as ``redis.Redis.close()`` does; idempotent.
