@@ -209,7 +209,7 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
                          else self.overflow)
         self.buffer: EventBuffer[OutgoingMessage] = EventBuffer(
             self.max_pending_events, overflow=buffer_policy, on_drop=self._on_buffer_drop,
-            system=SYSTEM, client=self.name, clock=self._clock, instrumentation=self.telemetry,
+            context=self.context,
         )
         self._inbox: deque[OutgoingMessage] = deque()
         self._resend: deque[OutgoingMessage] = deque()
