@@ -86,7 +86,8 @@ def test_every_client_is_a_resilient_client(kind: str, build: Factory) -> None:
     client = build()
     assert isinstance(client, ResilientClient)
     assert client.system == SYSTEMS[kind]
-    assert isinstance(client.name, str) and client.name
+    assert isinstance(client.name, str)
+    assert client.name
     assert isinstance(client.required, bool)
     assert isinstance(client.state, ConnectionState)
     assert callable(type(client).from_env)
@@ -103,8 +104,10 @@ def test_check_is_one_answer_and_health_a_typed_report(kind: str, build: Factory
         assert key in as_dict
         assert report[key] == as_dict[key]
     assert report.system == SYSTEMS[kind]
-    assert report.state == "connected" and report.connected is True
-    assert report.circuit_breaker == "closed" and report.circuit_breaker_open is False
+    assert report.state == "connected"
+    assert report.connected is True
+    assert report.circuit_breaker == "closed"
+    assert report.circuit_breaker_open is False
     json.dumps(as_dict)  # JSON-ready as it is
 
 

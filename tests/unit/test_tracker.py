@@ -35,7 +35,8 @@ def test_a_first_connection_at_the_first_try_is_not_a_reconnect(
     tracker = make(clock, telemetry)
     tracker.connecting()
     assert tracker.succeeded() is True
-    assert tracker.state is S.CONNECTED and tracker.connected
+    assert tracker.state is S.CONNECTED
+    assert tracker.connected
     assert telemetry.events_of(ReconnectAttempt) == []
     assert telemetry.events_of(ReconnectFinished) == []
     assert tracker.succeeded() is False  # nothing to report while connected
@@ -125,7 +126,8 @@ def test_last_error_is_redacted_and_record_failure_counts_without_a_state_change
     assert tracker.consecutive_failures == 1
     assert tracker.last_error == "TimeoutError: statement timeout"
     tracker.succeeded()
-    assert tracker.consecutive_failures == 0 and tracker.connected
+    assert tracker.consecutive_failures == 0
+    assert tracker.connected
     tracker.failed(REFUSED, CONNECTION, attempt=True)
     assert "hunter2" not in (tracker.last_error or "")
     assert tracker.last_error_category is CONNECTION
