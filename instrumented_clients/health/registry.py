@@ -50,7 +50,8 @@ class HealthStatus(str, enum.Enum):
 
 @runtime_checkable
 class SupportsHealth(Protocol):
-    """What the registry needs from a client: a ``health()`` that returns a dict."""
+    """What the registry needs from a client: a ``health()`` that returns a mapping (a
+    :class:`~instrumented_clients.client.HealthReport` or a dict)."""
 
     def health(self) -> Mapping[str, Any]: ...
 
@@ -148,8 +149,8 @@ class HealthRegistry:
             client: anything with ``health() -> dict``.
             name: the key in ``dependencies`` (default: the client's ``name`` attribute).
             required: whether the service is unhealthy without it (default: the client's own
-                ``required`` attribute when it has one — the publisher's ``RABBITMQ_REQUIRED`` —
-                else True).
+                ``required`` — every :class:`~instrumented_clients.client.ResilientClient` has
+                one, e.g. the publisher's ``RABBITMQ_REQUIRED`` — else True).
 
         Raises:
             TypeError: ``client`` has no callable ``health``.
