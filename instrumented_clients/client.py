@@ -23,6 +23,11 @@ implement :class:`ResilientClient`, with one meaning per name:
 breaker (``failure_threshold`` consecutive failures open it for ``recovery_timeout`` seconds,
 counting the failures the client's classifier says show the dependency down); ``False``: no
 breaker; a :class:`~instrumented_clients.resilience.CircuitBreaker`: that one.
+
+``retry=`` likewise, for the retry of a client's calls (a Redis command, a SQL statement or
+transaction, a blocking publish): None, the client's default policy; ``False``, one attempt
+only; a :class:`~instrumented_clients.resilience.RetryPolicy`, that one. (A consumer's calls
+are its handler's runs, which the broker redelivers: ``max_deliveries`` bounds them.)
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
+from instrumented_clients.resilience.retry import RetryPolicy
 from instrumented_clients.resilience.state import ConnectionState
 from instrumented_clients.resilience.tracker import ConnectionTracker
 
-__all__ = ["BreakerOption", "HealthReport", "ResilientClient", "resolve_breaker"]
+__all__ = ["BreakerOption", "HealthReport", "ResilientClient", "resolve_breaker",
+           "resolve_retry"]
 
 BreakerOption: TypeAlias = "CircuitBreaker | Literal[False] | None"
 """What ``breaker=`` accepts: None for the default breaker, False for none, or a breaker."""
@@ -56,6 +63,26 @@ def resolve_breaker(breaker: CircuitBreaker | Literal[False] | None,
         raise TypeError(f"breaker must be None (the default breaker), False (no breaker) or a "
                         f"CircuitBreaker, got {breaker!r}")
     return breaker
+
+
+def resolve_retry(retry: RetryPolicy | Literal[False] | None, policy: RetryPolicy | None,
+                  make_default: Callable[[], RetryPolicy]) -> RetryPolicy:
+    """The retry policy of a client's calls for its ``retry=`` argument, or for the older
+    ``policy=`` spelling of it (see the module docstring).
+
+    Raises:
+        TypeError: both are given, or ``retry`` is none of None, False or a ``RetryPolicy``.
+    """
+    if retry is not None and policy is not None:
+        raise TypeError("pass retry= or its older spelling policy=, not both")
+    if retry is None:
+        return policy if policy is not None else make_default()
+    if retry is False:
+        return make_default().replace(max_attempts=1)
+    if not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be None (the default policy), False (one attempt) or a "
+                        f"RetryPolicy, got {retry!r}")
+    return retry
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, TypeVar
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.sql.elements import TextClause
 
-from instrumented_clients.client import HealthReport, resolve_breaker
+from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
 from instrumented_clients.config import env_float, env_int, env_str
 from instrumented_clients.db._engine import (
     DEFAULT_DATABASE_URL,
@@ -81,6 +81,7 @@ class ResilientDatabase:
         name: the ``client`` label, a low-cardinality logical name.
         policy: retry policy of ``execute`` and ``transaction`` (default:
             :func:`default_db_policy`).
+        retry: the same as ``policy`` (``False``: one attempt), the name every client shares.
         connect_policy: retry policy of :meth:`connect_with_retry` (default: ``policy``).
         breaker: circuit breaker shared by every operation: None (default) for one that opens
             after ``failure_threshold`` consecutive failures for ``recovery_timeout`` seconds
@@ -103,6 +104,7 @@ class ResilientDatabase:
         *,
         name: str = "database",
         policy: RetryPolicy | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
         connect_policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | Literal[False] | None = None,
         failure_threshold: int = 5,
@@ -121,7 +123,7 @@ class ResilientDatabase:
             self._engine, self._owns_engine = build_engine(parsed, engine_options or {}), True
         self.name = name
         self.required = bool(required)
-        self.policy = with_db_classifier(policy or default_db_policy())
+        self.policy = with_db_classifier(resolve_retry(retry, policy, default_db_policy))
         self.connect_policy = with_db_classifier(connect_policy or self.policy)
         self.telemetry = telemetry or get_default_telemetry()
         # Only a mysql:// URL can turn out to be MariaDB; everything else is known now.

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import pika
 from opentelemetry.trace import SpanKind
 
-from instrumented_clients.client import resolve_breaker
+from instrumented_clients.client import resolve_breaker, resolve_retry
 from instrumented_clients.rabbitmq.connection import (
     RabbitConnection,
     default_reconnect_policy,
@@ -100,6 +100,8 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
             ``block_timeout`` for room, then raises ``BufferFullError``) or ``raise``.
         on_drop: ``on_drop(message, reason)`` for every dropped message.
         publish_policy: the blocking form's retry (default: seed 000's 3 × 0.5 s, cap 5 s).
+        retry: the same as ``publish_policy`` (``False``: one attempt), the name every client
+            shares.
         breaker: None (default): a breaker that opens after ``failure_threshold`` consecutive
             transient failures for ``recovery_timeout`` seconds; ``False``: none; or that one.
         failure_threshold, recovery_timeout: the default breaker's settings (5, 30 s).
@@ -132,6 +134,7 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         block_timeout: float = 5.0,
         on_drop: Callable[[OutgoingMessage, str], object] | None = None,
         publish_policy: RetryPolicy | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
         breaker: CircuitBreaker | Literal[False] | None = None,
         failure_threshold: int = 5,
         recovery_timeout: float = 30.0,
@@ -168,7 +171,8 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         self.event_exchange = event_exchange
         self._user_on_drop = on_drop
         self._clock = clock
-        self.publish_policy = publish_policy or default_publish_policy(clock)
+        self.publish_policy = resolve_retry(retry, publish_policy,
+                                            lambda: default_publish_policy(clock))
         self.context = ClientContext(SYSTEM, name, clock, self.telemetry)
         self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
             failure_threshold, recovery_timeout, failure_on=is_transient_rmq_error,

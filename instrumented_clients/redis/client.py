@@ -45,7 +45,7 @@ from typing import Any, Final, Literal
 import redis
 from redis.connection import ConnectionPool
 
-from instrumented_clients.client import HealthReport, resolve_breaker
+from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
 from instrumented_clients.config import ConfigError, env_float, env_int, env_str
 from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.redis import commands
@@ -107,6 +107,7 @@ class ResilientRedis(redis.Redis):
         name: the ``client`` label: a low-cardinality logical name.
         policy: retry policy; default :func:`default_policy`. A policy left with the generic
             classifier gets the Redis one.
+        retry: the same as ``policy`` (``False``: one attempt), the name every client shares.
         breaker: circuit breaker shared by every command: None (default) for one that opens
             after ``failure_threshold`` consecutive failures (5; see
             :func:`counts_against_redis`) for ``recovery_timeout`` seconds (30), ``False`` for
@@ -134,6 +135,7 @@ class ResilientRedis(redis.Redis):
         *,
         name: str = "redis",
         policy: RetryPolicy | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
         breaker: CircuitBreaker | Literal[False] | None = None,
         budget: RetryBudget | None = None,
         telemetry: Telemetry | None = None,
@@ -183,9 +185,10 @@ class ResilientRedis(redis.Redis):
         if host:
             self._span_base.update({"server.address": str(host), "server.port": int(port or 6379)})
 
-        self._clock = clock or (policy.clock if policy is not None else SYSTEM_CLOCK)
+        given = retry or policy
+        self._clock = clock or (given.clock if given is not None else SYSTEM_CLOCK)
         self.context = ClientContext(SYSTEM, name, self._clock, self._telemetry)
-        base = policy or default_policy(clock=self._clock)
+        base = resolve_retry(retry, policy, lambda: default_policy(clock=self._clock))
         changes: dict[str, Any] = {}
         if base.classifier is classify_exception:
             changes["classifier"] = classify  # the generic one knows nothing of redis-py

@@ -23,7 +23,7 @@ from instrumented_clients.health import HealthRegistry, serve_metrics_and_health
 from instrumented_clients.rabbitmq import ResilientConsumer, ResilientPublisher
 from instrumented_clients.rabbitmq.topology import Queue
 from instrumented_clients.redis import ResilientRedis
-from instrumented_clients.resilience import CircuitBreaker
+from instrumented_clients.resilience import CircuitBreaker, RetryPolicy
 from instrumented_clients.testing import wait_until
 from tests.integration.test_health_http import fetch
 
@@ -129,6 +129,26 @@ def test_breaker_none_is_the_default_false_is_none_an_instance_is_that_one(
     assert (tuned.failure_threshold, tuned.recovery_timeout) == (7, 3.0)
     with pytest.raises(TypeError, match="breaker"):
         build(breaker="on")
+
+
+def test_retry_none_is_the_default_false_is_one_attempt_an_instance_is_that_one(
+    kind: str, build: Factory,
+) -> None:
+    if kind == "consumer":
+        pytest.skip("a consumer's handler runs are redelivered by the broker (max_deliveries)")
+
+    def policy_of(client: Any) -> RetryPolicy:
+        policy = client.publish_policy if kind == "publisher" else client.policy
+        assert isinstance(policy, RetryPolicy)
+        return policy
+
+    assert policy_of(build()).max_attempts > 1
+    assert policy_of(build(retry=False)).max_attempts == 1
+    mine = RetryPolicy(max_attempts=7, initial_delay=0.01)
+    assert (policy_of(build(retry=mine)).max_attempts,
+            policy_of(build(retry=mine)).initial_delay) == (7, 0.01)
+    with pytest.raises(TypeError, match="retry"):
+        build(retry="often")
 
 
 def test_a_malformed_url_is_a_config_error_without_the_password(kind: str) -> None:
