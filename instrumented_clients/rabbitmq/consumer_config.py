@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from instrumented_clients.client import HealthReport
 from instrumented_clients.config import env_int
+from instrumented_clients.rabbitmq.broker_client import BrokerClient
 from instrumented_clients.rabbitmq.settings import connection_settings_from_env
-from instrumented_clients.resilience.state import ConnectionState
 
 if TYPE_CHECKING:
     from instrumented_clients.rabbitmq.connection import RabbitConnection
@@ -26,7 +26,7 @@ C = TypeVar("C", bound="ConsumerConfigMixin")
 SYSTEM = "rabbitmq"
 
 
-class ConsumerConfigMixin:
+class ConsumerConfigMixin(BrokerClient):
     """Life-cycle half of :class:`~instrumented_clients.rabbitmq.consumer.ResilientConsumer`."""
 
     if TYPE_CHECKING:
@@ -88,25 +88,11 @@ class ConsumerConfigMixin:
 
     # -- observation -------------------------------------------------------------------------------
 
-    system = SYSTEM
-
-    @property
-    def required(self) -> bool:
-        """Whether the service cannot work without the broker (``RABBITMQ_REQUIRED``)."""
-        return self.connection.required
-
-    @property
-    def state(self) -> ConnectionState:
-        return self.connection.state
-
     @property
     def consecutive_failures(self) -> int:
         """Failures in a row (handler runs and connection attempts) since the last success."""
         return self.connection.tracker.consecutive_failures
 
-    def check(self) -> bool:
-        """Whether the broker connection is ready now (its I/O thread makes the attempts)."""
-        return self.connection.connected
 
     @property
     def consuming(self) -> bool:

@@ -12,6 +12,7 @@ import pika
 
 from instrumented_clients.client import HealthReport
 from instrumented_clients.config import env_int
+from instrumented_clients.rabbitmq.broker_client import BrokerClient
 from instrumented_clients.rabbitmq.errors import PublisherClosedError
 from instrumented_clients.rabbitmq.message import OutgoingMessage
 from instrumented_clients.rabbitmq.settings import connection_settings_from_env
@@ -32,7 +33,7 @@ P = TypeVar("P", bound="PublisherConfigMixin")
 
 
 
-class PublisherConfigMixin:
+class PublisherConfigMixin(BrokerClient):
     """Life-cycle half of :class:`~instrumented_clients.rabbitmq.ResilientPublisher`."""
 
     if TYPE_CHECKING:
@@ -78,21 +79,6 @@ class PublisherConfigMixin:
         return cls(name=name, **settings)
 
     # -- observation -----------------------------------------------------------------------------
-
-    system = "rabbitmq"
-
-    @property
-    def required(self) -> bool:
-        """Whether the service cannot work without the broker (``RABBITMQ_REQUIRED``)."""
-        return self.connection.required
-
-    @property
-    def state(self) -> ConnectionState:
-        return self.connection.state
-
-    def check(self) -> bool:
-        """Whether the broker connection is ready now (its I/O thread makes the attempts)."""
-        return self.connection.connected
 
     @property
     def ready(self) -> bool:

@@ -245,27 +245,25 @@ class ConnectionTracker:
 
     def closing(self, reason: str = "close() called") -> None:
         """Stop following the connection: CLOSING."""
-        with self._lock:
-            self.closed = True
-            self.connected = False
-            self._reconnect_started = None
-            self._attempts_in_cycle = 0
-            if self.machine.can_transition(_S.CLOSING):
-                self._move(_S.CLOSING, reason)
+        self._close_into(_S.CLOSING, reason)
 
     def closed_now(self, reason: str = "closed", *, reusable: bool = False) -> None:
         """CLOSED. With ``reusable``, the next call may connect again (CLOSED is then left
         like DISCONNECTED, and the first success is a connect, not a reconnect)."""
         with self._lock:
+            self._close_into(_S.CLOSED, reason)
+            if reusable:
+                self.closed = False
+                self._ever_connected = False
+
+    def _close_into(self, state: ConnectionState, reason: str) -> None:
+        with self._lock:
             self.closed = True
             self.connected = False
             self._reconnect_started = None
             self._attempts_in_cycle = 0
-            if self.machine.can_transition(_S.CLOSED):
-                self._move(_S.CLOSED, reason)
-            if reusable:
-                self.closed = False
-                self._ever_connected = False
+            if self.machine.can_transition(state):
+                self._move(state, reason)
 
     # -- internals --------------------------------------------------------------------------------
 
