@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
+from instrumented_clients.client import HealthReport
 from instrumented_clients.redaction import redact_text, redact_url
 
 __all__ = [
@@ -183,6 +184,8 @@ class HealthRegistry:
     def _report(self, entry: _Entry) -> dict[str, Any]:
         try:
             raw = entry.client.health()
+            if isinstance(raw, HealthReport):
+                raw = raw.to_dict()  # built once, not once per key
             if not isinstance(raw, Mapping):
                 raise TypeError(f"health() returned {type(raw).__name__}, not a dict")
             report: dict[str, Any] = sanitize(raw)
