@@ -185,7 +185,7 @@ class ResilientRedis(redis.Redis):
         if host:
             self._span_base.update({"server.address": str(host), "server.port": int(port or 6379)})
 
-        given = retry or policy
+        given = retry if isinstance(retry, RetryPolicy) else policy
         self._clock = clock or (given.clock if given is not None else SYSTEM_CLOCK)
         self.context = ClientContext(SYSTEM, name, self._clock, self._telemetry)
         base = resolve_retry(retry, policy, lambda: default_policy(clock=self._clock))
