@@ -110,12 +110,6 @@ class Settings:
             ConfigError: naming the variable, its value without password and what was expected
                 (an unknown SQL dialect or a missing driver included).
         """
-        from instrumented_clients.db._engine import build_engine, normalize_url
-        from instrumented_clients.rabbitmq.settings import urls_from_env
-        from instrumented_clients.redis.settings import validate_url
+        from instrumented_clients.dependencies import validate_urls
 
-        variable = table.DATABASE_URL.env
-        build_engine(normalize_url(self.database_url, argument=variable), {},
-                     argument=variable).dispose()
-        validate_url(self.redis_url, table.REDIS_URL.env)
-        urls_from_env({table.RABBITMQ_URL.env: self.rabbitmq_url})
+        validate_urls(self.database_url, self.redis_url, self.rabbitmq_url)
