@@ -22,6 +22,7 @@ __all__ = [
     "DB_RETRY_MAX_ATTEMPTS",
     "DB_RETRY_MAX_DELAY",
     "METRICS_PORT",
+    "PROMETHEUS_MULTIPROC_DIR",
     "RABBITMQ_CONNECT_TIMEOUT",
     "RABBITMQ_HEARTBEAT",
     "RABBITMQ_MAX_PENDING_EVENTS",
@@ -40,6 +41,7 @@ __all__ = [
     "FloatSetting",
     "IntSetting",
     "Setting",
+    "TextSetting",
     "UrlSetting",
     "markdown_table",
     "setting",
@@ -130,6 +132,22 @@ class BoolSetting(Setting):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TextSetting(Setting):
+    """Free text; empty (the default) means unset."""
+
+    default: str = ""
+
+    type_name: ClassVar[str] = "text"
+
+    @property
+    def default_text(self) -> str:
+        return f"`{self.default}`" if self.default else "unset"
+
+    def read(self, environ: Environ = None) -> str:
+        return env_str(self.env, self.default, environ)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UrlSetting(Setting):
     """A URL, read as text: the client it belongs to checks it with its own parser (one parser
     per kind of URL), e.g. ``ResilientRedis.from_env`` with ``validate_url``."""
@@ -202,20 +220,26 @@ REDIS_RETRY_MAX_DELAY: Final = FloatSetting(
 METRICS_PORT: Final = IntSetting(
     env="METRICS_PORT", default=8000, minimum=0, maximum=65535, used_by=(DEMO,),
     description="Port of the demo's `/metrics`, `/health` and `/ready` (`--port` wins).")
+PROMETHEUS_MULTIPROC_DIR: Final = TextSetting(
+    env="PROMETHEUS_MULTIPROC_DIR", used_by=("serve_metrics_and_health", "metrics_registry"),
+    description="prometheus_client's multiprocess directory: set it (before prometheus_client "
+    "is imported) to serve one scrape for every worker process.")
 
-SETTINGS: Final[tuple[IntSetting | FloatSetting | BoolSetting | UrlSetting, ...]] = (
+AnySetting = IntSetting | FloatSetting | BoolSetting | UrlSetting | TextSetting
+
+SETTINGS: Final[tuple[AnySetting, ...]] = (
     RABBITMQ_URL, RABBITMQ_REQUIRED, RABBITMQ_MAX_RETRIES, RABBITMQ_RETRY_DELAY,
     RABBITMQ_RETRY_MAX_DELAY, RABBITMQ_MAX_PENDING_EVENTS, RABBITMQ_HEARTBEAT,
     RABBITMQ_CONNECT_TIMEOUT, RABBITMQ_PREFETCH,
     DATABASE_URL, DB_RETRY_MAX_ATTEMPTS, DB_RETRY_BASE_DELAY, DB_RETRY_MAX_DELAY,
     REDIS_URL, REDIS_RETRY_MAX_ATTEMPTS, REDIS_RETRY_BASE_DELAY, REDIS_RETRY_MAX_DELAY,
-    METRICS_PORT,
+    METRICS_PORT, PROMETHEUS_MULTIPROC_DIR,
 )
 
 _BY_ENV: Final = {entry.env: entry for entry in SETTINGS}
 
 
-def setting(env: str) -> IntSetting | FloatSetting | BoolSetting | UrlSetting:
+def setting(env: str) -> AnySetting:
     """Look a setting up by its variable name."""
     try:
         return _BY_ENV[env]
