@@ -1,8 +1,9 @@
 """The ``instrumented-clients`` command (also ``python -m instrumented_clients``).
 
 Subcommands: ``demo`` (the order-flow workload with live metrics and health), ``check`` (try each
-dependency once), ``generate`` and ``snapshot`` (dashboards and alerts, from the observability
-module). A bad flag or environment variable is one line on stderr naming it, and exit status 2.
+dependency once), ``settings`` (the environment variables, their defaults and values),
+``generate`` and ``snapshot`` (dashboards and alerts, from the observability module). A bad flag
+or environment variable is one line on stderr naming it, and exit status 2.
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="NAME", help="treat this dependency as required (repeatable)")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    shown = commands.add_parser(
+        "settings", help="list the environment variables, their defaults and current values",
+        description="Print every environment variable the package reads, as a Markdown table "
+        "(the README's). With --values, each variable's value now (passwords hidden); a value "
+        "that does not parse is a configuration error.")
+    shown.add_argument("--values", action="store_true",
+                       help="show the value each variable has now instead of the table")
+
     for name, text in _DELEGATED_HELP.items():
         commands.add_parser(name, add_help=False, help=f"{text} (see {name} --help)")
     return parser
@@ -157,6 +166,28 @@ def run_check(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_DEPENDENCY_DOWN if report.status == "unhealthy" else EXIT_OK
 
 
+def run_settings(args: argparse.Namespace, out: IO[str]) -> int:
+    """Print the settings table, or each variable's current (parsed, redacted) value."""
+    from instrumented_clients.redaction import redact_text
+    from instrumented_clients.settings import SETTINGS, markdown_table
+
+    if not args.values:
+        out.write(markdown_table())
+        return EXIT_OK
+    rows = [["VARIABLE", "VALUE", "DEFAULT"]]
+    for entry in SETTINGS:
+        value = entry.read()
+        if isinstance(value, bool):
+            shown = str(value).lower()
+        elif isinstance(value, (int, float)):
+            shown = f"{value:g}" + (f" {entry.unit}" if entry.unit else "")
+        else:
+            shown = redact_text(value) or "-"
+        rows.append([entry.env, shown, entry.default_text.replace("`", "")])
+    _format_table(rows, out)
+    return EXIT_OK
+
+
 # -- generate / snapshot ---------------------------------------------------------------------------
 
 def _delegate(command: str, argv: Sequence[str]) -> int:
@@ -184,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(arguments)
         if args.command == "check":
             return run_check(args, sys.stdout)
+        if args.command == "settings":
+            return run_settings(args, sys.stdout)
         from instrumented_clients.demo.app import run_demo
 
         return run_demo(args)

@@ -44,8 +44,7 @@ def test_readme_environment_table_matches_the_settings_table() -> None:
     block = readme.split(SETTINGS_START, 1)[1].split(SETTINGS_END, 1)[0].strip("\n") + "\n"
     assert block == settings.markdown_table(), (
         "README's environment table is stale: replace the block between the markers with the "
-        "output of python -c 'from instrumented_clients.settings import markdown_table as t; "
-        "print(t(), end=\"\")'"
+        "output of `instrumented-clients settings`"
     )
     for entry in settings.SETTINGS:
         assert f"| `{entry.env}` |" in block

@@ -75,3 +75,22 @@ def test_lookup_by_name() -> None:
     assert settings.setting("REDIS_URL") is settings.REDIS_URL
     with pytest.raises(KeyError, match="NOPE"):
         settings.setting("NOPE")
+
+
+def test_the_settings_command_prints_the_table_and_the_values_without_passwords(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from instrumented_clients.cli import main
+
+    assert main(["settings"]) == 0
+    assert capsys.readouterr().out == settings.markdown_table()
+    monkeypatch.setenv("RABBITMQ_URL", "amqp://guest:hunter2@broker:5672/")
+    monkeypatch.setenv("RABBITMQ_HEARTBEAT", "5")
+    assert main(["settings", "--values"]) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert lines["RABBITMQ_URL"][0] == "amqp://guest:***@broker:5672/"
+    assert lines["RABBITMQ_HEARTBEAT"] == ["5", "s", "60", "s"]
+    assert lines["RABBITMQ_REQUIRED"] == ["false", "false"]
+    monkeypatch.setenv("RABBITMQ_PREFETCH", "lots")
+    assert main(["settings", "--values"]) == 2
+    assert "RABBITMQ_PREFETCH='lots' is invalid" in capsys.readouterr().err
