@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from instrumented_clients import settings
 from instrumented_clients.config import ConfigError
@@ -28,6 +30,23 @@ def test_a_value_that_does_not_parse_names_the_variable_value_and_expectation(
         entry.read({entry.env: value})  # type: ignore[attr-defined]
     assert caught.value.variable == entry.env
     assert f"{entry.env}={value!r} is invalid: expected " in str(caught.value)
+
+
+NUMERIC = [entry for entry in settings.SETTINGS
+           if isinstance(entry, (settings.IntSetting, settings.FloatSetting))]
+
+
+@given(entry=st.sampled_from(NUMERIC), offset=st.integers(min_value=0, max_value=10**6))
+def test_a_number_in_range_reads_back_and_one_below_the_minimum_is_refused(
+    entry: settings.IntSetting | settings.FloatSetting, offset: int,
+) -> None:
+    minimum = entry.minimum if entry.minimum is not None else 0
+    maximum = getattr(entry, "maximum", None)
+    value = minimum + (offset if maximum is None else offset % (maximum - minimum + 1))
+    assert entry.read({entry.env: f" {value} "}) == value
+    with pytest.raises(ConfigError) as caught:
+        entry.read({entry.env: str(minimum - 1 - offset)})
+    assert caught.value.variable == entry.env
 
 
 def test_heartbeat_is_one_type_for_the_clients_and_the_demo() -> None:
