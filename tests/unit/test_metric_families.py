@@ -55,21 +55,24 @@ def test_the_catalog_assigns_broker_and_pool_families_to_their_systems() -> None
         assert generic <= {spec.name for spec in families_for(system)}
 
 
+def assert_only_families_of(registry: CollectorRegistry, system: str) -> None:
+    exported = family_names(registry)
+    assert exported & foreign_families(system) == set()
+    assert exported & BROKER_ONLY == set()
+    assert exported >= POOL | {"operations_total", "connection_state"}
+    for family in registry.collect():
+        for sample in family.samples:
+            assert sample.labels.get("system", system) == system, sample
+
+
 def test_a_registry_holding_only_a_redis_client_exports_no_family_of_another_system() -> None:
     registry = CollectorRegistry()
     client = ResilientRedis("redis://127.0.0.1:1/0", name="cache",
                             telemetry=quiet_telemetry(registry))
     try:
-        exported = family_names(registry)
+        assert_only_families_of(registry, "redis")
     finally:
         client.close()
-    assert exported & foreign_families("redis") == set()
-    assert exported & BROKER_ONLY == set()
-    assert exported >= POOL
-    assert "operations_total" in exported
-    for family in registry.collect():
-        for sample in family.samples:
-            assert sample.labels.get("system", "redis") == "redis", sample
 
 
 def test_a_registry_holding_only_a_sqlite_database_exports_no_family_of_another_system(
@@ -80,12 +83,9 @@ def test_a_registry_holding_only_a_sqlite_database_exports_no_family_of_another_
                                  telemetry=quiet_telemetry(registry))
     try:
         database.execute("SELECT 1")
-        exported = family_names(registry)
+        assert_only_families_of(registry, "sqlite")
     finally:
         database.close()
-    assert exported & foreign_families("sqlite") == set()
-    assert exported & BROKER_ONLY == set()
-    assert exported >= POOL
 
 
 def test_a_family_of_another_system_is_never_prepared() -> None:
