@@ -46,7 +46,7 @@ import redis
 from redis.connection import ConnectionPool
 
 from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
-from instrumented_clients.config import ConfigError, env_float, env_int, env_str
+from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.redis import commands
 from instrumented_clients.redis.commands import CommandKind
@@ -67,6 +67,7 @@ from instrumented_clients.redis.settings import (
     DEFAULT_URL,
     URL_EXPECTED,
     default_policy,
+    policy_from_env,
     validate_url,
 )
 from instrumented_clients.redis.tracking import SYSTEM, attempt_failed, call_failed
@@ -84,6 +85,7 @@ from instrumented_clients.resilience import (
 )
 from instrumented_clients.resilience.clock import Clock
 from instrumented_clients.resilience.events import RetryScheduled
+from instrumented_clients.settings import REDIS_URL
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
 __all__ = ["ResilientRedis", "counts_against_redis"]
@@ -227,14 +229,10 @@ class ResilientRedis(redis.Redis):
             ConfigError: a variable that does not parse, naming it, its value and what was
                 expected.
         """
-        url = validate_url(env_str("REDIS_URL", DEFAULT_URL, environ), "REDIS_URL")
+        url = validate_url(REDIS_URL.read(environ), REDIS_URL.env)
         if overrides.get("policy") is None:
-            overrides["policy"] = default_policy(
-                env_int("REDIS_RETRY_MAX_ATTEMPTS", 4, minimum=1, environ=environ),
-                env_float("REDIS_RETRY_BASE_DELAY", 0.5, minimum=0, environ=environ),
-                env_float("REDIS_RETRY_MAX_DELAY", 10.0, minimum=0, environ=environ),
-                clock=overrides.get("clock") or SYSTEM_CLOCK,
-            )
+            overrides["policy"] = policy_from_env(
+                environ, clock=overrides.get("clock") or SYSTEM_CLOCK)
         if "connection_pool" not in overrides:
             overrides.setdefault("url", url)
         return cls(name=name, **overrides)
