@@ -375,6 +375,12 @@ class PublisherDelivery:
             else:
                 result = PublishResult(outcome, message.message_id, message.resent,  # type: ignore[arg-type]
                                        returned[0], returned[1])
+        tracker = self.connection.tracker
+        if outcome == "ack" or outcome == "returned":
+            if tracker.consecutive_failures:  # the common case costs one check
+                tracker.record_success()
+        elif outcome is not None:
+            tracker.record_failure()
         breaker = self.breaker
         if not message.sync:
             if breaker is None:
