@@ -41,7 +41,6 @@ class HandlerRunnerMixin:
         breaker: CircuitBreaker | None
         max_deliveries: int | None
         connection: RabbitConnection
-        consecutive_failures: int
         _recorder: OperationRecorder
         _counter: DeliveryCounter
         _cond: threading.Condition
@@ -104,13 +103,15 @@ class HandlerRunnerMixin:
         if self.breaker is not None and not isinstance(error, RejectMessage):
             self._report_to_breaker(self.breaker, error)
         retried = message.redelivered or message.delivery_count > 0
+        tracker = self.connection.tracker
         op: Outcome
         with self._cond:
             if error is None:
-                self.consecutive_failures = 0
+                if tracker.consecutive_failures:
+                    tracker.record_success()
                 op = "success_after_retry" if retried else "success"
             else:
-                self.consecutive_failures += 1
+                tracker.record_failure()
                 op = "failure_after_retry" if retried else "failure"
         try:
             if scope is not None:

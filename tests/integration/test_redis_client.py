@@ -236,3 +236,28 @@ def test_a_blocking_pool_is_adopted_with_redis_py_retries_off(
             client.delete(f"{prefix}:k")
     finally:
         pool.disconnect()
+
+
+def test_a_closed_client_is_used_again_as_redis_py_allows(
+    prefix: str, telemetry: CapturedTelemetry
+) -> None:
+    # redis.Redis.close() releases the connections; the next command connects again.
+    with ResilientRedis(URL, name="reused", telemetry=telemetry) as client:
+        assert client.set(f"{prefix}:k", "1") is True
+    assert client.state is ConnectionState.CLOSED
+    assert telemetry.value("connection_state", system="redis", client="reused",
+                           state="closed") == 1
+    assert telemetry.value("pool_connections", system="redis", client="reused",
+                           state="idle") == 0  # released
+    assert client.get(f"{prefix}:k") == b"1"
+    assert client.state is ConnectionState.CONNECTED
+    for state in ("closed", "disconnected", "connecting", "failed"):  # never shown as down
+        assert telemetry.value("connection_state", system="redis", client="reused",
+                               state=state) == 0, state
+    assert telemetry.value("pool_connections", system="redis", client="reused",
+                           state="idle") == 1  # the gauges follow the pool again
+    assert telemetry.value("reconnect_attempts_total", system="redis", client="reused",
+                           outcome="success") == 0  # reuse after close() is no reconnect
+    client.close()
+    client.close()
+    assert client.state is ConnectionState.CLOSED

@@ -138,7 +138,7 @@ def make_consumer(telemetry: CapturedTelemetry) -> Iterator[Callable[..., Resili
 
     yield make
     for consumer in made:
-        consumer.stop(timeout=0)
+        consumer.close(timeout=0)
 
 
 def deliver(consumer: ResilientConsumer, message_id: str | None = "m1", tag: int = 1,
@@ -301,7 +301,7 @@ def test_from_env_reads_the_defaults_table(telemetry: CapturedTelemetry) -> None
         assert len(consumer.connection.urls) == 2
         assert consumer.topology.queues[-1].name == "jobs"
     finally:
-        consumer.stop(timeout=0)
+        consumer.close(timeout=0)
 
 
 def test_from_env_names_a_variable_that_does_not_parse(telemetry: CapturedTelemetry) -> None:
@@ -334,7 +334,7 @@ def test_health_has_the_common_keys_and_no_password(
 
 def test_stop_before_start_closes_cleanly(make_consumer: Callable[..., ResilientConsumer]) -> None:
     consumer = make_consumer(print)
-    consumer.stop(timeout=0)
+    consumer.close(timeout=0)
     assert consumer.wait(0)
     assert consumer.health()["state"] == "closed"
-    consumer.stop()  # idempotent
+    consumer.close()  # idempotent
