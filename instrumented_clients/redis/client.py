@@ -401,7 +401,10 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         }
 
     def close(self) -> None:
-        """Close the client (and its pool when it made it); idempotent."""
+        """Release the connections (and close the pool when the client made it); idempotent.
+
+        As with ``redis.Redis``, the client stays usable: the next command connects again.
+        """
         machine: ConnectionStateMachine | None = getattr(self, "_state", None)
         if machine is None or getattr(self, "_closed", True):
             super().close()

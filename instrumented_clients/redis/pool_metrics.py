@@ -21,7 +21,7 @@ from typing import Any
 from instrumented_clients.telemetry import Telemetry
 from instrumented_clients.telemetry.pool import bind_pool_gauges, unbind_pool_gauges
 
-__all__ = ["bind_pool_metrics", "pool_counts", "unbind_pool_gauges"]
+__all__ = ["bind_pool_gauges_to", "bind_pool_metrics", "pool_counts", "unbind_pool_gauges"]
 
 
 def pool_counts(pool: Any) -> dict[str, float]:
@@ -39,14 +39,19 @@ def pool_counts(pool: Any) -> dict[str, float]:
             "max": float(getattr(pool, "max_connections", 0) or 0)}
 
 
+def bind_pool_gauges_to(telemetry: Telemetry, system: str, client: str, pool: Any) -> None:
+    """Point the client's pool gauges at ``pool``'s counts (``pool`` held weakly)."""
+    ref = weakref.ref(pool)
+    bind_pool_gauges(telemetry, system, client, lambda: pool_counts(ref()))
+
+
 def bind_pool_metrics(telemetry: Telemetry, system: str, client: str, pool: Any,
                       *, owned: bool) -> None:
     """Point the client's pool gauges at ``pool``; time its check-out when ``owned``."""
     metrics = telemetry.metrics
     if metrics is None:
         return
-    ref = weakref.ref(pool)
-    bind_pool_gauges(telemetry, system, client, lambda: pool_counts(ref()))
+    bind_pool_gauges_to(telemetry, system, client, pool)
     if not owned:
         return
     wait = metrics["pool_wait_seconds"].labels(system, client)

@@ -27,6 +27,7 @@ import redis
 
 from instrumented_clients.redaction import describe_error
 from instrumented_clients.redis.errors import StaleConnectionError, classify, was_unsent
+from instrumented_clients.redis.pool_metrics import bind_pool_gauges_to
 from instrumented_clients.resilience import (
     CircuitOpenError,
     Clock,
@@ -72,6 +73,15 @@ class ConnectionTracking:
         self._consecutive_failures = 0
         self._last_error: str | None = None
 
+    def _reopen(self) -> None:
+        """A command after ``close()``: like ``redis.Redis``, the client connects again."""
+        self._state = ConnectionStateMachine(
+            SYSTEM, self.name, clock=self._clock, instrumentation=self._telemetry
+        )
+        self._closed = False
+        self._cycle_started = None
+        bind_pool_gauges_to(self._telemetry, SYSTEM, self.name, self._tracked_pool)
+
     @property
     def state(self) -> ConnectionState:
         """The connection state (see the module docstring for what moves it)."""
@@ -91,7 +101,7 @@ class ConnectionTracking:
     def _before_attempt(self) -> None:
         with self._lock:
             if self._closed:
-                raise redis.exceptions.RedisError(f"ResilientRedis {self.name!r} is closed")
+                self._reopen()
             # Only a reconnection shows CONNECTING (and opens a reconnect span): the first
             # connection of a healthy start goes straight from DISCONNECTED to CONNECTED.
             if (self._state.state is ConnectionState.DISCONNECTED

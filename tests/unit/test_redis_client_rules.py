@@ -199,13 +199,16 @@ def test_health_before_any_call(client: ResilientRedis) -> None:
     assert health["last_error"] is None
 
 
-def test_close_is_idempotent_and_final(telemetry: CapturedTelemetry) -> None:
+def test_close_is_idempotent_and_a_later_command_connects_again(
+    telemetry: CapturedTelemetry,
+) -> None:
     client = ResilientRedis("redis://127.0.0.1:1/0", name="closing", telemetry=telemetry)
     client.close()
     client.close()
     assert client.state is ConnectionState.CLOSED
-    with pytest.raises(rx.RedisError, match="closed"):
-        client.get("k")
+    assert client.check() is False  # as redis.Redis: it tried to connect (nothing listens)
+    assert client.state is not ConnectionState.CLOSED
+    assert "Connection refused" in (client.health()["last_error"] or "")
 
 
 def test_counters_start_at_zero(client: ResilientRedis, telemetry: CapturedTelemetry) -> None:
