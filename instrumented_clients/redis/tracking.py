@@ -11,7 +11,8 @@ the state is inferred from the calls instead:
 - CONNECTING while a further attempt of that cycle is under way (the first connection of a
   healthy start goes straight to CONNECTED: it is not a reconnection);
 - FAILED when a call gave up on a connection error its policy would have retried (attempts,
-  deadline or budget spent), or authentication failed; CONNECTED again on the next success;
+  deadline or budget spent), or connecting failed for good (authentication, a TLS certificate
+  that does not verify); CONNECTED again on the next success;
 - CLOSING/CLOSED on ``close()``.
 
 All of this runs on slow paths only: the hot path reads one boolean, ``_connected``.
@@ -49,6 +50,11 @@ _log = logging.getLogger("instrumented_clients.redis")
 
 SYSTEM: Final = "redis"
 _CONNECTION_TROUBLE: Final = frozenset({ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT})
+# Failures while connecting that no retry heals: the state goes to FAILED at once.
+_REFUSED_AT_CONNECT: Final = {
+    ErrorCategory.AUTH: "authentication failed",
+    ErrorCategory.CONFIGURATION: "configuration error",  # e.g. a certificate that does not verify
+}
 
 
 class ConnectionTracking:
@@ -137,8 +143,8 @@ class ConnectionTracking:
         category = classify(error)
         if category in _CONNECTION_TROUBLE:
             self._connection_lost(error, category)
-        elif category is ErrorCategory.AUTH and was_unsent(error):
-            self._give_up(error, "authentication failed")
+        elif category in _REFUSED_AT_CONNECT and was_unsent(error):
+            self._give_up(error, _REFUSED_AT_CONNECT[category])
         elif isinstance(error, (redis.exceptions.ResponseError,
                                 redis.exceptions.BusyLoadingError)) and not self._connected:
             self._attempt_succeeded()  # the server answered: the connection works
