@@ -56,7 +56,11 @@ from instrumented_clients.redis.errors import (
     was_unsent,
 )
 from instrumented_clients.redis.pipeline import ResilientPipeline
-from instrumented_clients.redis.pool_metrics import bind_pool_metrics, unbind_pool_gauges
+from instrumented_clients.redis.pool_metrics import (
+    bind_pool_metrics,
+    pool_counts,
+    unbind_pool_gauges,
+)
 from instrumented_clients.redis.settings import (
     DEFAULT_URL,
     URL_EXPECTED,
@@ -379,9 +383,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         """A snapshot for health endpoints: no URL, no password."""
         breaker = self.breaker
         breaker_state = breaker.state if breaker is not None else BreakerState.CLOSED
-        pool = self.connection_pool
-        in_use = len(getattr(pool, "_in_use_connections", ()))
-        idle = len(getattr(pool, "_available_connections", ()))
+        counts = pool_counts(self.connection_pool)  # what the pool gauges read, too
         state = self._state.state
         return {
             "system": SYSTEM,
@@ -396,8 +398,8 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
             "reconnect_attempts": self._reconnect_attempts,
             "db": self.db,
             "retry_writes": self.retry_writes,
-            "pool": {"in_use": in_use, "idle": idle,
-                     "max": getattr(pool, "max_connections", None)},
+            "pool": {"in_use": int(counts["in_use"]), "idle": int(counts["idle"]),
+                     "max": int(counts["max"])},
         }
 
     def close(self) -> None:
