@@ -46,8 +46,9 @@ DESELECTED: Final[dict[str, str]] = {
 
 FLAKY: Final[dict[str, str]] = {
     # Left out of the comparison: their outcome varies from run to run on either client.
-    "tests/test_commands.py::TestRedisCommands::test_acl_log":
-        "counts the server-wide ACL LOG entries, which earlier tests and other clients add to",
+    "tests/test_commands.py::TestRedisCommands::test_interrupted_command":
+        "gives a thread 0.1 s (thread.join(0.1)) to send two commands; on a loaded 2-core "
+        "machine it sometimes needs longer, on either client (upstream calls it timing-sensitive)",
 }
 
 
