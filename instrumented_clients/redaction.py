@@ -6,6 +6,8 @@ import re
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
+from instrumented_clients.resilience.errors import tls_verification_failure
+
 __all__ = ["describe_error", "error_text", "redact_text", "redact_url", "safe_address"]
 
 # scheme://user:password@host  ->  scheme://user:***@host. The password runs to the LAST "@" of
@@ -64,9 +66,12 @@ def error_text(error: BaseException) -> str:
     """An exception's message, redacted and never empty for a failure that has anything to say.
 
     Several of pika's connection errors print as nothing (their ``__str__`` is empty for one
-    argument): their arguments speak instead, else their cause.
+    argument): their arguments speak instead, else a TLS verification failure they carry, else
+    their cause.
     """
     text = str(error).strip() or "; ".join(str(arg) or repr(arg) for arg in error.args)
+    if not text and (tls := tls_verification_failure(error)) is not None:
+        text = f"{type(error).__name__}: TLS certificate verification failed: {tls}"
     if not text:
         cause = error.__cause__ or error.__context__
         text = type(error).__name__ + (
