@@ -61,6 +61,7 @@ from instrumented_clients.redis.pipeline import ResilientPipeline
 from instrumented_clients.redis.pool_metrics import (
     bind_pool_count_gauges,
     bind_pool_metrics,
+    pool_counts,
     unbind_pool_gauges,
 )
 from instrumented_clients.redis.settings import (
@@ -423,13 +424,12 @@ class ResilientRedis(redis.Redis):
 
     def health(self) -> HealthReport:
         """A snapshot for health endpoints: no URL, no password."""
-        pool = self.connection_pool
-        in_use = len(getattr(pool, "_in_use_connections", ()))
-        idle = len(getattr(pool, "_available_connections", ()))
+        counts = pool_counts(self.connection_pool)  # what the pool gauges read, too
         return HealthReport.build(
             SYSTEM, self.name, self._tracker, self.breaker, address=self.address, db=self.db,
             retry_writes=self.retry_writes,
-            pool={"in_use": in_use, "idle": idle, "max": getattr(pool, "max_connections", None)},
+            pool={"in_use": int(counts["in_use"]), "idle": int(counts["idle"]),
+                  "max": int(counts["max"])},
         )
 
     def close(self, timeout: float | None = None) -> None:

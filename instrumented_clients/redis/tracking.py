@@ -11,7 +11,8 @@ the state is inferred from the calls instead:
 - CONNECTING while a further attempt of that cycle is under way (the first connection of a
   healthy start goes straight to CONNECTED: it is not a reconnection);
 - FAILED when a call gave up on a connection error its policy would have retried (attempts,
-  deadline or budget spent), or authentication failed; CONNECTED again on the next success;
+  deadline or budget spent), or connecting failed for good (authentication, a TLS certificate
+  that does not verify); CONNECTED again on the next success;
 - CLOSING/CLOSED on ``close()``; the client stays usable, and its next call reconnects.
 
 All of this runs on slow paths only: the hot path reads one boolean, ``tracker.connected``.
@@ -31,6 +32,11 @@ __all__ = ["SYSTEM", "attempt_failed", "call_failed"]
 
 SYSTEM: Final = "redis"
 _CONNECTION_TROUBLE: Final = frozenset({ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT})
+# Failures while connecting that no retry heals: the state goes to FAILED at once.
+_REFUSED_AT_CONNECT: Final = {
+    ErrorCategory.AUTH: "authentication failed",
+    ErrorCategory.CONFIGURATION: "configuration error",  # e.g. a certificate that does not verify
+}
 
 
 def attempt_failed(tracker: ConnectionTracker, pool: Any, error: BaseException) -> None:
@@ -44,9 +50,9 @@ def attempt_failed(tracker: ConnectionTracker, pool: Any, error: BaseException) 
         # reconnect attempt; a failure to connect (nothing was sent) is.
         tracker.failed(error, category,
                        attempt=not isinstance(error, StaleConnectionError) and was_unsent(error))
-    elif category is ErrorCategory.AUTH and was_unsent(error):
+    elif category in _REFUSED_AT_CONNECT and was_unsent(error):
         tracker.failed(error, category, attempt=True)
-        tracker.give_up("authentication failed")
+        tracker.give_up(_REFUSED_AT_CONNECT[category])
     elif isinstance(error, (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError)):
         tracker.succeeded("the server answered")  # the connection works
 

@@ -261,3 +261,29 @@ def test_a_closed_client_is_used_again_as_redis_py_allows(
     client.close()
     client.close()
     assert client.state is ConnectionState.CLOSED
+
+
+def test_health_and_the_pool_gauges_read_a_blocking_pool_alike(
+    prefix: str, telemetry: CapturedTelemetry
+) -> None:
+    pool = redis.BlockingConnectionPool.from_url(URL, max_connections=3, timeout=5)
+
+    def gauges() -> dict[str, float | None]:
+        labels = {"system": "redis", "client": "blocking-health"}
+        return {"in_use": telemetry.value("pool_connections", state="in_use", **labels),
+                "idle": telemetry.value("pool_connections", state="idle", **labels),
+                "max": telemetry.value("pool_max_connections", **labels)}
+
+    try:
+        with ResilientRedis(connection_pool=pool, name="blocking-health",
+                            telemetry=telemetry) as client:
+            client.set(f"{prefix}:k", "v")
+            assert client.health()["pool"] == {"in_use": 0, "idle": 1, "max": 3} == gauges()
+            held = pool.get_connection()
+            try:
+                assert client.health()["pool"] == {"in_use": 1, "idle": 0, "max": 3} == gauges()
+            finally:
+                pool.release(held)
+            client.delete(f"{prefix}:k")
+    finally:
+        pool.disconnect()
