@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pika import exceptions as pika_errors
 
-from instrumented_clients.client import resolve_breaker
+from instrumented_clients.client import resolve_breaker, resolve_retry
 from instrumented_clients.rabbitmq.connection import RabbitConnection, default_reconnect_policy
 from instrumented_clients.rabbitmq.consumer_config import ConsumerConfigMixin
 from instrumented_clients.rabbitmq.consumer_worker import HandlerRunnerMixin
@@ -104,6 +104,11 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
             consumption. Failures count by the breaker's ``failure_on`` (default: transient
             errors such as ``ConnectionError``, not a poison message's ``ValueError``).
         failure_threshold, recovery_timeout: the default breaker's settings (5, 30 s).
+        retry: the handler's retries inside this process before the message is requeued:
+            None (default) or ``False`` for one run per delivery (the broker's redelivery is the
+            retry), or a policy under which transient errors the handler raises (a dependency's
+            ``ConnectionError``, ...) are retried in the worker thread first. Each run counts
+            towards the breaker; :class:`RejectMessage` and permanent errors are never retried.
         auto_start: start consuming in the constructor (else call :meth:`start`).
         clock: time source of the reconnect policy.
     """
@@ -131,6 +136,7 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         breaker: CircuitBreaker | Literal[False] | None = None,
         failure_threshold: int = 5,
         recovery_timeout: float = 30.0,
+        retry: RetryPolicy | Literal[False] | None = None,
         auto_start: bool = True,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -152,6 +158,8 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         self.name = name
         self.telemetry = telemetry or get_default_telemetry()
         self.context = ClientContext(SYSTEM, name, clock, self.telemetry)
+        self.handler_policy = resolve_retry(
+            retry, None, lambda: RetryPolicy(max_attempts=1, clock=clock))
         self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
             failure_threshold, recovery_timeout, context=self.context))
         self.telemetry.prepare(SYSTEM, name, ("process",), _FAMILIES + (

@@ -19,6 +19,7 @@ from instrumented_clients.rabbitmq.incoming import Delivery, DeliveryCounter, Re
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
 from instrumented_clients.resilience.events import ConsumeOutcome, Outcome
+from instrumented_clients.resilience.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,6 +39,7 @@ class HandlerRunnerMixin:
     if TYPE_CHECKING:
         name: str
         handler: Callable[[IncomingMessage], object]
+        handler_policy: RetryPolicy
         breaker: CircuitBreaker | None
         max_deliveries: int | None
         connection: RabbitConnection
@@ -90,7 +92,10 @@ class HandlerRunnerMixin:
         error: BaseException | None = None
         outcome: ConsumeOutcome = "ack"
         try:
-            self.handler(message)
+            if self.handler_policy.max_attempts == 1:
+                self.handler(message)
+            else:
+                self.handler_policy.call(self.handler, message)
         except RejectMessage as exc:
             error, outcome = exc, "reject"
             self._forget(delivery)

@@ -22,7 +22,8 @@ from instrumented_clients.rabbitmq.incoming import (
     poison_key,
 )
 from instrumented_clients.rabbitmq.topology import Queue
-from instrumented_clients.testing import CapturedTelemetry
+from instrumented_clients.resilience import RetryPolicy
+from instrumented_clients.testing import CapturedTelemetry, FakeClock
 
 URL = "amqp://guest:secret@127.0.0.1:5672/"
 
@@ -338,3 +339,32 @@ def test_stop_before_start_closes_cleanly(make_consumer: Callable[..., Resilient
     assert consumer.wait(0)
     assert consumer.health()["state"] == "closed"
     consumer.close()  # idempotent
+
+
+def test_a_retry_policy_reruns_the_handler_on_transient_errors_before_requeueing(
+    make_consumer: Callable[..., ResilientConsumer],
+) -> None:
+    calls: list[int] = []
+
+    def flaky(message: IncomingMessage) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("downstream blip")
+
+    consumer = make_consumer(flaky, retry=RetryPolicy(max_attempts=3, clock=FakeClock()))
+    assert deliver(consumer)[0][0] == "ack"
+    assert len(calls) == 3
+
+
+def test_a_retry_policy_never_reruns_a_rejected_or_permanent_failure(
+    make_consumer: Callable[..., ResilientConsumer],
+) -> None:
+    calls: list[str] = []
+
+    def refuses(message: IncomingMessage) -> None:
+        calls.append("run")
+        raise ValueError("malformed")
+
+    consumer = make_consumer(refuses, retry=RetryPolicy(max_attempts=5, clock=FakeClock()))
+    assert deliver(consumer)[0][0] == "requeue"
+    assert calls == ["run"]
