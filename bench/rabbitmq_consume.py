@@ -129,8 +129,9 @@ def resilient(workers: int | None) -> Callable[[str, int], float]:
                 seen += 1
 
         started = time.perf_counter()
-        consumer = ResilientConsumer(URL, queue=queue, handler=handler, telemetry=telemetry,
-                                     prefetch=PREFETCH, workers=workers, name="bench")
+        consumer = ResilientConsumer(URL, queue=queue, passive=True, handler=handler,
+                                     telemetry=telemetry, prefetch=PREFETCH, workers=workers,
+                                     name="bench")
         registry = telemetry.registry
         assert registry is not None
         labels = {"system": "rabbitmq", "client": "bench", "outcome": "ack"}

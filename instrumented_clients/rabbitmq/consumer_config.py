@@ -39,6 +39,7 @@ class ConsumerConfigMixin:
         channel_closed_by_broker: int
         stale_settlements: int
         last_error: str | None
+        queue_error: str | None
         _consuming: bool
         _in_flight: int
         _paused: bool
@@ -98,19 +99,24 @@ class ConsumerConfigMixin:
         """State for a health endpoint; never a password.
 
         Without a ``breaker``, ``circuit_breaker`` reads ``closed``: nothing ever pauses.
+        ``healthy`` is False while the connection is down, the breaker is open, or the broker
+        refuses the queue (``queue_error``: missing, access refused, other arguments).
         """
         conn = self.connection.health()
         breaker_state = self.breaker.state.value if self.breaker else BreakerState.CLOSED.value
+        breaker_open = breaker_state == BreakerState.OPEN.value
         return {
             "system": SYSTEM,
             "client": self.name,
             **conn,
+            "healthy": conn["connected"] and not breaker_open and self.queue_error is None,
             "last_error": self.last_error or conn["last_error"],
             "consecutive_failures": self.consecutive_failures,
             "circuit_breaker": breaker_state,
-            "circuit_breaker_open": breaker_state == BreakerState.OPEN.value,
+            "circuit_breaker_open": breaker_open,
             "paused": self._paused,
             "queue": self.queue_name,
+            "queue_error": self.queue_error,
             "consuming": self._consuming,
             "in_flight": self._in_flight,
             "prefetch": self.prefetch,
