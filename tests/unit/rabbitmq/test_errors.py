@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pika import exceptions as pika_errors
 
-from instrumented_clients import RetryConfig, retry
+from instrumented_clients.compat import RetryConfig, retry
 from instrumented_clients.rabbitmq import errors
 from instrumented_clients.rabbitmq.errors import classify, is_transient_rmq_error
 from instrumented_clients.resilience import ErrorCategory
