@@ -24,7 +24,7 @@ _log = logging.getLogger("instrumented_clients.db")
 def default_db_policy(
     max_attempts: int = 4, initial_delay: float = 1.0, max_delay: float = 30.0, **options: Any
 ) -> RetryPolicy:
-    """Seed 003's database schedule: 4 attempts (~1, 2, 4 s between them), ×0.5–1.5 jitter.
+    """The database schedule: 4 attempts (~1, 2, 4 s between them), ×0.5–1.5 jitter.
 
     ``options`` are further :class:`RetryPolicy` fields (``clock``, ``jitter_mode``, ...).
     """

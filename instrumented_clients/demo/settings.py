@@ -53,7 +53,7 @@ def _port(name: str, default: int, environ: Mapping[str, str] | None) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    """The settings table of DESIGN.md, as the demo and ``check`` use it."""
+    """The environment variables of the clients, as the demo and ``check`` use them."""
 
     database_url: str
     redis_url: str
@@ -111,7 +111,7 @@ class Settings:
         return [part.strip() for part in self.rabbitmq_url.split(",") if part.strip()]
 
     def db_policy(self) -> RetryPolicy:
-        """Seed 003's database retry: attempts, base delay, cap, jitter ×0.5–1.5.
+        """The database retry: attempts, base delay, cap, jitter ×0.5–1.5.
 
         No classifier: ``ResilientDatabase`` adds its own (``instrumented_clients.db.errors``).
         """
@@ -120,7 +120,7 @@ class Settings:
                            max_delay=self.db_retry_max_delay, jitter=0.5)
 
     def redis_policy(self) -> RetryPolicy:
-        """Seed 003's Redis retry, with the Redis client's classifier."""
+        """The Redis retry, with the Redis client's classifier."""
         from instrumented_clients.redis.settings import default_policy
 
         return default_policy(self.redis_retry_max_attempts, self.redis_retry_base_delay,

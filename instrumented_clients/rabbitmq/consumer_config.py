@@ -68,7 +68,7 @@ class ConsumerConfigMixin:
         cls: type[C], queue: str | Queue, handler: Callable[[IncomingMessage], object],
         name: str = "consumer", environ: Mapping[str, str] | None = None, **overrides: Any,
     ) -> C:
-        """Build a consumer from the ``RABBITMQ_*`` variables of the defaults table.
+        """Build a consumer from the ``RABBITMQ_*`` environment variables.
 
         ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
         ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_HEARTBEAT``,

@@ -16,7 +16,7 @@ Exception tree of this package (all under the core's ``ResilienceError``)::
             └── ChannelClosedError      channel closed by the broker; reply_code tells (403/404/406
                                         permanent, 320/541 transient)
 
-Classification (DESIGN.md): pika connection errors, lost streams, heartbeat timeouts, 320
+Classification: pika connection errors, lost streams, heartbeat timeouts, 320
 (connection forced) and 541 (internal error) are transient; a channel closed with 403, 404 or 406
 is permanent, and so is an authentication failure (wrong password, ``ACCESS_REFUSED`` at connect).
 """
@@ -215,7 +215,7 @@ def classify(exc: BaseException) -> ErrorCategory:
 
 
 def is_transient_rmq_error(exc: BaseException) -> bool:
-    """Seed 002's predicate: True when waiting and trying again can succeed.
+    """True when waiting and trying again can succeed.
 
     Usable as ``RetryConfig(exception_filter=is_transient_rmq_error)``.
     """

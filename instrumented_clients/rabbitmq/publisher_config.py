@@ -60,7 +60,7 @@ class PublisherConfigMixin:
         cls: type[P], name: str = "publisher", environ: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> P:
-        """Build a publisher from the ``RABBITMQ_*`` variables of the defaults table.
+        """Build a publisher from the ``RABBITMQ_*`` environment variables.
 
         ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
         ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_MAX_PENDING_EVENTS``,

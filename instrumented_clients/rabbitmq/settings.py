@@ -1,4 +1,4 @@
-"""Broker URL validation and the defaults table's reconnect policy."""
+"""Broker URL validation and the default reconnect policy."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def default_reconnect_policy(
     max_retries: int = 10, retry_delay: float = 1.0, retry_max_delay: float = 30.0,
     clock: Clock = SYSTEM_CLOCK,
 ) -> RetryPolicy:
-    """The defaults table's reconnect policy (``RABBITMQ_MAX_RETRIES`` etc.)."""
+    """The default reconnect policy (``RABBITMQ_MAX_RETRIES`` etc.)."""
     return RetryPolicy(max_attempts=max_retries, initial_delay=retry_delay,
                        max_delay=retry_max_delay, classifier=classify, clock=clock)
 
@@ -59,7 +59,7 @@ def parse_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def connection_settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The connection keyword arguments every RabbitMQ client reads from the defaults table:
+    """The connection keyword arguments every RabbitMQ client reads from the environment:
     ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
     ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_HEARTBEAT`` and
     ``RABBITMQ_CONNECT_TIMEOUT``. A value that does not parse raises ``ConfigError`` naming it."""

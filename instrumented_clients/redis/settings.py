@@ -23,7 +23,7 @@ def default_policy(
     *,
     clock: Clock = SYSTEM_CLOCK,
 ) -> RetryPolicy:
-    """The Redis defaults (seed 003, DESIGN.md): 4 attempts, 0.5 s doubling to 10 s, ×0.5–1.5."""
+    """The Redis defaults: 4 attempts, 0.5 s doubling to 10 s, ×0.5–1.5."""
     return RetryPolicy(
         max_attempts=max_attempts,
         initial_delay=initial_delay,

@@ -1,4 +1,4 @@
-"""ResilientRedis against the real Redis: commands, pipelines, telemetry, auth, seed names."""
+"""ResilientRedis against the real Redis: commands, pipelines, telemetry, auth, legacy names."""
 
 from __future__ import annotations
 
@@ -138,15 +138,15 @@ def test_seed_compat_against_real_redis(prefix: str, telemetry: CapturedTelemetr
                                         "redis-cache")
     try:
         assert client.connection_pool.connection_kwargs["retry"].get_retries() == 0
-        client.set(f"{prefix}:seed", "v")
-        assert handler.execute_with_retry(lambda: client.get(f"{prefix}:seed"),
+        client.set(f"{prefix}:legacy", "v")
+        assert handler.execute_with_retry(lambda: client.get(f"{prefix}:legacy"),
                                           "get my_key") == b"v"
 
         @with_redis_retry(max_retries=2, base_delay=0.01, telemetry=telemetry)
         def get_cached_value(key: str) -> bytes | None:
             return client.get(key)  # type: ignore[return-value]
 
-        assert get_cached_value(f"{prefix}:seed") == b"v"
+        assert get_cached_value(f"{prefix}:legacy") == b"v"
     finally:
         client.close()
     assert outcome(telemetry, "redis", "connect", "success") == 1

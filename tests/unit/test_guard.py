@@ -268,7 +268,7 @@ def test_retry_with_breaker_fails_fast_once_open(
     assert fn.calls["n"] == 2  # type: ignore[attr-defined]  # no network touched
 
 
-# -- seed 002 aliases ----------------------------------------------------------------------
+# -- compatibility names -------------------------------------------------------------------
 
 
 def test_retry_config_defaults_and_conversion() -> None:

@@ -1,4 +1,4 @@
-"""LoggingSink: the seeds' retry line, structured fields, rate limiting, no secrets."""
+"""LoggingSink: the in-house helpers' retry line, structured fields, rate limiting, no secrets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seed 003's RedisConnectionRetry / with_redis_retry / get_redis_connection_retry."""
+"""The compatibility names RedisConnectionRetry / with_redis_retry / get_redis_connection_retry."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RetryPolicy: validation, the seeds' schedules, jitter bounds, the retry decision."""
+"""RetryPolicy: validation, the default schedules, jitter bounds, the retry decision."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_replace_validates_again() -> None:
         policy.replace(max_attempts=0)
 
 
-# -- the schedules of the seed documents, exactly ---------------------------------------------
+# -- the default schedules, exactly -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
