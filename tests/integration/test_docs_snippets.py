@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,9 +146,11 @@ def leftovers_removed() -> Iterator[dict[str, Any]]:
     """A namespace for the snippets; afterwards, everything they created is gone."""
     namespace: dict[str, Any] = {"__name__": "__snippets__"}
     keys, tables = _redis_keys(), _sql_tables()
+    sigterm = signal.getsignal(signal.SIGTERM)  # a snippet shows a shutdown handler
     try:
         yield namespace
     finally:
+        signal.signal(signal.SIGTERM, sigterm)
         for value in list(namespace.values()):
             _close(value)
         _delete_topologies(namespace)
