@@ -23,12 +23,11 @@ from instrumented_clients.telemetry.catalog import (
     BREAKER_STATES,
     CONNECTION_STATES,
     ERROR_OUTCOMES,
-    SYSTEMS,
+    SQL_SYSTEMS,
 )
 
 __all__ = ["DASHBOARDS", "build_all"]
 
-SQL_SYSTEMS = ("postgresql", "mysql", "mariadb", "sqlite")
 _SEL = 'job=~"$job", system=~"$system", client=~"$client"'
 _RATE = "$__rate_interval"
 ERRORS = "|".join(ERROR_OUTCOMES)
@@ -366,7 +365,6 @@ DASHBOARDS: dict[str, tuple[str, str, str, _Builder]] = {
     "slo": ("Resilient clients / SLO", ".*",
             "Error budget and multi-window burn rates of the operation SLO.", slo),
 }
-assert set(SQL_SYSTEMS) < set(SYSTEMS)
 
 
 def build_all(config: ObservabilityConfig = DEFAULT_CONFIG) -> dict[str, dict[str, Any]]:
