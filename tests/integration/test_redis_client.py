@@ -132,7 +132,7 @@ def test_redis_py_retries_are_off_so_one_failure_is_exactly_our_attempts(
     assert outcome(telemetry, "attempts", "get", "failure_after_retry") == 1
 
 
-def test_seed_compat_against_real_redis(prefix: str, telemetry: CapturedTelemetry) -> None:
+def test_compat_names_against_real_redis(prefix: str, telemetry: CapturedTelemetry) -> None:
     handler = RedisConnectionRetry(max_retries=3, telemetry=telemetry)
     client = handler.connect_with_retry(lambda: redis.Redis(host="127.0.0.1", port=6379),
                                         "redis-cache")
@@ -153,7 +153,7 @@ def test_seed_compat_against_real_redis(prefix: str, telemetry: CapturedTelemetr
     assert outcome(telemetry, "redis", "execute", "success") == 1
 
 
-def test_seed_connect_with_retry_gives_up_on_refused_port(telemetry: CapturedTelemetry) -> None:
+def test_compat_connect_with_retry_gives_up_on_refused_port(telemetry: CapturedTelemetry) -> None:
     clock = FakeClock()
     handler = RedisConnectionRetry(max_retries=2, clock=clock, telemetry=telemetry)
     port = free_port()
@@ -163,7 +163,7 @@ def test_seed_connect_with_retry_gives_up_on_refused_port(telemetry: CapturedTel
     assert outcome(telemetry, "redis", "connect", "failure_after_retry") == 1
 
 
-def test_seed_connect_with_retry_does_not_multiply_a_resilient_clients_attempts(
+def test_compat_connect_with_retry_does_not_multiply_a_resilient_clients_attempts(
     telemetry: CapturedTelemetry,
 ) -> None:
     clock = FakeClock()
@@ -171,7 +171,7 @@ def test_seed_connect_with_retry_does_not_multiply_a_resilient_clients_attempts(
     made: list[ResilientRedis] = []
 
     def connect() -> ResilientRedis:
-        made.append(ResilientRedis(dead.url(URL), name="seeded", telemetry=telemetry))
+        made.append(ResilientRedis(dead.url(URL), name="adopted", telemetry=telemetry))
         return made[-1]
 
     with FaultProxy("127.0.0.1", free_port()) as dead:

@@ -127,7 +127,7 @@ def test_the_breaker_opens_and_fails_fast_then_closes_again(
                            operation="execute", outcome="rejected") == 1
 
 
-def test_seed_compat_with_raw_drivers(telemetry: CapturedTelemetry) -> None:
+def test_compat_names_with_raw_drivers(telemetry: CapturedTelemetry) -> None:
     retry = DatabaseConnectionRetry(max_retries=3, base_delay=0.01, client="legacy-raw",
                                     telemetry=telemetry)
     connection = retry.connect_with_retry(

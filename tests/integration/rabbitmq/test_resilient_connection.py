@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_reconnects_after_a_cut_and_retries_the_operation(
     admin: Admin, proxy: FaultProxy, telemetry: CapturedTelemetry
 ) -> None:
-    queue = admin.queue("seed000")
+    queue = admin.queue("blocking")
     made: list[Any] = []
 
     def factory() -> Any:
@@ -59,7 +59,7 @@ def test_reconnects_after_a_cut_and_retries_the_operation(
         resilient.channel()
 
 
-def test_gives_up_after_the_seed_policy_while_down(
+def test_gives_up_after_the_default_policy_while_down(
     proxy: FaultProxy, telemetry: CapturedTelemetry
 ) -> None:
     proxy.refuse()

@@ -69,7 +69,7 @@ def test_execute_with_retry_gives_up_after_max_retries(
                            operation="execute") == 1
 
 
-def test_seed_defaults_are_three_retries_and_one_second() -> None:
+def test_compat_defaults_are_three_retries_and_one_second() -> None:
     retry = DatabaseConnectionRetry()
     assert retry.max_retries == 3
     assert retry.policy.max_attempts == 4

@@ -73,7 +73,7 @@ def test_missing_exchange_name_is_read_from_the_reply_text() -> None:
     assert errors.missing_exchange("NOT_FOUND - no queue 'q' in vhost '/'") is None
 
 
-def test_seed_002_exception_filter_works_with_retry(clock: object) -> None:
+def test_retry_config_exception_filter_works_with_retry(clock: object) -> None:
     calls = []
 
     @retry(RetryConfig(max_attempts=3, initial_delay=0.0, jitter=False,
