@@ -14,6 +14,7 @@ from typing import Any
 import pika
 import pytest
 
+from instrumented_clients.health import HealthRegistry
 from instrumented_clients.rabbitmq import Exchange, Queue, Topology, default_reconnect_policy
 from instrumented_clients.rabbitmq.consumer import ResilientConsumer
 from instrumented_clients.rabbitmq.incoming import IncomingMessage
@@ -507,8 +508,6 @@ def test_a_queue_given_by_name_is_declared_and_consumed(
 def test_a_passive_consumer_of_a_missing_queue_is_unhealthy_until_the_queue_exists(
     admin: Admin, make_consumer: Callable[..., ResilientConsumer],
 ) -> None:
-    from instrumented_clients.health import HealthRegistry
-
     queue = admin.name("passive")
     admin.queues.append(queue)
     handler = Handler()
@@ -539,8 +538,6 @@ def test_a_passive_consumer_of_a_missing_queue_is_unhealthy_until_the_queue_exis
 def test_a_queue_deleted_under_a_passive_consumer_makes_it_unhealthy(
     admin: Admin, make_consumer: Callable[..., ResilientConsumer],
 ) -> None:
-    from instrumented_clients.health import HealthRegistry
-
     queue = admin.name("deleted")
     admin.queues.append(queue)
     admin.channel.queue_declare(queue, durable=True)
