@@ -23,7 +23,9 @@ import pika
 import pytest
 import redis
 import sqlalchemy
+from prometheus_client import CollectorRegistry
 
+from instrumented_clients import Telemetry, get_default_telemetry, set_default_telemetry
 from instrumented_clients.rabbitmq.connection import RabbitConnection
 
 pytestmark = pytest.mark.integration
@@ -162,9 +164,14 @@ def leftovers_removed() -> Iterator[dict[str, Any]]:
     namespace: dict[str, Any] = {"__name__": "__snippets__"}
     keys, tables = _redis_keys(), _sql_tables()
     sigterm = signal.getsignal(signal.SIGTERM)  # a snippet shows a shutdown handler
+    default_telemetry = get_default_telemetry()
+    # The snippets use the package's default telemetry: keep their series out of the global
+    # registry that other tests of this session read.
+    set_default_telemetry(Telemetry(registry=CollectorRegistry()))
     try:
         yield namespace
     finally:
+        set_default_telemetry(default_telemetry)
         signal.signal(signal.SIGTERM, sigterm)
         for value in list(namespace.values()):
             _close(value)
