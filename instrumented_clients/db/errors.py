@@ -1,8 +1,8 @@
 """The one place where SQL driver exceptions become :class:`ErrorCategory` values.
 
 Works for SQLAlchemy's wrappers (``sqlalchemy.exc.DBAPIError`` with ``.orig`` and
-``connection_invalidated``) and for raw DB-API exceptions alike, because the seed's decorators wrap
-plain driver calls. The decision is made, in this order, from:
+``connection_invalidated``) and for raw DB-API exceptions alike, because ``with_db_retry`` and
+``DatabaseConnectionRetry`` wrap plain driver calls. The decision is made, in this order, from:
 
 1. a TLS certificate or host name that does not verify, wrapped however the driver wraps it
    (PyMySQL's ``OperationalError`` raised from the ``ssl`` error, or libpq's message) →
@@ -324,5 +324,5 @@ def _classify_driver(exc: BaseException) -> ErrorCategory | None:
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
-    """Seed 003's predicate: whether ``exc`` deserves another attempt."""
+    """Whether ``exc`` deserves another attempt (usable as ``RetryPolicy(retry_on=...)``)."""
     return classify(exc).is_transient

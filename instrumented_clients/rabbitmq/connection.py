@@ -21,7 +21,7 @@ Interface, for a client built on :class:`RabbitConnection`:
   :meth:`~RabbitConnection.health` from any thread. :meth:`~RabbitConnection.close` closes the
   connection and stops the thread.
 
-Reconnects follow the :class:`~instrumented_clients.resilience.RetryPolicy` (defaults table:
+Reconnects follow the :class:`~instrumented_clients.resilience.RetryPolicy` (by default
 10 attempts, 1 s doubling to a 30 s cap). When the attempts are spent, or at once on a permanent
 error (wrong password, missing vhost), the state goes to FAILED; attempts continue every
 ``max_delay`` seconds and the state stays FAILED until one succeeds. URLs are tried in turn.
@@ -104,7 +104,7 @@ class RabbitConnection:
         urls: broker URL(s): a comma-separated string or a sequence, tried in turn.
         name: the ``client`` label and the default ``connection_name``.
         telemetry: an :class:`Instrumentation` (a :class:`~instrumented_clients.Telemetry`).
-        reconnect_policy: attempts/backoff before FAILED (default: the defaults table).
+        reconnect_policy: attempts/backoff before FAILED (default: 10 attempts, 1 s to 30 s).
         heartbeat: AMQP heartbeat in seconds (a dead peer is detected in about 2× this).
         connect_timeout: TCP connect timeout (pika's ``socket_timeout``).
         stack_timeout: whole handshake (TCP + TLS + AMQP) timeout.

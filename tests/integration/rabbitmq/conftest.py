@@ -158,7 +158,7 @@ def make_publisher(
 
 @pytest.fixture(autouse=True)
 def no_illegal_transitions(telemetry: CapturedTelemetry) -> Iterator[None]:
-    """Every test ends with no illegal state transition counted (DESIGN.md)."""
+    """Every test ends with no illegal state transition counted."""
     yield
     assert telemetry.registry is not None
     total = sum(
