@@ -240,10 +240,10 @@ def overview(config: ObservabilityConfig) -> list[Panel]:
         timeseries("Breaker transitions and rejections", [
             Query(q.increase("circuit_breaker_transitions_total", "system, client, to_state"),
                   "to {{to_state}} {{client}}"),
-            Query(q.rate("circuit_breaker_rejections_total", "system, client"),
-                  "rejected/s {{client}}"),
-        ], width=6, description="Transitions are whole counts; rejections a rate.",
-            healthy="0: the breaker stays closed and refuses nothing."),
+            Query(q.increase("circuit_breaker_rejections_total", "system, client"),
+                  "rejected {{client}}"),
+        ], bars=True, width=6, whole=True, description=_EXTRAPOLATED,
+            healthy="no bars: the breaker stays closed and refuses nothing."),
         row("Operations"),
         timeseries("Operations by outcome", [
             Query(q.rate(ops, "system, outcome"), "{{system}} {{outcome}}"),
