@@ -146,7 +146,7 @@ def _connection_panels(q: _Queries, links: Sequence[DataLink] = ()) -> list[Pane
     return [
         state_timeline(
             "Connection state",
-            [Query(connection, "{{system}} {{client}} {{instance}}")],
+            [Query(connection, "{{client}} {{instance}}")],
             states=_states(CONNECTION_STATES, CONNECTION_COLOURS),
             description="One bar per client and process: an outage is a red or orange stretch.",
             healthy="every bar green (connected); grey only for a client closed on purpose.",
@@ -154,7 +154,7 @@ def _connection_panels(q: _Queries, links: Sequence[DataLink] = ()) -> list[Pane
         ),
         state_timeline(
             "Circuit breaker state",
-            [Query(breaker, "{{system}} {{client}} {{instance}}")],
+            [Query(breaker, "{{client}} {{instance}}")],
             states=_states(BREAKER_STATES, BREAKER_COLOURS),
             description="Open: calls are refused without touching the network.",
             healthy="every bar green (closed).",
