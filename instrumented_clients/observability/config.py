@@ -153,24 +153,24 @@ class ObservabilityConfig:
                 )
         for client, objective in self.client_objectives.items():
             if not isinstance(objective, float) or not 0 < objective < 1:
-                raise ConfigError(f"client_objectives[{client!r}]", repr(objective),
+                raise ConfigError(f"client_objectives[{client!r}]", str(objective),
                                   "a float between 0 and 1 (0.999 = 99.9 %)")
         for name in ("runbook_url_base", "grafana_url"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _ABSOLUTE_URL.match(value):
-                raise ConfigError(name, repr(value), "an absolute http(s) URL")
+                raise ConfigError(name, str(value), "an absolute http(s) URL")
         taken = {"job", "instance", "le"} | {label for spec in METRICS for label in spec.labels}
         if isinstance(self.grouping_labels, str):
-            raise ConfigError("grouping_labels", repr(self.grouping_labels),
+            raise ConfigError("grouping_labels", str(self.grouping_labels),
                               "a tuple of label names, e.g. ('cluster', 'namespace')")
         for label in self.grouping_labels:
             if not isinstance(label, str) or not _LABEL.match(label) or label in taken:
-                raise ConfigError("grouping_labels", repr(self.grouping_labels),
+                raise ConfigError("grouping_labels", str(self.grouping_labels),
                                   "Prometheus label names other than job, instance and the "
                                   "metric labels")
         if (isinstance(self.slo_period_days, bool) or not isinstance(self.slo_period_days, int)
                 or not 1 <= self.slo_period_days <= 365):
-            raise ConfigError("slo_period_days", repr(self.slo_period_days),
+            raise ConfigError("slo_period_days", str(self.slo_period_days),
                               "a whole number of days from 1 to 365")
 
     # -- names and selectors ----------------------------------------------------------------------

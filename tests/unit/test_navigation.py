@@ -195,9 +195,7 @@ def test_the_per_client_objective_fixture_equals_a_fresh_render(tmp_path: Path) 
     fresh = tmp_path / "rules.yml"
     fresh.write_text(render_rules(config))
     committed = ROOT / "alerts" / "tests" / "client-objective" / "resilient-clients.rules.yml"
-    assert filecmp.cmp(fresh, committed, shallow=False), (
-        "stale fixture; write render_rules(DEFAULT_CONFIG.with_changes(client_objectives="
-        "{'payments': 0.99})) to it")
+    assert filecmp.cmp(fresh, committed, shallow=False), "stale fixture: run `make generate`"
     assert "client:resilient_client_slo_objective:ratio" in fresh.read_text()
 
 
