@@ -1,8 +1,9 @@
 """The ``instrumented-clients`` command (also ``python -m instrumented_clients``).
 
 Subcommands: ``demo`` (the order-flow workload with live metrics and health), ``check`` (try each
-dependency once), ``generate`` and ``snapshot`` (dashboards and alerts, from the observability
-module). A bad flag or environment variable is one line on stderr naming it, and exit status 2.
+dependency once), ``settings`` (the environment variables, their defaults and values),
+``generate`` and ``snapshot`` (dashboards and alerts, from the observability module). A bad flag
+or environment variable is one line on stderr naming it, and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, NoReturn
 
 from instrumented_clients.config import ConfigError
@@ -30,7 +30,7 @@ _DELEGATED_HELP = {
     "generate": "write dashboards/ and alerts/ from the metric catalog",
     "snapshot": "render a snapshot of the dashboards",
 }
-_DEPENDENCIES = ("database", "redis", "rabbitmq")
+_DEPENDENCIES = ("database", "redis", "rabbitmq")  # as instrumented_clients.dependencies names them
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="NAME", help="treat this dependency as required (repeatable)")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    shown = commands.add_parser(
+        "settings", help="list the environment variables, their defaults and current values",
+        description="Print every environment variable the package reads, as a Markdown table "
+        "(the README's). With --values, each variable's value now (passwords hidden); a value "
+        "that does not parse is a configuration error.")
+    shown.add_argument("--values", action="store_true",
+                       help="show the value each variable has now instead of the table")
+
     for name, text in _DELEGATED_HELP.items():
         commands.add_parser(name, add_help=False, help=f"{text} (see {name} --help)")
     return parser
@@ -128,32 +136,15 @@ def _format_table(rows: list[list[str]], out: IO[str]) -> None:
 
 
 def run_check(args: argparse.Namespace, out: IO[str]) -> int:
-    """Try each dependency once (in parallel) through its client, print the table, return the
-    exit status."""
-    from instrumented_clients.demo import probes
-    from instrumented_clients.demo.settings import Settings
+    """Try each dependency once (in parallel) through its client, print the table and the health
+    registry's verdict, return the exit status."""
+    from instrumented_clients.dependencies import check_dependencies
 
-    settings = Settings.from_env()
-    settings.validate_urls()
-    required = set(args.require) | {"database"}
-    if settings.rabbitmq_required:
-        required.add("rabbitmq")
-    plan = {
-        "database": (probes.database_system(settings.database_url), settings.database_url),
-        "redis": ("redis", settings.redis_url),
-        "rabbitmq": ("rabbitmq", settings.rabbitmq_urls[0]),
-    }
-    names = [name for name in _DEPENDENCIES if not args.only or name in args.only]
-    with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        futures = [pool.submit(probes.probe, name, plan[name][0], plan[name][1],
-                               required=name in required, timeout=args.timeout)
-                   for name in names]
-        results = [future.result() for future in futures]
-    down_required = [r.name for r in results if not r.ok and r.required]
-    down_optional = [r.name for r in results if not r.ok and not r.required]
-    status = "unhealthy" if down_required else "degraded" if down_optional else "healthy"
+    report = check_dependencies(args.only or _DEPENDENCIES, require=args.require,
+                                timeout=args.timeout)
+    results = report.results
     if args.json:
-        json.dump({"status": status, "dependencies": {
+        json.dump({"status": report.status, "dependencies": {
             r.name: {"system": r.system, "address": r.address, "required": r.required,
                      "state": r.state, "latency_seconds": round(r.latency, 6),
                      "error_category": r.category, "error": r.error} for r in results}},
@@ -167,12 +158,34 @@ def run_check(args: argparse.Namespace, out: IO[str]) -> int:
                          f"{r.category}: {r.error}" if r.error else "-"])
         _format_table(rows, out)
         detail = ""
-        if down_required:
-            detail = f" (required down: {', '.join(down_required)})"
-        elif down_optional:
-            detail = f" (optional down: {', '.join(down_optional)})"
-        out.write(f"\nstatus: {status}{detail}\n")
-    return EXIT_DEPENDENCY_DOWN if down_required else EXIT_OK
+        if report.down_required:
+            detail = f" (required down: {', '.join(report.down_required)})"
+        elif report.down_optional:
+            detail = f" (optional down: {', '.join(report.down_optional)})"
+        out.write(f"\nstatus: {report.status}{detail}\n")
+    return EXIT_DEPENDENCY_DOWN if report.status == "unhealthy" else EXIT_OK
+
+
+def run_settings(args: argparse.Namespace, out: IO[str]) -> int:
+    """Print the settings table, or each variable's current (parsed, redacted) value."""
+    from instrumented_clients.redaction import redact_text
+    from instrumented_clients.settings import SETTINGS, markdown_table
+
+    if not args.values:
+        out.write(markdown_table())
+        return EXIT_OK
+    rows = [["VARIABLE", "VALUE", "DEFAULT"]]
+    for entry in SETTINGS:
+        value = entry.read()
+        if isinstance(value, bool):
+            shown = str(value).lower()
+        elif isinstance(value, (int, float)):
+            shown = f"{value:g}" + (f" {entry.unit}" if entry.unit else "")
+        else:
+            shown = redact_text(value) or "-"
+        rows.append([entry.env, shown, entry.default_text.replace("`", "")])
+    _format_table(rows, out)
+    return EXIT_OK
 
 
 # -- generate / snapshot ---------------------------------------------------------------------------
@@ -202,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(arguments)
         if args.command == "check":
             return run_check(args, sys.stdout)
+        if args.command == "settings":
+            return run_settings(args, sys.stdout)
         from instrumented_clients.demo.app import run_demo
 
         return run_demo(args)

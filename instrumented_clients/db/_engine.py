@@ -13,6 +13,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_url
+from instrumented_clients.settings import DATABASE_URL
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -23,7 +24,7 @@ __all__ = [
     "verb_of",
 ]
 
-DEFAULT_DATABASE_URL: Final = "sqlite:///instrumented-clients-demo.db"
+DEFAULT_DATABASE_URL: Final = DATABASE_URL.default
 
 # The drivers this package is tested with, chosen when a URL names none.
 _DEFAULT_DRIVERS: Final = {

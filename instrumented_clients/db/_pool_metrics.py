@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from instrumented_clients.telemetry import Telemetry
-from instrumented_clients.telemetry.catalog import METRICS
 from instrumented_clients.telemetry.pool import bind_pool_gauges
 
 __all__ = ["PoolCounts", "bind_engine_pool_gauges", "forget_series", "pool_counts"]
@@ -55,8 +54,7 @@ def forget_series(telemetry: Telemetry, system: str, client: str) -> None:
     metrics = telemetry.metrics
     if metrics is None:
         return
-    for spec in METRICS:
-        metric = metrics[spec.name]
+    for spec, metric in metrics.created():
         seen: set[tuple[str, ...]] = set()
         for family in metric.collect():
             for sample in family.samples:

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
 from instrumented_clients.resilience import ErrorCategory, RetryPolicy, classify_exception
+from instrumented_clients.settings import (
+    DB_RETRY_BASE_DELAY,
+    DB_RETRY_MAX_ATTEMPTS,
+    DB_RETRY_MAX_DELAY,
+)
 
 __all__ = [
     "commit_or_report_ambiguity",
     "counts_against_breaker",
+    "db_policy_from_env",
     "default_db_policy",
     "rollback_quietly",
     "with_db_classifier",
@@ -22,7 +29,10 @@ _log = logging.getLogger("instrumented_clients.db")
 
 
 def default_db_policy(
-    max_attempts: int = 4, initial_delay: float = 1.0, max_delay: float = 30.0, **options: Any
+    max_attempts: int = DB_RETRY_MAX_ATTEMPTS.default,
+    initial_delay: float = DB_RETRY_BASE_DELAY.default,
+    max_delay: float = DB_RETRY_MAX_DELAY.default,
+    **options: Any,
 ) -> RetryPolicy:
     """Seed 003's database schedule: 4 attempts (~1, 2, 4 s between them), ×0.5–1.5 jitter.
 
@@ -32,6 +42,14 @@ def default_db_policy(
     options.setdefault("classifier", classify)
     return RetryPolicy(max_attempts=max_attempts, initial_delay=initial_delay,
                        max_delay=max_delay, **options)
+
+
+def db_policy_from_env(environ: Mapping[str, str] | None = None, **options: Any) -> RetryPolicy:
+    """:func:`default_db_policy` from ``DB_RETRY_MAX_ATTEMPTS`` (attempts, the first included),
+    ``DB_RETRY_BASE_DELAY`` and ``DB_RETRY_MAX_DELAY``."""
+    return default_db_policy(DB_RETRY_MAX_ATTEMPTS.read(environ),
+                             DB_RETRY_BASE_DELAY.read(environ),
+                             DB_RETRY_MAX_DELAY.read(environ), **options)
 
 
 def with_db_classifier(policy: RetryPolicy) -> RetryPolicy:

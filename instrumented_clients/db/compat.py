@@ -23,12 +23,16 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
-from instrumented_clients.config import env_float, env_int
 from instrumented_clients.db._rules import default_db_policy
 from instrumented_clients.db.errors import classify
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience import CircuitBreaker, Guard, RetryPolicy
 from instrumented_clients.resilience.events import Instrumentation
+from instrumented_clients.settings import (
+    DB_RETRY_BASE_DELAY,
+    DB_RETRY_MAX_ATTEMPTS,
+    DB_RETRY_MAX_DELAY,
+)
 
 __all__ = ["DatabaseConnectionRetry", "get_db_connection_retry", "with_db_retry"]
 
@@ -143,9 +147,9 @@ def get_db_connection_retry(
         ConfigError: naming a variable whose value does not parse.
     """
     if max_retries is None:
-        max_retries = env_int("DB_RETRY_MAX_ATTEMPTS", 4, minimum=1, environ=environ) - 1
+        max_retries = DB_RETRY_MAX_ATTEMPTS.read(environ) - 1
     if base_delay is None:
-        base_delay = env_float("DB_RETRY_BASE_DELAY", 1.0, minimum=0, environ=environ)
+        base_delay = DB_RETRY_BASE_DELAY.read(environ)
     if max_delay is None:
-        max_delay = env_float("DB_RETRY_MAX_DELAY", 30.0, minimum=0, environ=environ)
+        max_delay = DB_RETRY_MAX_DELAY.read(environ)
     return DatabaseConnectionRetry(max_retries, base_delay, max_delay, **options)

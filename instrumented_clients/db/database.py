@@ -23,7 +23,6 @@ from typing import Any, Final, TypeVar
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.sql.elements import TextClause
 
-from instrumented_clients.config import env_float, env_int, env_str
 from instrumented_clients.db._engine import (
     DEFAULT_DATABASE_URL,
     READ_VERBS,
@@ -42,6 +41,7 @@ from instrumented_clients.db._pool_metrics import (
 from instrumented_clients.db._rules import (
     commit_or_report_ambiguity,
     counts_against_breaker,
+    db_policy_from_env,
     default_db_policy,
     rollback_quietly,
     with_db_classifier,
@@ -59,6 +59,7 @@ from instrumented_clients.resilience import (
     RetryPolicy,
 )
 from instrumented_clients.resilience.events import ReconnectAttempt, ReconnectFinished
+from instrumented_clients.settings import DATABASE_URL
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 from instrumented_clients.telemetry.pool import unbind_pool_gauges
 
@@ -468,15 +469,11 @@ class ResilientDatabase:
         Raises:
             ConfigError: naming the variable whose value does not parse.
         """
-        url = env_str("DATABASE_URL", DEFAULT_DATABASE_URL, environ)
+        url = DATABASE_URL.read(environ)
         if "policy" not in overrides:
-            overrides["policy"] = default_db_policy(
-                env_int("DB_RETRY_MAX_ATTEMPTS", 4, minimum=1, environ=environ),
-                env_float("DB_RETRY_BASE_DELAY", 1.0, minimum=0, environ=environ),
-                env_float("DB_RETRY_MAX_DELAY", 30.0, minimum=0, environ=environ),
-            )
+            overrides["policy"] = db_policy_from_env(environ)
         if "url" not in overrides:
-            overrides["url"] = normalize_url(url, argument="DATABASE_URL")
+            overrides["url"] = normalize_url(url, argument=DATABASE_URL.env)
         return cls(name=name, **overrides)
 
 

@@ -21,11 +21,11 @@ from typing import Any
 
 from instrumented_clients.demo.chaos import Chaos, default_schedule, proxy_for
 from instrumented_clients.demo.clients import DemoClients, build_clients
-from instrumented_clients.demo.probes import describe_error
 from instrumented_clients.demo.settings import Settings
 from instrumented_clients.demo.view import DemoView, RecentLog, metric_total, plain_line, render
 from instrumented_clients.demo.workload import OrderFlow
 from instrumented_clients.health import HealthRegistry, metrics_registry, serve_metrics_and_health
+from instrumented_clients.redaction import describe_error
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 from instrumented_clients.testing import FaultProxy
 

@@ -162,6 +162,6 @@ def build_clients(settings: Settings, urls: dict[str, Any], *, prefix: str, tele
 
 
 def _database_system(url: str) -> str:
-    from instrumented_clients.demo.probes import database_system
+    from instrumented_clients.dependencies import database_system
 
     return database_system(url)

@@ -8,52 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from instrumented_clients.config import ConfigError, env_bool, env_float, env_int, env_str
-from instrumented_clients.redaction import redact_url
+from instrumented_clients import settings as table
 from instrumented_clients.resilience import RetryPolicy
 
 __all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_RABBITMQ_URL", "DEFAULT_REDIS_URL", "Settings"]
 
-DEFAULT_DATABASE_URL = "sqlite:///instrumented-clients-demo.db"
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-DEFAULT_RABBITMQ_URL = "amqp://guest:guest@localhost:5672/"
-
-_SCHEMES = {
-    "REDIS_URL": ("redis", "rediss", "unix"),
-    "RABBITMQ_URL": ("amqp", "amqps"),
-}
-
-
-def _url(name: str, default: str, environ: Mapping[str, str] | None) -> str:
-    value = env_str(name, default, environ)
-    allowed = _SCHEMES.get(name)
-    for part in value.split(","):
-        try:
-            scheme = urlsplit(part.strip()).scheme
-            urlsplit(part.strip()).port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise ConfigError(name, redact_url(value), "a URL with a valid port") from None
-        if allowed is None and not scheme:
-            raise ConfigError(name, redact_url(value), "a SQLAlchemy URL such as "
-                              "postgresql+psycopg://user:password@host:5432/db")
-        if allowed is not None and scheme not in allowed:
-            raise ConfigError(name, redact_url(value),
-                              "a URL with scheme " + " or ".join(f"{s}://" for s in allowed))
-    return value
-
-
-def _port(name: str, default: int, environ: Mapping[str, str] | None) -> int:
-    port = env_int(name, default, minimum=0, environ=environ)
-    if port > 65535:
-        raise ConfigError(name, str(port), "an integer from 0 to 65535")
-    return port
+DEFAULT_DATABASE_URL = table.DATABASE_URL.default
+DEFAULT_REDIS_URL = table.REDIS_URL.default
+DEFAULT_RABBITMQ_URL = table.RABBITMQ_URL.default
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The settings table of DESIGN.md, as the demo and ``check`` use it."""
+    """The package's settings table (:mod:`instrumented_clients.settings`) as the demo reads it."""
 
     database_url: str
     redis_url: str
@@ -63,7 +31,7 @@ class Settings:
     rabbitmq_retry_delay: float
     rabbitmq_retry_max_delay: float
     rabbitmq_max_pending_events: int
-    rabbitmq_heartbeat: int
+    rabbitmq_heartbeat: float
     rabbitmq_connect_timeout: float
     rabbitmq_prefetch: int
     db_retry_max_attempts: int
@@ -72,38 +40,41 @@ class Settings:
     redis_retry_max_attempts: int
     redis_retry_base_delay: float
     redis_retry_max_delay: float
-    metrics_port: int = 8000
+    metrics_port: int = table.METRICS_PORT.default
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every variable; the first one that does not parse raises ``ConfigError``."""
+        """Read every variable; the first one that does not parse raises ``ConfigError``.
+
+        URLs are checked by their clients' own parsers; :meth:`validate_urls` goes further
+        (the SQL dialect and driver are loaded).
+        """
+        from instrumented_clients.db._engine import normalize_url
+        from instrumented_clients.rabbitmq.settings import urls_from_env
+        from instrumented_clients.redis.settings import validate_url
+
+        database_url = table.DATABASE_URL.read(environ)
+        normalize_url(database_url, argument=table.DATABASE_URL.env)
+        urls_from_env(environ)
         return cls(
-            database_url=_url("DATABASE_URL", DEFAULT_DATABASE_URL, environ),
-            redis_url=_url("REDIS_URL", DEFAULT_REDIS_URL, environ),
-            rabbitmq_url=_url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, environ),
-            rabbitmq_required=env_bool("RABBITMQ_REQUIRED", False, environ),
-            rabbitmq_max_retries=env_int("RABBITMQ_MAX_RETRIES", 10, minimum=1, environ=environ),
-            rabbitmq_retry_delay=env_float("RABBITMQ_RETRY_DELAY", 1.0, minimum=0,
-                                           environ=environ),
-            rabbitmq_retry_max_delay=env_float("RABBITMQ_RETRY_MAX_DELAY", 30.0, minimum=0,
-                                               environ=environ),
-            rabbitmq_max_pending_events=env_int("RABBITMQ_MAX_PENDING_EVENTS", 1000, minimum=1,
-                                                environ=environ),
-            rabbitmq_heartbeat=env_int("RABBITMQ_HEARTBEAT", 60, minimum=0, environ=environ),
-            rabbitmq_connect_timeout=env_float("RABBITMQ_CONNECT_TIMEOUT", 10.0, minimum=0.001,
-                                               environ=environ),
-            rabbitmq_prefetch=env_int("RABBITMQ_PREFETCH", 100, minimum=1, environ=environ),
-            db_retry_max_attempts=env_int("DB_RETRY_MAX_ATTEMPTS", 4, minimum=1,
-                                          environ=environ),
-            db_retry_base_delay=env_float("DB_RETRY_BASE_DELAY", 1.0, minimum=0, environ=environ),
-            db_retry_max_delay=env_float("DB_RETRY_MAX_DELAY", 30.0, minimum=0, environ=environ),
-            redis_retry_max_attempts=env_int("REDIS_RETRY_MAX_ATTEMPTS", 4, minimum=1,
-                                             environ=environ),
-            redis_retry_base_delay=env_float("REDIS_RETRY_BASE_DELAY", 0.5, minimum=0,
-                                             environ=environ),
-            redis_retry_max_delay=env_float("REDIS_RETRY_MAX_DELAY", 10.0, minimum=0,
-                                            environ=environ),
-            metrics_port=_port("METRICS_PORT", 8000, environ),
+            database_url=database_url,
+            redis_url=validate_url(table.REDIS_URL.read(environ), table.REDIS_URL.env),
+            rabbitmq_url=table.RABBITMQ_URL.read(environ),
+            rabbitmq_required=table.RABBITMQ_REQUIRED.read(environ),
+            rabbitmq_max_retries=table.RABBITMQ_MAX_RETRIES.read(environ),
+            rabbitmq_retry_delay=table.RABBITMQ_RETRY_DELAY.read(environ),
+            rabbitmq_retry_max_delay=table.RABBITMQ_RETRY_MAX_DELAY.read(environ),
+            rabbitmq_max_pending_events=table.RABBITMQ_MAX_PENDING_EVENTS.read(environ),
+            rabbitmq_heartbeat=table.RABBITMQ_HEARTBEAT.read(environ),
+            rabbitmq_connect_timeout=table.RABBITMQ_CONNECT_TIMEOUT.read(environ),
+            rabbitmq_prefetch=table.RABBITMQ_PREFETCH.read(environ),
+            db_retry_max_attempts=table.DB_RETRY_MAX_ATTEMPTS.read(environ),
+            db_retry_base_delay=table.DB_RETRY_BASE_DELAY.read(environ),
+            db_retry_max_delay=table.DB_RETRY_MAX_DELAY.read(environ),
+            redis_retry_max_attempts=table.REDIS_RETRY_MAX_ATTEMPTS.read(environ),
+            redis_retry_base_delay=table.REDIS_RETRY_BASE_DELAY.read(environ),
+            redis_retry_max_delay=table.REDIS_RETRY_MAX_DELAY.read(environ),
+            metrics_port=table.METRICS_PORT.read(environ),
         )
 
     @property
@@ -111,16 +82,14 @@ class Settings:
         return [part.strip() for part in self.rabbitmq_url.split(",") if part.strip()]
 
     def db_policy(self) -> RetryPolicy:
-        """Seed 003's database retry: attempts, base delay, cap, jitter ×0.5–1.5.
+        """The SQL client's retry policy (its classifier, jitter ×0.5–1.5) on these values."""
+        from instrumented_clients.db import default_db_policy
 
-        No classifier: ``ResilientDatabase`` adds its own (``instrumented_clients.db.errors``).
-        """
-        return RetryPolicy(max_attempts=self.db_retry_max_attempts,
-                           initial_delay=self.db_retry_base_delay,
-                           max_delay=self.db_retry_max_delay, jitter=0.5)
+        return default_db_policy(self.db_retry_max_attempts, self.db_retry_base_delay,
+                                 self.db_retry_max_delay)
 
     def redis_policy(self) -> RetryPolicy:
-        """Seed 003's Redis retry, with the Redis client's classifier."""
+        """The Redis client's retry policy (its classifier, jitter ×0.5–1.5) on these values."""
         from instrumented_clients.redis.settings import default_policy
 
         return default_policy(self.redis_retry_max_attempts, self.redis_retry_base_delay,
@@ -141,15 +110,6 @@ class Settings:
             ConfigError: naming the variable, its value without password and what was expected
                 (an unknown SQL dialect or a missing driver included).
         """
-        from instrumented_clients.db._engine import build_engine, normalize_url
-        from instrumented_clients.rabbitmq.settings import parse_urls
-        from instrumented_clients.redis.settings import validate_url
+        from instrumented_clients.dependencies import validate_urls
 
-        build_engine(normalize_url(self.database_url, argument="DATABASE_URL"), {},
-                     argument="DATABASE_URL").dispose()
-        validate_url(self.redis_url, "REDIS_URL")
-        try:
-            parse_urls(self.rabbitmq_url)
-        except ValueError as error:
-            raise ConfigError("RABBITMQ_URL", redact_url(self.rabbitmq_url),
-                              f"amqp://user:password@host:port/vhost ({error})") from None
+        validate_urls(self.database_url, self.redis_url, self.rabbitmq_url)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from instrumented_clients.demo.probes import describe_error
+from instrumented_clients.redaction import describe_error
 from instrumented_clients.resilience import CircuitOpenError
 
 __all__ = ["InterruptibleClock", "OrderFlow", "OrderStats", "Step", "order_id_of"]

@@ -26,6 +26,9 @@ from pathlib import Path
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
 
+from instrumented_clients.config import env_str
+from instrumented_clients.settings import PROMETHEUS_MULTIPROC_DIR
+
 __all__ = [
     "clear_multiprocess_dir",
     "mark_process_dead",
@@ -33,14 +36,13 @@ __all__ = [
     "multiprocess_dir",
 ]
 
-_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The lower-case spelling prometheus_client still honours, though deprecated.
 _LEGACY_ENV = "prometheus_multiproc_dir"
 
 
 def multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | None:
     """The multiprocess directory from the environment, or None when the mode is off."""
-    env = os.environ if environ is None else environ
-    value = env.get(_ENV) or env.get(_LEGACY_ENV)
+    value = PROMETHEUS_MULTIPROC_DIR.read(environ) or env_str(_LEGACY_ENV, "", environ)
     return value or None
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from instrumented_clients.config import ConfigError
-from instrumented_clients.telemetry.catalog import DEFAULT_NAMESPACE, METRICS, SYSTEMS
+from instrumented_clients.telemetry.catalog import DEFAULT_NAMESPACE, METRICS, SQL_SYSTEMS, SYSTEMS
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -56,8 +56,7 @@ class SystemThresholds:
 
 
 SYSTEM_DASHBOARDS: dict[str, str] = {
-    "rabbitmq": "rabbitmq", "redis": "redis",
-    "postgresql": "sql", "mysql": "sql", "mariadb": "sql", "sqlite": "sql",
+    "rabbitmq": "rabbitmq", "redis": "redis", **dict.fromkeys(SQL_SYSTEMS, "sql"),
 }
 """The dashboard (file stem) that shows each system's clients in detail."""
 assert set(SYSTEM_DASHBOARDS) == set(SYSTEMS)

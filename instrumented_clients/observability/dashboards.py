@@ -34,11 +34,11 @@ from instrumented_clients.telemetry.catalog import (
     BREAKER_STATES,
     CONNECTION_STATES,
     ERROR_OUTCOMES,
+    SQL_SYSTEMS,
 )
 
 __all__ = ["DASHBOARDS", "build_all"]
 
-SQL_SYSTEMS = tuple(system for system, stem in SYSTEM_DASHBOARDS.items() if stem == "sql")
 _RATE = "$__rate_interval"
 ERRORS = "|".join(ERROR_OUTCOMES)
 _EXTRAPOLATED = ("increase() extrapolates to the edges of its window, so a count is rounded to "

@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from instrumented_clients.config import env_int
 from instrumented_clients.rabbitmq.settings import connection_settings_from_env
 from instrumented_clients.resilience.breaker import BreakerState
+from instrumented_clients.settings import RABBITMQ_PREFETCH
 
 if TYPE_CHECKING:
     from instrumented_clients.rabbitmq.connection import RabbitConnection
@@ -67,17 +67,17 @@ class ConsumerConfigMixin:
         cls: type[C], queue: str | Queue, handler: Callable[[IncomingMessage], object],
         name: str = "consumer", environ: Mapping[str, str] | None = None, **overrides: Any,
     ) -> C:
-        """Build a consumer from the ``RABBITMQ_*`` variables of the defaults table.
+        """Build a consumer from the ``RABBITMQ_*`` variables of the settings table
+        (:mod:`instrumented_clients.settings`).
 
         ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
         ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_HEARTBEAT``,
         ``RABBITMQ_CONNECT_TIMEOUT``, ``RABBITMQ_PREFETCH``. Keyword arguments win over the
         environment. A value that does not parse raises ``ConfigError`` naming the variable.
         """
-        env = environ
         settings: dict[str, Any] = {
-            **connection_settings_from_env(env),
-            "prefetch": env_int("RABBITMQ_PREFETCH", 100, minimum=1, environ=env),
+            **connection_settings_from_env(environ),
+            "prefetch": RABBITMQ_PREFETCH.read(environ),
         }
         settings.update(overrides)
         return cls(queue=queue, handler=handler, name=name, **settings)

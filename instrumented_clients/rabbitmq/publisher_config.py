@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pika
 
-from instrumented_clients.config import env_int
 from instrumented_clients.rabbitmq.errors import PublisherClosedError
 from instrumented_clients.rabbitmq.message import OutgoingMessage
 from instrumented_clients.rabbitmq.settings import connection_settings_from_env
 from instrumented_clients.resilience.state import ConnectionState
+from instrumented_clients.settings import RABBITMQ_MAX_PENDING_EVENTS
 
 if TYPE_CHECKING:
     import threading
@@ -60,18 +60,17 @@ class PublisherConfigMixin:
         cls: type[P], name: str = "publisher", environ: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> P:
-        """Build a publisher from the ``RABBITMQ_*`` variables of the defaults table.
+        """Build a publisher from the ``RABBITMQ_*`` variables of the settings table
+        (:mod:`instrumented_clients.settings`).
 
         ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
         ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_MAX_PENDING_EVENTS``,
         ``RABBITMQ_HEARTBEAT``, ``RABBITMQ_CONNECT_TIMEOUT``. Keyword arguments win over the
         environment. A value that does not parse raises ``ConfigError`` naming the variable.
         """
-        env = environ
         settings: dict[str, Any] = {
-            **connection_settings_from_env(env),
-            "max_pending_events": env_int("RABBITMQ_MAX_PENDING_EVENTS", 1000, minimum=1,
-                                          environ=env),
+            **connection_settings_from_env(environ),
+            "max_pending_events": RABBITMQ_MAX_PENDING_EVENTS.read(environ),
         }
         settings.update(overrides)
         return cls(name=name, **settings)

@@ -1,4 +1,5 @@
-"""Broker URL validation and the defaults table's reconnect policy."""
+"""Broker URL validation, the reconnect policy and the connection settings read from the
+environment."""
 
 from __future__ import annotations
 
@@ -8,22 +9,35 @@ from urllib.parse import urlsplit
 
 import pika
 
-from instrumented_clients.config import env_bool, env_float, env_int, env_str
+from instrumented_clients.config import ConfigError
 from instrumented_clients.rabbitmq.errors import classify
 from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 from instrumented_clients.resilience.retry import RetryPolicy
+from instrumented_clients.settings import (
+    RABBITMQ_CONNECT_TIMEOUT,
+    RABBITMQ_HEARTBEAT,
+    RABBITMQ_MAX_RETRIES,
+    RABBITMQ_REQUIRED,
+    RABBITMQ_RETRY_DELAY,
+    RABBITMQ_RETRY_MAX_DELAY,
+    RABBITMQ_URL,
+)
 
-__all__ = ["DEFAULT_URL", "connection_settings_from_env", "default_reconnect_policy", "parse_urls"]
+__all__ = ["DEFAULT_URL", "connection_settings_from_env", "default_reconnect_policy", "parse_urls",
+           "reconnect_policy_from_env", "urls_from_env"]
 
-DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+DEFAULT_URL = RABBITMQ_URL.default
 
 
 def default_reconnect_policy(
-    max_retries: int = 10, retry_delay: float = 1.0, retry_max_delay: float = 30.0,
+    max_retries: int = RABBITMQ_MAX_RETRIES.default,
+    retry_delay: float = RABBITMQ_RETRY_DELAY.default,
+    retry_max_delay: float = RABBITMQ_RETRY_MAX_DELAY.default,
     clock: Clock = SYSTEM_CLOCK,
 ) -> RetryPolicy:
-    """The defaults table's reconnect policy (``RABBITMQ_MAX_RETRIES`` etc.)."""
+    """The broker reconnect policy: ``max_retries`` attempts before ``failed``, the delay
+    doubling from ``retry_delay`` up to ``retry_max_delay``."""
     return RetryPolicy(max_attempts=max_retries, initial_delay=retry_delay,
                        max_delay=retry_max_delay, classifier=classify, clock=clock)
 
@@ -58,20 +72,37 @@ def parse_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(items)
 
 
+def urls_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """``RABBITMQ_URL`` (comma-separated), checked with :func:`parse_urls`.
+
+    Raises:
+        ConfigError: naming ``RABBITMQ_URL``, its value without password and what was expected.
+    """
+    value = RABBITMQ_URL.read(environ)
+    try:
+        return parse_urls(value)
+    except ValueError as error:
+        raise ConfigError(RABBITMQ_URL.env, redact_url(value),
+                          f"amqp://user:password@host:port/vhost ({error})") from None
+
+
+def reconnect_policy_from_env(environ: Mapping[str, str] | None = None) -> RetryPolicy:
+    """The reconnect policy from ``RABBITMQ_MAX_RETRIES``, ``RABBITMQ_RETRY_DELAY`` and
+    ``RABBITMQ_RETRY_MAX_DELAY``."""
+    return default_reconnect_policy(RABBITMQ_MAX_RETRIES.read(environ),
+                                    RABBITMQ_RETRY_DELAY.read(environ),
+                                    RABBITMQ_RETRY_MAX_DELAY.read(environ))
+
+
 def connection_settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The connection keyword arguments every RabbitMQ client reads from the defaults table:
+    """The connection keyword arguments every RabbitMQ client reads from the settings table:
     ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
     ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_HEARTBEAT`` and
     ``RABBITMQ_CONNECT_TIMEOUT``. A value that does not parse raises ``ConfigError`` naming it."""
-    env = environ
     return {
-        "url": env_str("RABBITMQ_URL", DEFAULT_URL, env),
-        "required": env_bool("RABBITMQ_REQUIRED", False, env),
-        "reconnect_policy": default_reconnect_policy(
-            env_int("RABBITMQ_MAX_RETRIES", 10, minimum=1, environ=env),
-            env_float("RABBITMQ_RETRY_DELAY", 1.0, minimum=0, environ=env),
-            env_float("RABBITMQ_RETRY_MAX_DELAY", 30.0, minimum=0, environ=env),
-        ),
-        "heartbeat": env_float("RABBITMQ_HEARTBEAT", 60.0, minimum=0, environ=env),
-        "connect_timeout": env_float("RABBITMQ_CONNECT_TIMEOUT", 10.0, minimum=0, environ=env),
+        "url": urls_from_env(environ),
+        "required": RABBITMQ_REQUIRED.read(environ),
+        "reconnect_policy": reconnect_policy_from_env(environ),
+        "heartbeat": RABBITMQ_HEARTBEAT.read(environ),
+        "connect_timeout": RABBITMQ_CONNECT_TIMEOUT.read(environ),
     }

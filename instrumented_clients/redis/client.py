@@ -44,7 +44,7 @@ from typing import Any, Final, Literal
 import redis
 from redis.connection import ConnectionPool
 
-from instrumented_clients.config import ConfigError, env_float, env_int, env_str
+from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.redis import commands
 from instrumented_clients.redis.commands import CommandKind
@@ -61,6 +61,7 @@ from instrumented_clients.redis.settings import (
     DEFAULT_URL,
     URL_EXPECTED,
     default_policy,
+    policy_from_env,
     validate_url,
 )
 from instrumented_clients.redis.tracking import SYSTEM, ConnectionTracking
@@ -77,6 +78,7 @@ from instrumented_clients.resilience import (
     classify_exception,
 )
 from instrumented_clients.resilience.clock import Clock
+from instrumented_clients.settings import REDIS_URL
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
 __all__ = ["ResilientRedis", "counts_against_redis"]
@@ -213,14 +215,10 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
             ConfigError: a variable that does not parse, naming it, its value and what was
                 expected.
         """
-        url = validate_url(env_str("REDIS_URL", DEFAULT_URL, environ), "REDIS_URL")
+        url = validate_url(REDIS_URL.read(environ), REDIS_URL.env)
         if overrides.get("policy") is None:
-            overrides["policy"] = default_policy(
-                env_int("REDIS_RETRY_MAX_ATTEMPTS", 4, minimum=1, environ=environ),
-                env_float("REDIS_RETRY_BASE_DELAY", 0.5, minimum=0, environ=environ),
-                env_float("REDIS_RETRY_MAX_DELAY", 10.0, minimum=0, environ=environ),
-                clock=overrides.get("clock") or SYSTEM_CLOCK,
-            )
+            overrides["policy"] = policy_from_env(
+                environ, clock=overrides.get("clock") or SYSTEM_CLOCK)
         if "connection_pool" not in overrides:
             overrides.setdefault("url", url)
         return cls(name=name, **overrides)

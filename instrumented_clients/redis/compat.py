@@ -35,13 +35,17 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
-from instrumented_clients.config import env_float, env_int
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.redis.client import ResilientRedis
 from instrumented_clients.redis.connection import adopt_pool
 from instrumented_clients.redis.settings import default_policy
 from instrumented_clients.resilience import Clock, Guard, RetryPolicy, retry
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK
+from instrumented_clients.settings import (
+    REDIS_RETRY_BASE_DELAY,
+    REDIS_RETRY_MAX_ATTEMPTS,
+    REDIS_RETRY_MAX_DELAY,
+)
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
 __all__ = ["RedisConnectionRetry", "get_redis_connection_retry", "with_redis_retry"]
@@ -181,9 +185,9 @@ def get_redis_connection_retry(
         ConfigError: a variable that does not parse, naming it and its value.
     """
     if max_retries is None:
-        max_retries = env_int("REDIS_RETRY_MAX_ATTEMPTS", 4, minimum=1, environ=environ) - 1
+        max_retries = REDIS_RETRY_MAX_ATTEMPTS.read(environ) - 1
     if base_delay is None:
-        base_delay = env_float("REDIS_RETRY_BASE_DELAY", 0.5, minimum=0, environ=environ)
+        base_delay = REDIS_RETRY_BASE_DELAY.read(environ)
     if max_delay is None:
-        max_delay = env_float("REDIS_RETRY_MAX_DELAY", 10.0, minimum=0, environ=environ)
+        max_delay = REDIS_RETRY_MAX_DELAY.read(environ)
     return RedisConnectionRetry(max_retries, base_delay, max_delay, **options)

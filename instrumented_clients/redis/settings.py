@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -9,21 +10,27 @@ from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_url
 from instrumented_clients.redis.errors import classify
 from instrumented_clients.resilience import SYSTEM_CLOCK, Clock, RetryPolicy
+from instrumented_clients.settings import (
+    REDIS_RETRY_BASE_DELAY,
+    REDIS_RETRY_MAX_ATTEMPTS,
+    REDIS_RETRY_MAX_DELAY,
+    REDIS_URL,
+)
 
-__all__ = ["DEFAULT_URL", "URL_EXPECTED", "default_policy", "validate_url"]
+__all__ = ["DEFAULT_URL", "URL_EXPECTED", "default_policy", "policy_from_env", "validate_url"]
 
-DEFAULT_URL: Final = "redis://localhost:6379/0"
+DEFAULT_URL: Final = REDIS_URL.default
 URL_EXPECTED: Final = "a URL like redis://[user:password@]host[:port][/db], rediss://... or unix://"
 
 
 def default_policy(
-    max_attempts: int = 4,
-    initial_delay: float = 0.5,
-    max_delay: float = 10.0,
+    max_attempts: int = REDIS_RETRY_MAX_ATTEMPTS.default,
+    initial_delay: float = REDIS_RETRY_BASE_DELAY.default,
+    max_delay: float = REDIS_RETRY_MAX_DELAY.default,
     *,
     clock: Clock = SYSTEM_CLOCK,
 ) -> RetryPolicy:
-    """The Redis defaults (seed 003, DESIGN.md): 4 attempts, 0.5 s doubling to 10 s, ×0.5–1.5."""
+    """The Redis retry policy: by default 4 attempts, 0.5 s doubling to 10 s, ×0.5–1.5 jitter."""
     return RetryPolicy(
         max_attempts=max_attempts,
         initial_delay=initial_delay,
@@ -33,6 +40,16 @@ def default_policy(
         classifier=classify,
         clock=clock,
     )
+
+
+def policy_from_env(
+    environ: Mapping[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> RetryPolicy:
+    """:func:`default_policy` from ``REDIS_RETRY_MAX_ATTEMPTS`` (attempts, the first included),
+    ``REDIS_RETRY_BASE_DELAY`` and ``REDIS_RETRY_MAX_DELAY``."""
+    return default_policy(REDIS_RETRY_MAX_ATTEMPTS.read(environ),
+                          REDIS_RETRY_BASE_DELAY.read(environ),
+                          REDIS_RETRY_MAX_DELAY.read(environ), clock=clock)
 
 
 def validate_url(url: object, argument: str = "url") -> str:

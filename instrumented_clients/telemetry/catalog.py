@@ -4,6 +4,9 @@ The Prometheus sink creates its metrics from here; the dashboard and alert gener
 test fails when a dashboard or rule names a metric or label missing from it, or when a metric here
 appears on no dashboard. Names are given without the namespace (``resilient_client`` by default).
 
+Each metric says which systems it belongs to (by default, all): a client creates the families of
+its own system only, so a registry holding a Redis client exports no RabbitMQ family.
+
 Labels are bounded: ``system`` (OpenTelemetry's names), ``client`` (the user's ``name=``),
 ``operation`` (an allow-list per system) and the small enums below. Never a URL, host, key, query,
 routing key or message id.
@@ -25,15 +28,22 @@ __all__ = [
     "ERROR_OUTCOMES",
     "METRICS",
     "OUTCOMES",
+    "POOLED_SYSTEMS",
     "RECONNECT_BUCKETS",
+    "SQL_SYSTEMS",
     "SYSTEMS",
     "MetricSpec",
+    "families_for",
     "metric",
 ]
 
 DEFAULT_NAMESPACE: Final = "resilient_client"
 
 SYSTEMS: Final = ("rabbitmq", "redis", "postgresql", "mysql", "mariadb", "sqlite")
+SQL_SYSTEMS: Final = ("postgresql", "mysql", "mariadb", "sqlite")
+POOLED_SYSTEMS: Final = ("redis", *SQL_SYSTEMS)
+"""The systems whose clients hold a connection pool."""
+_BROKER: Final = ("rabbitmq",)
 OUTCOMES: Final = (
     "success", "success_after_retry", "failure", "failure_after_retry", "rejected", "buffered"
 )
@@ -67,7 +77,8 @@ class MetricSpec:
     """One metric: its name without namespace, type, help text, labels and (histograms) buckets.
 
     ``label_values`` lists the enum labels' closed value sets, so series can be pre-initialised
-    and the generators know every value a label can take.
+    and the generators know every value a label can take. ``systems`` names the systems the
+    metric belongs to; empty: every system.
     """
 
     name: str
@@ -77,6 +88,10 @@ class MetricSpec:
     buckets: tuple[float, ...] = ()
     label_values: tuple[tuple[str, tuple[str, ...]], ...] = ()
     multiprocess_mode: str = "livesum"
+    systems: tuple[str, ...] = ()
+
+    def belongs_to(self, system: str) -> bool:
+        return not self.systems or system in self.systems
 
     def full_name(self, namespace: str = DEFAULT_NAMESPACE) -> str:
         return f"{namespace}_{self.name}" if namespace else self.name
@@ -141,7 +156,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     MetricSpec(
         "connection_blocked", "gauge",
         "1 while the broker blocks the connection (memory or disk alarm).",
-        _SC,
+        _SC, systems=_BROKER,
     ),
     MetricSpec(
         "circuit_breaker_state", "gauge",
@@ -158,46 +173,63 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "Calls refused by an open circuit breaker without touching the network.",
         _SC,
     ),
-    MetricSpec("buffer_events", "gauge", "Events held in the buffer now.", _SC),
-    MetricSpec("buffer_capacity_events", "gauge", "Capacity of the buffer in events.", _SC),
-    MetricSpec("buffered_events_total", "counter", "Events taken into the buffer.", _SC),
     MetricSpec(
-        "buffer_flushed_events_total", "counter", "Events that left the buffer for delivery.", _SC
+        "buffer_events", "gauge", "Events held in the buffer now.", _SC, systems=_BROKER,
+    ),
+    MetricSpec(
+        "buffer_capacity_events", "gauge", "Capacity of the buffer in events.", _SC,
+        systems=_BROKER,
+    ),
+    MetricSpec(
+        "buffered_events_total", "counter", "Events taken into the buffer.", _SC,
+        systems=_BROKER,
+    ),
+    MetricSpec(
+        "buffer_flushed_events_total", "counter", "Events that left the buffer for delivery.", _SC,
+        systems=_BROKER,
     ),
     MetricSpec(
         "buffer_dropped_events_total", "counter",
         "Events lost from the buffer, by reason. Any increase is data loss.",
-        (*_SC, "reason"), label_values=(("reason", DROP_REASONS),),
+        (*_SC, "reason"), label_values=(("reason", DROP_REASONS),), systems=_BROKER,
     ),
     MetricSpec(
         "publish_confirms_total", "counter",
         "Publishes settled by the broker, by outcome.",
-        (*_SC, "outcome"), label_values=(("outcome", CONFIRM_OUTCOMES),),
+        (*_SC, "outcome"), label_values=(("outcome", CONFIRM_OUTCOMES),), systems=_BROKER,
     ),
     MetricSpec(
         "publish_resent_total", "counter",
         "Unconfirmed messages published again after a reconnect.",
-        _SC,
+        _SC, systems=_BROKER,
     ),
     MetricSpec(
         "consumed_messages_total", "counter",
         "Deliveries settled by a consumer, by outcome.",
-        (*_SC, "outcome"), label_values=(("outcome", CONSUME_OUTCOMES),),
+        (*_SC, "outcome"), label_values=(("outcome", CONSUME_OUTCOMES),), systems=_BROKER,
     ),
     MetricSpec(
         "pool_connections", "gauge",
         "Connections in the pool by state, read from the pool's own counts.",
-        (*_SC, "state"), label_values=(("state", POOL_STATES),),
+        (*_SC, "state"), label_values=(("state", POOL_STATES),), systems=POOLED_SYSTEMS,
     ),
-    MetricSpec("pool_max_connections", "gauge", "Most connections the pool may open.", _SC),
+    MetricSpec(
+        "pool_max_connections", "gauge", "Most connections the pool may open.", _SC,
+        systems=POOLED_SYSTEMS,
+    ),
     MetricSpec(
         "pool_wait_seconds", "histogram",
         "Time spent getting a connection from the pool.",
-        _SC, buckets=POOL_WAIT_BUCKETS,
+        _SC, buckets=POOL_WAIT_BUCKETS, systems=POOLED_SYSTEMS,
     ),
 )
 
 _BY_NAME: Final = {spec.name: spec for spec in METRICS}
+
+
+def families_for(system: str) -> tuple[MetricSpec, ...]:
+    """The metrics a client of ``system`` may emit."""
+    return tuple(spec for spec in METRICS if spec.belongs_to(system))
 
 
 def metric(name: str) -> MetricSpec:

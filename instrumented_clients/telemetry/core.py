@@ -189,7 +189,8 @@ class Telemetry:
         operations: Iterable[str] = (),
         families: Iterable[str] | None = None,
     ) -> None:
-        """Pre-initialise a client's series so that its counters start at 0."""
+        """Pre-initialise a client's series so that its counters start at 0; only ``system``'s
+        families are created (see :func:`~instrumented_clients.telemetry.catalog.families_for`)."""
         if self.metrics is not None:
             self.metrics.prepare(system, client, operations, families)
 

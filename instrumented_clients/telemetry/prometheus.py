@@ -1,4 +1,9 @@
-"""Prometheus sink: every metric of the catalog, created once per (registry, namespace)."""
+"""Prometheus sink: the catalog's metrics, each created once per (registry, namespace).
+
+The metrics every system emits exist from the start; a metric that belongs to some systems only
+(the publisher's buffer, a pool's gauges) is created when a client of one of them prepares its
+series, so a registry never exports a family that none of its clients can emit.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from instrumented_clients.telemetry.catalog import (
     DEFAULT_NAMESPACE,
     METRICS,
     MetricSpec,
+    metric,
 )
 
 __all__ = ["PrometheusMetrics", "PrometheusSink"]
@@ -48,8 +54,9 @@ class PrometheusMetrics:
     def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
         self.registry = registry
         self.namespace = namespace
+        self._create_lock = threading.Lock()
         self.by_name: dict[str, Metric] = {
-            spec.name: _create(spec, namespace, registry) for spec in METRICS
+            spec.name: _create(spec, namespace, registry) for spec in METRICS if not spec.systems
         }
 
     @classmethod
@@ -65,7 +72,20 @@ class PrometheusMetrics:
             return metrics
 
     def __getitem__(self, name: str) -> Any:
-        return self.by_name[name]
+        """The metric named ``name``, created on first use."""
+        found = self.by_name.get(name)
+        if found is not None:
+            return found
+        spec = metric(name)
+        with self._create_lock:
+            found = self.by_name.get(name)
+            if found is None:
+                found = self.by_name[name] = _create(spec, self.namespace, self.registry)
+            return found
+
+    def created(self) -> list[tuple[MetricSpec, Metric]]:
+        """The metrics created so far on this registry, with their catalog entries."""
+        return [(metric(name), created) for name, created in list(self.by_name.items())]
 
     def prepare(
         self,
@@ -75,13 +95,19 @@ class PrometheusMetrics:
         families: Iterable[str] | None = None,
     ) -> None:
         """Create the series known up front, so that counters start at 0 rather than appear
-        on their first increment (``rate()`` and ``increase()`` need the zero)."""
+        on their first increment (``rate()`` and ``increase()`` need the zero).
+
+        Every family of ``system`` is created; ``families`` limits the series created to those
+        metrics (default: all). A family that does not belong to ``system`` is never created.
+        """
         wanted = None if families is None else set(families)
         operations = tuple(operations)
         for spec in METRICS:
+            if not spec.belongs_to(system):
+                continue
+            metric = self[spec.name]
             if wanted is not None and spec.name not in wanted:
                 continue
-            metric = self.by_name[spec.name]
             extra = spec.labels[2:]
             if not extra:
                 metric.labels(system, client)
@@ -111,18 +137,11 @@ class PrometheusSink:
         self._illegal: Any = m["illegal_transitions_total"]
         self._reconnects: Any = m["reconnect_attempts_total"]
         self._reconnect_duration: Any = m["reconnect_duration_seconds"]
-        self._blocked: Any = m["connection_blocked"]
         self._breaker_state: Any = m["circuit_breaker_state"]
         self._breaker_transitions: Any = m["circuit_breaker_transitions_total"]
         self._rejections: Any = m["circuit_breaker_rejections_total"]
-        self._buffer_depth: Any = m["buffer_events"]
-        self._buffer_capacity: Any = m["buffer_capacity_events"]
-        self._buffered: Any = m["buffered_events_total"]
-        self._flushed: Any = m["buffer_flushed_events_total"]
-        self._dropped: Any = m["buffer_dropped_events_total"]
-        self._confirms: Any = m["publish_confirms_total"]
-        self._resent: Any = m["publish_resent_total"]
-        self._consumed: Any = m["consumed_messages_total"]
+        # The broker's families are looked up per event (``metrics[...]``): they exist only on
+        # a registry that holds a RabbitMQ client, the only source of those events.
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
             ev.RetryScheduled: self._on_retry,
             ev.RetriesExhausted: self._on_exhausted,
@@ -173,7 +192,7 @@ class PrometheusSink:
             self._reconnect_duration.labels(e.system, e.client).observe(e.duration)
 
     def _on_blocked(self, e: ev.ConnectionBlocked) -> None:
-        self._blocked.labels(e.system, e.client).set(1 if e.blocked else 0)
+        self.metrics["connection_blocked"].labels(e.system, e.client).set(1 if e.blocked else 0)
 
     def _on_breaker_state(self, e: ev.BreakerStateChanged) -> None:
         for state in BREAKER_STATES:
@@ -189,23 +208,26 @@ class PrometheusSink:
         self._rejections.labels(e.system, e.client).inc()
 
     def _on_buffered(self, e: ev.EventBuffered) -> None:
-        self._buffered.labels(e.system, e.client).inc()
-        self._buffer_depth.labels(e.system, e.client).set(e.depth)
-        self._buffer_capacity.labels(e.system, e.client).set(e.capacity)
+        m = self.metrics
+        m["buffered_events_total"].labels(e.system, e.client).inc()
+        m["buffer_events"].labels(e.system, e.client).set(e.depth)
+        m["buffer_capacity_events"].labels(e.system, e.client).set(e.capacity)
 
     def _on_flushed(self, e: ev.EventsFlushed) -> None:
-        self._flushed.labels(e.system, e.client).inc(e.count)
-        self._buffer_depth.labels(e.system, e.client).set(e.depth)
+        m = self.metrics
+        m["buffer_flushed_events_total"].labels(e.system, e.client).inc(e.count)
+        m["buffer_events"].labels(e.system, e.client).set(e.depth)
 
     def _on_dropped(self, e: ev.EventsDropped) -> None:
-        self._dropped.labels(e.system, e.client, e.reason).inc(e.count)
-        self._buffer_depth.labels(e.system, e.client).set(e.depth)
+        m = self.metrics
+        m["buffer_dropped_events_total"].labels(e.system, e.client, e.reason).inc(e.count)
+        m["buffer_events"].labels(e.system, e.client).set(e.depth)
 
     def _on_confirmed(self, e: ev.PublishConfirmed) -> None:
-        self._confirms.labels(e.system, e.client, e.outcome).inc(e.count)
+        self.metrics["publish_confirms_total"].labels(e.system, e.client, e.outcome).inc(e.count)
 
     def _on_resent(self, e: ev.MessagesResent) -> None:
-        self._resent.labels(e.system, e.client).inc(e.count)
+        self.metrics["publish_resent_total"].labels(e.system, e.client).inc(e.count)
 
     def _on_consumed(self, e: ev.MessageConsumed) -> None:
-        self._consumed.labels(e.system, e.client, e.outcome).inc()
+        self.metrics["consumed_messages_total"].labels(e.system, e.client, e.outcome).inc()

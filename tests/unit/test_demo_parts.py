@@ -10,18 +10,18 @@ from prometheus_client import CollectorRegistry
 
 from instrumented_clients.config import ConfigError
 from instrumented_clients.demo.chaos import default_schedule
-from instrumented_clients.demo.probes import (
-    ClassifiedError,
-    classifier,
-    database_system,
-    describe_error,
-    display_address,
-    probe,
-)
 from instrumented_clients.demo.settings import Settings
 from instrumented_clients.demo.view import DemoView, RecentLog, plain_line, render
 from instrumented_clients.demo.workload import OrderFlow, order_id_of
+from instrumented_clients.dependencies import (
+    ClassifiedError,
+    check_dependencies,
+    classifier,
+    database_system,
+    display_address,
+)
 from instrumented_clients.health import HealthRegistry
+from instrumented_clients.redaction import describe_error
 from instrumented_clients.resilience import (
     ConnectionState,
     ConnectionStateMachine,
@@ -72,9 +72,8 @@ def test_settings_policies_carry_the_clients_classifiers() -> None:
 def test_validate_urls_uses_the_clients_parsers_and_names_the_variable(
     variable: str, value: str, expected: str,
 ) -> None:
-    settings = Settings.from_env({variable: value})
-    with pytest.raises(ConfigError) as caught:
-        settings.validate_urls()
+    with pytest.raises(ConfigError) as caught:  # the broker URL fails in from_env already
+        Settings.from_env({variable: value}).validate_urls()
     assert caught.value.variable == variable
     assert expected in str(caught.value)
     assert "hunter2" not in str(caught.value)
@@ -156,31 +155,43 @@ def test_check_classifies_with_each_clients_own_classifier() -> None:
     assert db_classify(ConnectionRefusedError()) is ErrorCategory.CONNECTION
 
 
-def test_probe_reports_a_bad_url_as_one_classified_row_without_the_password(
+def test_check_reports_a_failure_as_one_classified_row_without_the_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from instrumented_clients.demo import probes
+    from instrumented_clients import dependencies
 
-    def wrapped(url: str, timeout: float) -> None:
+    class Offline:
+        def health(self) -> dict[str, Any]:
+            return {"state": "disconnected", "connected": False}
+
+        def close(self) -> None:
+            pass
+
+    def build(url: str, timeout: float) -> Offline:
+        return Offline()
+
+    def wrapped(client: object, timeout: float) -> None:
         try:
-            raise ConnectionRefusedError(111, f"refused by {url}")
+            raise ConnectionRefusedError(111, "refused by amqp://u:hunter2@broker:5672/")
         except ConnectionRefusedError as error:
             raise ClassifiedError(ErrorCategory.AUTH, "ProbableAuthenticationError: "
                                   "ACCESS_REFUSED\nsecond line") from error
 
-    def plain(url: str, timeout: float) -> None:
-        raise ConnectionRefusedError(111, f"refused by {url}")
+    def plain(client: object, timeout: float) -> None:
+        raise ConnectionRefusedError(111, "refused by redis://:hunter2@cache:6379/0")
 
-    monkeypatch.setitem(probes.PROBES, "rabbitmq", wrapped)
-    monkeypatch.setitem(probes.PROBES, "redis", plain)
-    row = probe("rabbitmq", "rabbitmq", "amqp://u:hunter2@broker:5672/", required=True,
-                timeout=1)
+    monkeypatch.setitem(dependencies.CLIENTS, "rabbitmq", (build, wrapped))
+    monkeypatch.setitem(dependencies.CLIENTS, "redis", (build, plain))
+    report = check_dependencies(["rabbitmq", "redis"], require=["rabbitmq"], timeout=1, environ={
+        "RABBITMQ_URL": "amqp://u:hunter2@broker:5672/",
+        "REDIS_URL": "redis://:hunter2@cache:6379/0"})
+    redis_row, row = report.results  # in the order of DEPENDENCIES
     assert (row.ok, row.state, row.category, row.required) == (False, "down", "auth", True)
     assert row.error == "ProbableAuthenticationError: ACCESS_REFUSED"
     assert row.address == "broker:5672"
-    row = probe("redis", "redis", "redis://:hunter2@cache:6379/0", required=False, timeout=1)
-    assert (row.category, row.state) == ("connection", "down")
-    assert "hunter2" not in str(row)
+    assert (redis_row.category, redis_row.state) == ("connection", "down")
+    assert report.status == "unhealthy"
+    assert "hunter2" not in str(report)
 
 
 def test_describe_error_is_one_redacted_line() -> None:

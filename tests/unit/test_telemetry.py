@@ -101,6 +101,7 @@ def test_every_catalog_metric_is_registered_with_its_type() -> None:
     registry = CollectorRegistry()
     telemetry = Telemetry(registry=registry, tracing=False, logs=False)
     telemetry.prepare("redis", "cache", ["get", "set"])
+    telemetry.prepare("rabbitmq", "events", ["publish"])  # the broker's families are its own
     families = {f.name: f.type for f in text_string_to_metric_families(
         telemetry_scrape(registry))}
     for spec in METRICS:
@@ -135,8 +136,12 @@ def test_prepare_creates_series_at_zero() -> None:
     assert value("retries_exhausted_total", operation="get") == 0
     assert value("retry_budget_denied_total") == 0
     assert value("circuit_breaker_rejections_total") == 0
+    # The buffer is the RabbitMQ publisher's: its series start at 0 there, and never for Redis.
+    telemetry.prepare("rabbitmq", "events", ["publish"])
     for reason in ("overflow", "expired", "shutdown"):
-        assert value("buffer_dropped_events_total", reason=reason) == 0
+        assert value("buffer_dropped_events_total", reason=reason) is None
+        assert registry.get_sample_value("resilient_client_buffer_dropped_events_total", {
+            "system": "rabbitmq", "client": "events", "reason": reason}) == 0
     for outcome in ("success", "failure"):
         assert value("reconnect_attempts_total", outcome=outcome) == 0
     assert value("operation_duration_seconds_count", operation="get") == 0
