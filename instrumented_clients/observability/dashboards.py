@@ -29,6 +29,7 @@ from instrumented_clients.observability.panels import (
     state_timeline,
     timeseries,
 )
+from instrumented_clients.observability.queries import Queries, eq
 from instrumented_clients.observability.slo import period_window
 from instrumented_clients.telemetry.catalog import (
     BREAKER_STATES,
@@ -39,7 +40,6 @@ from instrumented_clients.telemetry.catalog import (
 
 __all__ = ["DASHBOARDS", "build_all"]
 
-_RATE = "$__rate_interval"
 ERRORS = "|".join(ERROR_OUTCOMES)
 _EXTRAPOLATED = ("increase() extrapolates to the edges of its window, so a count is rounded to "
                  "the nearest whole event.")
@@ -49,61 +49,6 @@ CONNECTION_COLOURS = {
     "closing": "purple", "closed": "text",
 }
 BREAKER_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red"}
-
-
-class _Queries:
-    """PromQL snippets over one config's metric names and the dashboard's variables."""
-
-    def __init__(self, config: ObservabilityConfig) -> None:
-        self.c = config
-        self.per_client = _variables_selector(config, "job", "system", "client")
-        self.per_instance = _variables_selector(config, "job", "instance", "system", "client")
-
-    def s(self, name: str, *matchers: str) -> str:
-        return self.c.series(name, self.per_instance, *matchers)
-
-    def rate(self, name: str, by: str, *matchers: str, window: str = _RATE) -> str:
-        return f"sum by ({by}) (rate({self.s(name, *matchers)}[{window}]))"
-
-    def increase(self, name: str, by: str, *matchers: str, window: str = _RATE) -> str:
-        """A whole-number count of events per ``by`` over ``window``."""
-        return f"round(sum by ({by}) (increase({self.s(name, *matchers)}[{window}])))"
-
-    def quantile(self, q: float, name: str, by: str, *matchers: str) -> str:
-        return (f"histogram_quantile({q}, sum by (le, {by}) "
-                f"(rate({self.s(name + '_bucket', *matchers)}[{_RATE}])))")
-
-    def state_code(self, name: str, states: Sequence[str], by: str) -> str:
-        """One series per (by) whose value is the index of its current state in ``states``: the
-        gauge has one series per state, 1 for the current one."""
-        parts = [f"({self.s(name, _eq('state', state))} == 1) * 0 + {i}"
-                 for i, state in enumerate(states)]
-        return f"max by ({by}) (\n  " + "\n  or ".join(parts) + "\n)"
-
-    def ratio(self, numerator: str, denominator: str) -> str:
-        return f"{numerator}\n/\n{denominator}"
-
-    def recorded(self, name: str) -> str:
-        """A recorded SLO series of this dashboard's selection (per client, no instance)."""
-        return f"{name}{{{self.per_client}}}"
-
-    def with_dashboard(self, expr: str) -> str:
-        """``expr`` with a ``dashboard`` label naming its system's dashboard, for data links."""
-        stems: dict[str, list[str]] = {}
-        for system, stem in SYSTEM_DASHBOARDS.items():
-            stems.setdefault(stem, []).append(system)
-        for stem, systems in stems.items():
-            expr = (f'label_replace(\n{expr},\n"dashboard", "{self.c.dashboard_uid(stem)}", '
-                    f'"system", "{"|".join(systems)}")')
-        return expr
-
-
-def _variables_selector(config: ObservabilityConfig, *names: str) -> str:
-    return ", ".join(f'{name}=~"${name}"' for name in config.labels(*names))
-
-
-def _eq(label: str, value: str, op: str = "=") -> str:
-    return f'{label}{op}"{value}"'
 
 
 def _states(states: Sequence[str], colours: dict[str, str]) -> list[tuple[int, str, str]]:
@@ -121,7 +66,7 @@ def _client_links(config: ObservabilityConfig) -> list[DataLink]:
     )]
 
 
-def _latency_panel(q: _Queries, title: str, by: str, *matchers: str,
+def _latency_panel(q: Queries, title: str, by: str, *matchers: str,
                    width: int = 12, healthy: str = "") -> Panel:
     legend = "{{" + "}} {{".join(part.strip() for part in by.split(",")) + "}}"
     return timeseries(
@@ -137,7 +82,7 @@ def _latency_panel(q: _Queries, title: str, by: str, *matchers: str,
     )
 
 
-def _connection_panels(q: _Queries, links: Sequence[DataLink] = ()) -> list[Panel]:
+def _connection_panels(q: Queries, links: Sequence[DataLink] = ()) -> list[Panel]:
     by = "instance, system, client"
     connection = q.state_code("connection_state", CONNECTION_STATES, by)
     breaker = q.state_code("circuit_breaker_state", BREAKER_STATES, by)
@@ -163,14 +108,14 @@ def _connection_panels(q: _Queries, links: Sequence[DataLink] = ()) -> list[Pane
     ]
 
 
-def _buffer_panels(q: _Queries) -> list[Panel]:
+def _buffer_panels(q: Queries) -> list[Panel]:
     return [
         timeseries("Buffer depth and capacity", [
             Query(f"sum by (system, client, instance) ({q.s('buffer_events')})",
                   "held {{client}} {{instance}}"),
             Query(f"sum by (system, client, instance) ({q.s('buffer_capacity_events')})",
                   "capacity {{client}} {{instance}}"),
-        ], description="Events held while the dependency is down.",
+        ], whole=True, description="Events held while the dependency is down.",
             healthy="held at 0, far below capacity; it fills only during an outage and drains "
                     "after it."),
         timeseries("Buffered, flushed and dropped events", [
@@ -192,7 +137,7 @@ def _count_stat(title: str, expr: str, healthy: str, *, description: str = "",
 
 
 def overview(config: ObservabilityConfig) -> list[Panel]:
-    q = _Queries(config)
+    q = Queries(config)
     ops = "operations_total"
     per_process = ", ".join(config.labels("job", "instance", "system", "client"))
     links = _client_links(config)
@@ -200,14 +145,14 @@ def overview(config: ObservabilityConfig) -> list[Panel]:
         row("Health at a glance"),
         stat("Clients not connected", [Query(
             f"count(sum by ({per_process}) "
-            f"({q.s('connection_state', _eq('state', 'disconnected|connecting|failed', '=~'))})"
+            f"({q.s('connection_state', eq('state', 'disconnected|connecting|failed', '=~'))})"
             " > 0) or vector(0)")],
             thresholds=((None, "green"), (1, "red")), whole=True,
             description="Clients (per process) disconnected, connecting or failed.",
             healthy="0."),
         stat("Breakers not closed", [Query(
             f"count(sum by ({per_process}) "
-            f"({q.s('circuit_breaker_state', _eq('state', 'closed', '!='))}) > 0) or vector(0)")],
+            f"({q.s('circuit_breaker_state', eq('state', 'closed', '!='))}) > 0) or vector(0)")],
             thresholds=((None, "green"), (1, "red")), whole=True,
             description="Circuit breakers (per process) open or half-open.", healthy="0."),
         _count_stat("Events dropped in range",
@@ -278,7 +223,7 @@ def overview(config: ObservabilityConfig) -> list[Panel]:
 
 
 def rabbitmq(config: ObservabilityConfig) -> list[Panel]:
-    q = _Queries(config)
+    q = Queries(config)
     ops = "operations_total"
     return [
         row("Publishing"),
@@ -296,7 +241,7 @@ def rabbitmq(config: ObservabilityConfig) -> list[Panel]:
                         "unroutable.",
             healthy="ack only."),
         _count_stat("Returned (unroutable) in range", "sum(increase("
-                    f"{q.s('publish_confirms_total', _eq('outcome', 'returned'))}[$__range]))",
+                    f"{q.s('publish_confirms_total', eq('outcome', 'returned'))}[$__range]))",
                     "0: every message found a queue.", colour="orange"),
         _count_stat("Re-sent after reconnect in range",
                     f"sum(increase({q.s('publish_resent_total')}[$__range]))",
@@ -339,7 +284,7 @@ def rabbitmq(config: ObservabilityConfig) -> list[Panel]:
     ]
 
 
-def _pool_panels(q: _Queries) -> list[Panel]:
+def _pool_panels(q: Queries) -> list[Panel]:
     return [
         timeseries("Pool connections", [
             Query(f"sum by (client, instance, state) ({q.s('pool_connections')})",
@@ -358,7 +303,7 @@ def _pool_panels(q: _Queries) -> list[Panel]:
 
 
 def _datastore(config: ObservabilityConfig, extra: Sequence[Panel] = ()) -> list[Panel]:
-    q = _Queries(config)
+    q = Queries(config)
     ops = "operations_total"
     return [
         row("Operations"),
@@ -395,7 +340,7 @@ def redis(config: ObservabilityConfig) -> list[Panel]:
 
 
 def sql(config: ObservabilityConfig) -> list[Panel]:
-    q = _Queries(config)
+    q = Queries(config)
     transaction = 'operation="transaction"'
     return _datastore(config, [
         timeseries("Transaction retries by error type", [
@@ -414,7 +359,7 @@ def sql(config: ObservabilityConfig) -> list[Panel]:
 
 
 def slo(config: ObservabilityConfig) -> list[Panel]:
-    q = _Queries(config)
+    q = Queries(config)
     period = period_window(config)
     by = "system, client"
     legend = "{{system}} {{client}}"
