@@ -9,12 +9,14 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from instrumented_clients.observability.snapshot import expand_query, query_range, render_dashboard
+from instrumented_clients.testing import wait_until
 from tests.e2e.conftest import WATCHED, OutageReport, Stack
 from tests.observability_helpers import ROOT, all_panels, dashboards
 
@@ -110,6 +112,40 @@ def test_connection_down_inhibits_the_ratio_alert_of_the_same_instance(
     assert ratio["labels"]["instance"] == down["labels"]["instance"] == stack.faulted
     assert ratio["status"]["state"] == "suppressed"
     assert ratio["status"]["inhibitedBy"] == [down["fingerprint"]]
+
+
+def test_inhibition_holds_for_the_same_instance_only(stack: Stack,
+                                                    outage: OutageReport) -> None:
+    """Alerts posted to the real Alertmanager (job ``inhibition-check``, apart from the
+    workload's): process a is down, processes a and b both fail; only a's ratio alert is
+    silenced, b's still notifies."""
+    now = datetime.now(UTC)
+
+    def alert(name: str, instance: str) -> dict[str, Any]:
+        return {"labels": {"alertname": name, "severity": "warning", "job": "inhibition-check",
+                           "instance": instance, "system": "redis", "client": "cache"},
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(minutes=2)).isoformat()}
+
+    body = json.dumps([alert("ResilientClientConnectionDown", "a"),
+                       alert("ResilientClientHighErrorRatio", "a"),
+                       alert("ResilientClientHighErrorRatio", "b")]).encode()
+    request = urllib.request.Request(f"{stack.alertmanager}/api/v2/alerts", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+    def posted() -> dict[tuple[str, str], dict[str, Any]] | None:
+        mine = {(a["labels"]["alertname"], a["labels"]["instance"]): a for a in stack.alerts()
+                if a["labels"].get("job") == "inhibition-check"}
+        return mine if len(mine) == 3 else None
+
+    alerts = wait_until(posted, 10, interval=0.2)
+    assert alerts is not None
+    down = alerts["ResilientClientConnectionDown", "a"]
+    assert alerts["ResilientClientHighErrorRatio", "a"]["status"] == {
+        "state": "suppressed", "inhibitedBy": [down["fingerprint"]], "silencedBy": []}
+    assert alerts["ResilientClientHighErrorRatio", "b"]["status"]["state"] == "active"
 
 
 def test_exemplars_reach_prometheus(stack: Stack, outage: OutageReport) -> None:
