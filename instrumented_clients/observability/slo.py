@@ -131,14 +131,14 @@ def slo_rules(config: ObservabilityConfig) -> list[dict[str, Any]]:
     span = f"[{config.duration(config.slo_period_days * 86400)}:{config.duration(HOUR)}]"
     rules.append({
         "record": sli_error(period),
-        # Until the first whole step of the subquery, every sample is within the last hour.
+        # Before the subquery's first hourly step holds data, all of it is within the last
+        # hour: that hour's ratio is the period's.
         "expr": s.sloth(f"(\n    sum_over_time({errors_1h}{s.sel}{span})\n    /\n    "
                         f"sum_over_time({settled_1h}{s.sel}{span})\n  )\n  or\n  "
                         f"{errors_1h}{s.sel} / {settled_1h}{s.sel}"),
         "labels": {"sloth_window": period},
     })
-    # Every SLO with a sample in the period; the 3-day ratio covers the period's first hour.
-    known = s.per_slo(f"{sli_error('3d')}{s.sel} or {sli_error(period)}{s.sel}")
+    known = s.per_slo(f"{sli_error(period)}{s.sel}")  # every SLO with data in the period
     system_objective = config.record("slo_objective:ratio", level="system")
     objective = f"{known} * on (system) group_left () {system_objective}"
     if config.client_objectives:
