@@ -174,7 +174,7 @@ def test_the_workload_scrape_passes_promtool_check_metrics(stack: Stack) -> None
 
 def test_snapshots_render_every_panel(stack: Stack, outage: OutageReport, tmp_path: Path) -> None:
     keep = os.environ.get("INSTRUMENTED_CLIENTS_SNAPSHOT_DIR")
-    for stem in ("overview", "rabbitmq"):
+    for stem in ("overview", "rabbitmq", "slo"):
         path = ROOT / "dashboards" / f"{stem}.json"
         written = render_dashboard(path, stack.prometheus, tmp_path / stem,
                                    start=outage.started - 20, end=time.time(),
