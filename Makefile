@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install services test lint typecheck unit integration e2e demo generate bench clean
+.PHONY: help install redis-py-tests services test lint typecheck unit integration e2e demo generate bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[all,dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the package with every extra
+install: $(STAMP) redis-py-tests ## create .venv and install the package with every extra
+
+redis-py-tests: $(STAMP) ## fetch redis-py's own test suites for the installed version into .cache/
+	$(BIN)/python -m tests.upstream.redis_py_suite fetch
 
 services: ## install (if missing) and start PostgreSQL, MariaDB, Redis, RabbitMQ, promtool, amtool
 	bash scripts/ensure-services.sh
@@ -49,4 +52,4 @@ bench: install services ## run the benchmarks in bench/
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

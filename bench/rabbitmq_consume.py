@@ -141,7 +141,7 @@ def resilient(workers: int | None) -> Callable[[str, int], float]:
             else:
                 time.sleep(0.001)
         elapsed = time.perf_counter() - started
-        consumer.stop(timeout=5)
+        consumer.close(timeout=5)
         return elapsed
 
     return run

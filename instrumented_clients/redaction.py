@@ -64,9 +64,15 @@ def error_text(error: BaseException) -> str:
     """An exception's message, redacted and never empty for a failure that has anything to say.
 
     Several of pika's connection errors print as nothing (their ``__str__`` is empty for one
-    argument): their arguments speak instead, else their cause.
+    argument): their arguments speak instead, else a TLS verification failure they carry, else
+    their cause.
     """
+    # Imported here: the resilience package itself imports this module.
+    from instrumented_clients.resilience.errors import tls_verification_failure
+
     text = str(error).strip() or "; ".join(str(arg) or repr(arg) for arg in error.args)
+    if not text and (tls := tls_verification_failure(error)) is not None:
+        text = f"{type(error).__name__}: TLS certificate verification failed: {tls}"
     if not text:
         cause = error.__cause__ or error.__context__
         text = type(error).__name__ + (

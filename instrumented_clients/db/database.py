@@ -18,11 +18,12 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.sql.elements import TextClause
 
+from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
 from instrumented_clients.db._engine import (
     DEFAULT_DATABASE_URL,
     READ_VERBS,
@@ -49,16 +50,15 @@ from instrumented_clients.db._rules import (
 from instrumented_clients.db._startup import connect_at_startup
 from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
 from instrumented_clients.db.result import ExecuteResult
-from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience import (
     CircuitBreaker,
+    ClientContext,
     ConnectionState,
-    ConnectionStateMachine,
+    ConnectionTracker,
     ErrorCategory,
     Guard,
     RetryPolicy,
 )
-from instrumented_clients.resilience.events import ReconnectAttempt, ReconnectFinished
 from instrumented_clients.settings import DATABASE_URL
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 from instrumented_clients.telemetry.pool import unbind_pool_gauges
@@ -82,8 +82,15 @@ class ResilientDatabase:
         name: the ``client`` label, a low-cardinality logical name.
         policy: retry policy of ``execute`` and ``transaction`` (default:
             :func:`default_db_policy`).
+        retry: the same as ``policy`` (``False``: one attempt), the name every client shares.
         connect_policy: retry policy of :meth:`connect_with_retry` (default: ``policy``).
-        breaker: circuit breaker shared by every operation (default: 5 failures, 30 s).
+        breaker: circuit breaker shared by every operation: None (default) for one that opens
+            after ``failure_threshold`` consecutive failures for ``recovery_timeout`` seconds
+            (see :func:`~instrumented_clients.db.is_transient_db_error`), ``False`` for none,
+            or that one.
+        failure_threshold, recovery_timeout: the default breaker's settings (5, 30 s).
+        required: whether the service cannot work without the database (the default of
+            :meth:`connect_with_retry`, and of a health registry).
         telemetry: where metrics, spans and logs go (default: the package's).
         system: override the ``system`` label (default: from the URL and the server's version).
         engine_options: extra ``create_engine`` keyword arguments (``pool_size``, ...).
@@ -98,11 +105,15 @@ class ResilientDatabase:
         *,
         name: str = "database",
         policy: RetryPolicy | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
         connect_policy: RetryPolicy | None = None,
-        breaker: CircuitBreaker | None = None,
+        breaker: CircuitBreaker | Literal[False] | None = None,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
         telemetry: Telemetry | None = None,
         system: str | None = None,
         engine_options: Mapping[str, Any] | None = None,
+        required: bool = True,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -112,7 +123,8 @@ class ResilientDatabase:
             parsed = normalize_url(DEFAULT_DATABASE_URL if url is None else url)
             self._engine, self._owns_engine = build_engine(parsed, engine_options or {}), True
         self.name = name
-        self.policy = with_db_classifier(policy or default_db_policy())
+        self.required = bool(required)
+        self.policy = with_db_classifier(resolve_retry(retry, policy, default_db_policy))
         self.connect_policy = with_db_classifier(connect_policy or self.policy)
         self.telemetry = telemetry or get_default_telemetry()
         # Only a mysql:// URL can turn out to be MariaDB; everything else is known now.
@@ -122,16 +134,12 @@ class ResilientDatabase:
         url_obj = self._engine.url
         self._address = f"{url_obj.host}:{url_obj.port}" if url_obj.port else (url_obj.host or "")
         self._span_base: dict[str, Any] = {}
-        self._user_breaker = breaker
+        self._breaker_option = breaker
+        self._breaker_settings = (failure_threshold, recovery_timeout)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reconnector: threading.Thread | None = None
         self._text_cache: dict[str, TextClause] = {}
-        self.last_error: str | None = None
-        self.consecutive_failures = 0
-        self.reconnect_attempts = 0
-        self._outage_started: float | None = None
-        self._outage_attempts = 0
         self._closed = False
         self._setup_instruments(system or system_of(self._engine))
         _FORK_SAFE.add(self)
@@ -141,6 +149,7 @@ class ResilientDatabase:
     def _setup_instruments(self, system: str) -> None:
         self.system = system
         telemetry = self.telemetry
+        self.context = ClientContext(system, self.name, self._clock, telemetry)
         telemetry.prepare(system, self.name, OPERATIONS)
         url = self._engine.url
         base: dict[str, Any] = {"db.system.name": system}
@@ -151,16 +160,16 @@ class ResilientDatabase:
         if url.database and system != "sqlite":
             base["db.namespace"] = url.database
         self._span_base = base
-        self.breaker = self._user_breaker or CircuitBreaker(
-            name=self.name, system=system, clock=self._clock, instrumentation=telemetry,
-            failure_on=counts_against_breaker,
-        )
-        self._state = ConnectionStateMachine(system, self.name, clock=self._clock,
-                                             instrumentation=telemetry)
+        self.breaker = resolve_breaker(self._breaker_option, lambda: CircuitBreaker(
+            *self._breaker_settings, failure_on=counts_against_breaker, context=self.context,
+        ))
+        self._tracker = ConnectionTracker(self.context)
         self._execute_guards: dict[str, Guard] = {}
         self._prepared: dict[str, tuple[Any, Guard, bool]] = {}
         self._transaction_guard = self._guard("transaction", "transaction", "TRANSACTION")
         self._connect_guard = self._guard("connect", "connect", None, self.connect_policy)
+        self._check_guard = self._guard("connect", "connect", None,
+                                        self.connect_policy.replace(max_attempts=1))
         metrics = telemetry.metrics
         self._pool_wait: Any = (
             metrics["pool_wait_seconds"].labels(system, self.name) if metrics else None
@@ -173,8 +182,8 @@ class ResilientDatabase:
         if verb is not None:
             attributes["db.operation.name"] = verb
         # Retry log lines name their target: "postgresql/orders-db transaction", not a method.
-        return Guard(policy or self.policy, breaker=self.breaker, instrumentation=self.telemetry,
-                     system=self.system, client=self.name, operation=operation,
+        return Guard(policy or self.policy, breaker=self.breaker, context=self.context,
+                     operation=operation,
                      span_name=span_name, span_attributes=attributes,
                      target=f"{self.system}/{self.name} {operation}")
 
@@ -192,9 +201,9 @@ class ResilientDatabase:
         actual = detected_system(self._engine)
         if actual != self.system:
             old = self.system
-            # Close the provisional state machine first: that also ends its reconnect span.
-            if self._state.can_transition(_S.CLOSED):
-                self._state.transition(_S.CLOSED, f"relabelled as {actual}")
+            # Close the provisional tracker first: that also ends its reconnect span.
+            self._tracker.closing(f"relabelled as {actual}")
+            self._tracker.closed_now(f"relabelled as {actual}")
             forget_series(self.telemetry, old, self.name)
             self._setup_instruments(actual)
             _log.info("database client %r: server is %s; system label changed from %s",
@@ -218,11 +227,25 @@ class ResilientDatabase:
 
     @property
     def state(self) -> ConnectionState:
-        return self._state.state
+        return self._tracker.state
 
     @property
     def connected(self) -> bool:
-        return self._state.state is _S.CONNECTED
+        return self._tracker.state is _S.CONNECTED
+
+    @property
+    def last_error(self) -> str | None:
+        """The last transient failure, redacted."""
+        return self._tracker.last_error
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Transient failures in a row since the last success."""
+        return self._tracker.consecutive_failures
+
+    @property
+    def reconnect_attempts(self) -> int:
+        return self._tracker.reconnect_attempts
 
     # -- the data path ---------------------------------------------------------------------------
 
@@ -332,8 +355,8 @@ class ResilientDatabase:
         except BaseException as error:
             self._note_failure(error)
             raise
-        if self._state.state is not _S.CONNECTED or self.consecutive_failures:
-            self._note_success()
+        if not self._tracker.connected:
+            self._note_success("operation succeeded")
         return value
 
     # -- connection state -------------------------------------------------------------------------
@@ -341,59 +364,31 @@ class ResilientDatabase:
     def _note_failure(self, error: BaseException) -> None:
         cause = error.__cause__ if isinstance(error, CommitOutcomeUnknownError) else error
         category = classify(cause) if isinstance(cause, BaseException) else ErrorCategory.UNKNOWN
-        if not category.is_transient:
+        if not category.is_transient or not isinstance(cause, BaseException):
             return  # the server answered: it is reachable
-        self.last_error = f"{type(cause).__name__}: {redact_text(str(cause))[:300]}"
-        with self._lock:
-            self.consecutive_failures += 1
-            if category is not ErrorCategory.CONNECTION:
-                return
-            if self._outage_started is None:
-                self._outage_started = self._clock.monotonic()
-                self._outage_attempts = 0
-            self._outage_attempts += 1
-            self.reconnect_attempts += 1
-            attempt = self._outage_attempts
-        self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempt, "failure",
-                                             category.value, cause))
-        state = self._state.state
-        if state is _S.CONNECTED or state is _S.CONNECTING:
-            self._transition(_S.DISCONNECTED, f"{category.value} error")
+        if category is ErrorCategory.CONNECTION:
+            self._tracker.failed(cause, category, attempt=True, reason=f"{category.value} error")
+        else:
+            self._tracker.record_failure(cause)
 
-    def _note_success(self) -> None:
-        with self._lock:
-            self.consecutive_failures = 0
-            started, attempts = self._outage_started, self._outage_attempts
-            self._outage_started = None
+    def _note_success(self, reason: str) -> None:
+        self._tracker.succeeded(reason)
         if not self._system_fixed:
-            self._settle_system()
-        if self._state.state is _S.CONNECTED:
-            return
-        if started is not None:
-            self.telemetry.emit(ReconnectAttempt(self.system, self.name, attempts + 1, "success"))
-            self.telemetry.emit(ReconnectFinished(self.system, self.name, "success",
-                                                  self._clock.monotonic() - started, attempts + 1))
-        self._transition(_S.CONNECTED, "operation succeeded")
-
-    def _transition(self, to_state: ConnectionState, reason: str) -> None:
-        if self._closed or not self._state.can_transition(to_state):
-            return
-        try:
-            self._state.transition(to_state, reason)
-        except Exception:  # a concurrent change won the race: already reported, keep going
-            _log.debug("database %r: transition to %s lost a race", self.name, to_state)
+            self._settle_system()  # a new tracker under the server's own label
+            self._tracker.succeeded(reason)
 
     def _probe(self) -> None:
         with self._checkout() as connection:
             connection.exec_driver_sql("SELECT 1").all()
 
-    def connect_with_retry(self, *, required: bool = True) -> bool:
+    def connect_with_retry(self, *, required: bool | None = None) -> bool:
         """Connect at start-up, retrying transient failures under ``connect_policy``.
 
         Args:
             required: True: raise :class:`DatabaseUnavailableError` when the attempts are spent.
                 False: start degraded (state FAILED) and keep trying in the background at the
-                policy's cap interval until the database answers.
+                policy's cap interval until the database answers. None (default): the
+                client's ``required``.
 
         Returns:
             True when connected, False when degraded (only with ``required=False``).
@@ -403,50 +398,58 @@ class ResilientDatabase:
             sqlalchemy.exc.DBAPIError: a permanent error (wrong password, unknown database), at
                 once and whatever ``required`` says: waiting does not fix configuration.
         """
-        return connect_at_startup(self, required)
+        return connect_at_startup(self, self.required if required is None else required)
+
+    def check(self) -> bool:
+        """One ``SELECT 1``, without retry (through the breaker); True when the database
+        answered. A failure is classified and recorded (``state``, ``last_error``)."""
+        if self._closed:
+            return False
+        try:
+            self._check_guard.call(self._probe)
+        except Exception as error:
+            self._note_failure(error)
+            return False
+        if not self._tracker.connected:
+            self._note_success("check succeeded")
+        return True
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HealthReport:
         """A JSON-ready snapshot: state, breaker, last error (redacted) and pool counts."""
         counts = pool_counts(self._engine if not self._closed else None)
         dialect: Any = self._engine.dialect
         version = getattr(dialect, "server_version_info", None)
-        return {
-            "system": self.system,
-            "client": self.name,
-            "state": self._state.state.value,
-            "connected": self._state.state is _S.CONNECTED,
-            "address": self._address,
-            "database": self._engine.url.database if self.system != "sqlite" else None,
-            "driver": dialect.driver,
-            "server_version": ".".join(str(part) for part in version) if version else None,
-            "last_error": self.last_error,
-            "consecutive_failures": self.consecutive_failures,
-            "circuit_breaker": self.breaker.state.value,
-            "circuit_breaker_open": self.breaker.state.value == "open",
-            "reconnect_attempts": self.reconnect_attempts,
-            "pool": {"idle": int(counts["idle"]), "in_use": int(counts["in_use"]),
-                     "overflow": int(counts["overflow"]),
-                     "max": None if counts["max"] == float("inf") else int(counts["max"])},
-        }
+        return HealthReport.build(
+            self.system, self.name, self._tracker, self.breaker, address=self._address,
+            database=self._engine.url.database if self.system != "sqlite" else None,
+            driver=dialect.driver,
+            server_version=".".join(str(part) for part in version) if version else None,
+            pool={"idle": int(counts["idle"]), "in_use": int(counts["in_use"]),
+                  "overflow": int(counts["overflow"]),
+                  "max": None if counts["max"] == float("inf") else int(counts["max"])},
+        )
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Stop background reconnects, close pooled connections (of an engine made here) and
-        mark the client CLOSED. Idempotent."""
+        mark the client CLOSED. Idempotent.
+
+        Args:
+            timeout: seconds to wait for the background reconnect thread (default 5).
+        """
         if self._closed:
             return
         self._stop.set()
         reconnector = self._reconnector
         if reconnector is not None and reconnector is not threading.current_thread():
-            reconnector.join(timeout=5)
-        if self._state.can_transition(_S.CLOSING):
-            self._state.transition(_S.CLOSING, "close()")
+            reconnector.join(timeout=5.0 if timeout is None else timeout)
+        self._tracker.closing("close()")
         self._closed = True
         if self._owns_engine:
             self._engine.dispose()
         unbind_pool_gauges(self.telemetry, self.system, self.name)
-        self._state.transition(_S.CLOSED, "close()")
+        self._tracker.closed_now("close()")
 
     def __enter__(self) -> ResilientDatabase:
         return self
@@ -457,7 +460,7 @@ class ResilientDatabase:
 
     def __repr__(self) -> str:
         return (f"ResilientDatabase(name={self.name!r}, system={self.system}, "
-                f"address={self._address!r}, state={self._state.state.value})")
+                f"address={self._address!r}, state={self._tracker.state.value})")
 
     @classmethod
     def from_env(

@@ -4,13 +4,16 @@ Works for SQLAlchemy's wrappers (``sqlalchemy.exc.DBAPIError`` with ``.orig`` an
 ``connection_invalidated``) and for raw DB-API exceptions alike, because the seed's decorators wrap
 plain driver calls. The decision is made, in this order, from:
 
-1. ``connection_invalidated`` on a SQLAlchemy error: the connection is gone → ``CONNECTION``;
-2. the SQLSTATE (psycopg ``.sqlstate``, psycopg2 ``.pgcode``, mysql-connector ``.sqlstate``);
-3. the MySQL/MariaDB error number (PyMySQL/mysqlclient ``.args[0]``, mysql-connector ``.errno``);
-4. SQLite's result code (``sqlite_errorcode``; "database is locked" is ``LOCK_TIMEOUT``);
-5. the message of errors that carry no code (libpq reports a failed *connect*, a wrong password
+1. a TLS certificate or host name that does not verify, wrapped however the driver wraps it
+   (PyMySQL's ``OperationalError`` raised from the ``ssl`` error, or libpq's message) →
+   ``CONFIGURATION``: waiting never heals it;
+2. ``connection_invalidated`` on a SQLAlchemy error: the connection is gone → ``CONNECTION``;
+3. the SQLSTATE (psycopg ``.sqlstate``, psycopg2 ``.pgcode``, mysql-connector ``.sqlstate``);
+4. the MySQL/MariaDB error number (PyMySQL/mysqlclient ``.args[0]``, mysql-connector ``.errno``);
+5. SQLite's result code (``sqlite_errorcode``; "database is locked" is ``LOCK_TIMEOUT``);
+6. the message of errors that carry no code (libpq reports a failed *connect*, a wrong password
    included, as an ``OperationalError`` with no SQLSTATE);
-6. the DB-API class (``IntegrityError``, ``ProgrammingError``, ...), then
+7. the DB-API class (``IntegrityError``, ``ProgrammingError``, ...), then
    :func:`~instrumented_clients.resilience.errors.classify_exception`.
 
 Exception tree of this package::
@@ -31,6 +34,7 @@ from instrumented_clients.resilience.errors import (
     ErrorCategory,
     ResilienceError,
     classify_exception,
+    tls_verification_failure,
 )
 
 __all__ = [
@@ -171,6 +175,10 @@ _SQLITE_CODES: Final[dict[int, ErrorCategory]] = {
 # -- messages of errors without a code ------------------------------------------------------------
 
 _MESSAGE_RULES: Final[tuple[tuple[re.Pattern[str], ErrorCategory], ...]] = (
+    # libpq verifies certificates itself: only its message tells (sslmode=verify-ca/verify-full).
+    (re.compile(r"certificate verify failed|server certificate for .* does not match host name"
+                r"|root certificate file .* does not exist|could not read root certificate",
+                re.I), _C.CONFIGURATION),
     (re.compile(r"password authentication failed|authentication failed|access denied for user"
                 r"|no pg_hba\.conf entry|role \S+ does not exist|password is required"
                 r"|invalid password", re.I), _C.AUTH),
@@ -274,6 +282,8 @@ def classify(exc: BaseException) -> ErrorCategory:
     """
     if isinstance(exc, CommitOutcomeUnknownError):
         return _C.CONNECTION if exc.idempotent else _C.UNKNOWN
+    if tls_verification_failure(exc) is not None:
+        return _C.CONFIGURATION
     if getattr(exc, "connection_invalidated", False):
         return _C.CONNECTION
     orig = getattr(exc, "orig", None)  # sqlalchemy.exc.DBAPIError wraps the driver's error

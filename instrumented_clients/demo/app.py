@@ -195,7 +195,7 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         producing.set()
         clients.publisher.close(timeout=0)  # idempotent: what is left is counted as dropped
-        clients.consumer.stop(timeout=2)
+        clients.consumer.close(timeout=2)
         clients.cache.close()
         clients.database.close()
         _stop_proxies(proxies)
@@ -261,7 +261,7 @@ def _drain(clients: DemoClients, flow: OrderFlow, timeout: float) -> None:
     if flow.outstanding:
         _log.warning("broker unreachable at shutdown: %d event(s) not delivered",
                      flow.outstanding)
-    consumer.stop(timeout=max(1.0, deadline - time.monotonic()))
+    consumer.close(timeout=max(1.0, deadline - time.monotonic()))
 
 
 def _summary(elapsed: float, reason: str, flow: OrderFlow, telemetry: Telemetry) -> str:

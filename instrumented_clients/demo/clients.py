@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from instrumented_clients.demo.settings import Settings
 from instrumented_clients.demo.workload import InterruptibleClock
-from instrumented_clients.resilience import CircuitBreaker
 from instrumented_clients.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -109,19 +108,16 @@ def build_clients(settings: Settings, urls: dict[str, Any], *, prefix: str, tele
     """
     from sqlalchemy import Column, Float, Integer, MetaData, String, Table
 
-    from instrumented_clients.db import ResilientDatabase, is_transient_db_error
+    from instrumented_clients.db import ResilientDatabase
     from instrumented_clients.rabbitmq import ResilientPublisher
     from instrumented_clients.rabbitmq.consumer import ResilientConsumer
-    from instrumented_clients.rabbitmq.errors import is_transient_rmq_error
     from instrumented_clients.redis import ResilientRedis
 
     clock = InterruptibleClock(stopping)
     db_policy = settings.db_policy().replace(clock=clock)
     database = ResilientDatabase(
         urls["database"], name="orders-db", policy=db_policy, telemetry=telemetry,
-        breaker=CircuitBreaker(5, breaker_cooldown, name="orders-db",
-                               system=_database_system(urls["database"]),
-                               failure_on=is_transient_db_error, instrumentation=telemetry))
+        recovery_timeout=breaker_cooldown)
     table = Table(f"{prefix}_orders", MetaData(),
                   Column("id", String(36), primary_key=True),
                   Column("customer", String(64), nullable=False),
@@ -146,13 +142,12 @@ def build_clients(settings: Settings, urls: dict[str, Any], *, prefix: str, tele
             urls["rabbitmq"], name="order-events", event_exchange=prefix,
             max_pending_events=settings.rabbitmq_max_pending_events,
             reconnect_policy=settings.rabbitmq_reconnect_policy(),
-            breaker=CircuitBreaker(5, breaker_cooldown, name="order-events", system="rabbitmq",
-                                   failure_on=is_transient_rmq_error, instrumentation=telemetry),
-            **amqp)
+            recovery_timeout=breaker_cooldown, **amqp)
         consumer = ResilientConsumer(
             urls["rabbitmq"], queue=topology.queues[0].name, handler=handler,
             name="order-consumer", prefetch=settings.rabbitmq_prefetch,
-            reconnect_policy=settings.rabbitmq_reconnect_policy(), auto_start=False, **amqp)
+            reconnect_policy=settings.rabbitmq_reconnect_policy(), auto_start=False,
+            recovery_timeout=breaker_cooldown, **amqp)
     except BaseException:
         for client in (publisher, cache, database):
             if client is not None:
@@ -160,8 +155,3 @@ def build_clients(settings: Settings, urls: dict[str, Any], *, prefix: str, tele
         raise
     return DemoClients(database, cache, publisher, consumer, table)
 
-
-def _database_system(url: str) -> str:
-    from instrumented_clients.dependencies import database_system
-
-    return database_system(url)

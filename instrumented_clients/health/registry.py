@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
+from instrumented_clients.client import HealthReport
 from instrumented_clients.redaction import redact_text, redact_url
 
 __all__ = [
@@ -50,7 +51,8 @@ class HealthStatus(str, enum.Enum):
 
 @runtime_checkable
 class SupportsHealth(Protocol):
-    """What the registry needs from a client: a ``health()`` that returns a dict."""
+    """What the registry needs from a client: a ``health()`` that returns a mapping (a
+    :class:`~instrumented_clients.client.HealthReport` or a dict)."""
 
     def health(self) -> Mapping[str, Any]: ...
 
@@ -148,8 +150,8 @@ class HealthRegistry:
             client: anything with ``health() -> dict``.
             name: the key in ``dependencies`` (default: the client's ``name`` attribute).
             required: whether the service is unhealthy without it (default: the client's own
-                ``required`` attribute when it has one — the publisher's ``RABBITMQ_REQUIRED`` —
-                else True).
+                ``required`` — every :class:`~instrumented_clients.client.ResilientClient` has
+                one, e.g. the publisher's ``RABBITMQ_REQUIRED`` — else True).
 
         Raises:
             TypeError: ``client`` has no callable ``health``.
@@ -182,6 +184,8 @@ class HealthRegistry:
     def _report(self, entry: _Entry) -> dict[str, Any]:
         try:
             raw = entry.client.health()
+            if isinstance(raw, HealthReport):
+                raw = raw.to_dict()  # built once, not once per key
             if not isinstance(raw, Mapping):
                 raise TypeError(f"health() returned {type(raw).__name__}, not a dict")
             report: dict[str, Any] = sanitize(raw)

@@ -42,20 +42,18 @@ import pika
 from pika import exceptions as pika_errors
 from pika.adapters.select_connection import IOLoop
 
-from instrumented_clients.rabbitmq.errors import BrokerUnavailableError, classify, describe_error
+from instrumented_clients.config import ConfigError
+from instrumented_clients.rabbitmq.errors import BrokerUnavailableError, classify
 from instrumented_clients.rabbitmq.settings import default_reconnect_policy, parse_urls
 from instrumented_clients.rabbitmq.topology import Topology, declare_topology
-from instrumented_clients.redaction import safe_address
+from instrumented_clients.redaction import redact_url, safe_address
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
+from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import ErrorCategory, IllegalTransitionError
-from instrumented_clients.resilience.events import (
-    ConnectionBlocked,
-    Instrumentation,
-    ReconnectAttempt,
-    ReconnectFinished,
-)
+from instrumented_clients.resilience.events import ConnectionBlocked, Instrumentation
 from instrumented_clients.resilience.retry import RetryPolicy
 from instrumented_clients.resilience.state import ConnectionState, ConnectionStateMachine
+from instrumented_clients.resilience.tracker import ConnectionTracker
 
 __all__ = ["ConnectionListener", "RabbitConnection", "coalesce_writes", "default_reconnect_policy",
            "parse_urls"]
@@ -134,18 +132,26 @@ class RabbitConnection:
         required: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.urls = parse_urls(urls)
+        try:
+            self.urls = parse_urls(urls)
+        except ConfigError:
+            raise
+        except ValueError as error:
+            shown = urls if isinstance(urls, str) else ",".join(map(str, urls))
+            raise ConfigError("url", redact_url(shown),
+                              f"amqp:// or amqps:// broker URL(s), comma-separated ({error})"
+                              ) from None
         for arg, value in (("heartbeat", heartbeat), ("connect_timeout", connect_timeout),
                            ("stack_timeout", stack_timeout),
                            ("blocked_connection_timeout", blocked_connection_timeout)):
             if value is not None and (not isinstance(value, (int, float))
                                       or isinstance(value, bool) or value < 0):
-                raise ValueError(f"{arg} must be a number of seconds >= 0, got {value!r}")
+                raise ConfigError(arg, repr(value), "a number of seconds >= 0")
         if 0 < heartbeat < 1:
-            raise ValueError(f"heartbeat must be 0 (off) or >= 1 second (AMQP counts whole "
-                             f"seconds), got {heartbeat!r}")
+            raise ConfigError("heartbeat", repr(heartbeat),
+                              "0 (off) or >= 1 second (AMQP counts whole seconds)")
         if stack_timeout is not None and stack_timeout <= 0:
-            raise ValueError(f"stack_timeout must be > 0 seconds or None, got {stack_timeout!r}")
+            raise ConfigError("stack_timeout", repr(stack_timeout), "> 0 seconds or None")
         self.name = name
         self.telemetry = telemetry
         self.policy = reconnect_policy or default_reconnect_policy(clock=clock)
@@ -157,6 +163,7 @@ class RabbitConnection:
         self.topology = topology or Topology()
         self.required = required
         self._clock = clock
+        self.context = ClientContext(SYSTEM, name, clock, telemetry)
         self._listeners: list[ConnectionListener] = []
         self._reset_runtime()
         _INSTANCES.add(self)
@@ -179,24 +186,34 @@ class RabbitConnection:
         self._settled = threading.Event()  # first CONNECTED or FAILED (for required=True)
         self._retry_timer: Any = None
         self._url_index = 0
-        self._cycle_attempts = 0
-        self._cycle_started: float | None = None
-        self._cycle_reported_failed = False
         self._generation = 0
         self.blocked = False
-        self.reconnect_attempts = 0
-        self.last_error: str | None = None
-        self.last_error_category: ErrorCategory | None = None
         self.illegal_transitions = 0
         self.address = safe_address(self.urls[0])
-        self.machine = ConnectionStateMachine(SYSTEM, self.name, clock=self._clock,
-                                              instrumentation=self.telemetry)
+        self.tracker = ConnectionTracker(self.context)
 
     # -- public surface ----------------------------------------------------------------------------
 
     @property
+    def machine(self) -> ConnectionStateMachine:
+        return self.tracker.machine
+
+    @property
     def state(self) -> ConnectionState:
-        return self.machine.state
+        return self.tracker.state
+
+    @property
+    def last_error(self) -> str | None:
+        """The last connection failure, redacted."""
+        return self.tracker.last_error
+
+    @property
+    def last_error_category(self) -> ErrorCategory | None:
+        return self.tracker.last_error_category
+
+    @property
+    def reconnect_attempts(self) -> int:
+        return self.tracker.reconnect_attempts
 
     @property
     def connected(self) -> bool:
@@ -226,7 +243,7 @@ class RabbitConnection:
                 raise BrokerUnavailableError(
                     f"RabbitMQ is required (RABBITMQ_REQUIRED=true) but {self.name!r} could not "
                     f"connect to {', '.join(safe_address(u) for u in self.urls)} after "
-                    f"{self._cycle_attempts} attempt(s): {error}"
+                    f"{self.tracker.cycle_attempts} attempt(s): {error}"
                 )
 
     def in_io_thread(self) -> bool:
@@ -250,11 +267,17 @@ class RabbitConnection:
         """Cancel a :meth:`call_later` handle (on the I/O thread)."""
         self._ioloop.remove_timeout(handle)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Close the connection and stop the I/O thread (idempotent)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Close the connection and stop the I/O thread (idempotent).
+
+        Args:
+            timeout: seconds to wait for the close to finish (default 10).
+        """
+        if timeout is None:
+            timeout = 10.0
         if self._thread is None:
             with contextlib.suppress(IllegalTransitionError):
-                self.machine.transition(_S.CLOSED, "closed before start")
+                self.tracker.closed_now("closed before start")
             self._ioloop.close()
             return
         if self.in_io_thread():  # from a callback: waiting here would block the loop itself
@@ -321,17 +344,11 @@ class RabbitConnection:
 
         return run
 
-    def _transition(self, to_state: ConnectionState, reason: str | None = None) -> None:
-        self.machine.transition(to_state, reason)
-
     def _connect(self) -> None:
         self._retry_timer = None
         if self._closing:
             return
-        if self._cycle_started is None:
-            self._cycle_started = self._clock.monotonic()
-        if self.state is not _S.FAILED:
-            self._transition(_S.CONNECTING)
+        self.tracker.connecting("connect attempt")
         url = self.urls[self._url_index % len(self.urls)]
         self._url_index += 1
         self.address = safe_address(url)
@@ -391,23 +408,9 @@ class RabbitConnection:
         declare_topology(channel, self.topology, self.guarded(done))
 
     def _on_ready(self, connection: Any) -> None:
-        now = self._clock.monotonic()
-        self._cycle_attempts += 1
-        attempts = self._cycle_attempts
-        # A first connection made at the first try is a connect, not a reconnect.
-        reconnected = self._generation > 0 or attempts > 1
-        if reconnected:
-            self.reconnect_attempts += 1
-            self.telemetry.emit(ReconnectAttempt(SYSTEM, self.name, attempts, "success"))
         self._ready = True
         self._generation += 1
-        self._transition(_S.CONNECTED, f"connected to {self.address}")
-        if self._cycle_started is not None and reconnected:
-            self.telemetry.emit(ReconnectFinished(SYSTEM, self.name, "success",
-                                                  now - self._cycle_started, attempts))
-        self._cycle_started = None
-        self._cycle_attempts = 0
-        self._cycle_reported_failed = False
+        self.tracker.succeeded(f"connected to {self.address}")
         self._settled.set()
         for listener in list(self._listeners):
             self.guarded(listener.on_connection_ready)(connection)
@@ -423,22 +426,12 @@ class RabbitConnection:
 
     def _attempt_failed(self, error: BaseException) -> None:
         category = classify(error)
-        self._cycle_attempts += 1
-        self.reconnect_attempts += 1
-        self.last_error = describe_error(error)
-        self.last_error_category = category
-        attempt = self._cycle_attempts
+        attempt = self.tracker.cycle_attempts + 1  # only the I/O thread moves this tracker
         spent = attempt >= self.policy.max_attempts or category in _PERMANENT_CONNECT
         delay = self.policy.max_delay if spent else self.policy.backoff(attempt)
-        self.telemetry.emit(ReconnectAttempt(SYSTEM, self.name, attempt, "failure",
-                                             category.value, error, delay))
-        if spent and self.state is not _S.FAILED:
-            self._transition(_S.FAILED, f"{attempt} attempts failed: {category.value}")
-        if spent and not self._cycle_reported_failed:
-            self._cycle_reported_failed = True
-            started = self._cycle_started or self._clock.monotonic()
-            self.telemetry.emit(ReconnectFinished(SYSTEM, self.name, "failure",
-                                                  self._clock.monotonic() - started, attempt))
+        self.tracker.failed(error, category, attempt=True, next_delay=delay)
+        if spent:
+            self.tracker.give_up(f"{attempt} attempts failed: {category.value}")
             self._settled.set()
         if not self._closing:
             self._retry_timer = self._ioloop.call_later(delay, self.guarded(self._connect))
@@ -454,11 +447,7 @@ class RabbitConnection:
             self._finish_close()
             return
         if was_ready:
-            self.last_error = describe_error(reason)
-            self.last_error_category = classify(reason)
-            self._transition(_S.DISCONNECTED, "connection lost")
-            self._cycle_started = self._clock.monotonic()
-            self._cycle_attempts = 0
+            self.tracker.failed(reason, classify(reason), attempt=False, reason="connection lost")
             for listener in list(self._listeners):
                 self.guarded(listener.on_connection_lost)(reason)
             self._connect()  # the first attempt at once; backoff from the second
@@ -491,8 +480,7 @@ class RabbitConnection:
         if self._closing:
             return
         self._closing = True
-        if self.state is not _S.CLOSING:
-            self._transition(_S.CLOSING, "close() called")
+        self.tracker.closing("close() called")
         if self._retry_timer is not None:
             self._ioloop.remove_timeout(self._retry_timer)
             self._retry_timer = None
@@ -506,8 +494,7 @@ class RabbitConnection:
     def _finish_close(self) -> None:
         self._connection = None
         self._ready = False
-        if self.state is not _S.CLOSED:
-            self._transition(_S.CLOSED, "closed")
+        self.tracker.closed_now("closed")
         self._closed_event.set()
         self._settled.set()
         self._ioloop.stop()

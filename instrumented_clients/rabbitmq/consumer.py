@@ -30,10 +30,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 from pika import exceptions as pika_errors
 
+from instrumented_clients.client import resolve_breaker, resolve_retry
 from instrumented_clients.rabbitmq.connection import RabbitConnection, default_reconnect_policy
 from instrumented_clients.rabbitmq.consumer_config import ConsumerConfigMixin
 from instrumented_clients.rabbitmq.consumer_worker import HandlerRunnerMixin
@@ -50,6 +51,7 @@ from instrumented_clients.rabbitmq.topology import Queue, Topology, declare_topo
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
+from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import CircuitOpenError
 from instrumented_clients.resilience.events import ConsumeOutcome, MessageConsumed
 from instrumented_clients.resilience.retry import RetryPolicy
@@ -94,11 +96,19 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         poison_cache_size: messages whose failures are remembered (least recently used out).
         required, reconnect_policy, heartbeat, connect_timeout, stack_timeout,
         blocked_connection_timeout, connection_name: as for the connection.
-        breaker: optional circuit breaker over the handler. While it is open the consumer
-            stops consuming (``basic.cancel``) instead of requeueing message after message;
-            after the cool-down one probe message is consumed (prefetch 1), and its success
-            resumes full consumption. Failures count by the breaker's ``failure_on`` (default:
-            transient errors such as ``ConnectionError``, not a poison message's ``ValueError``).
+        breaker: the circuit breaker over the handler: None (default) for one that opens
+            after ``failure_threshold`` consecutive failures for ``recovery_timeout`` seconds,
+            ``False`` for none, or that one. While it is open the consumer stops consuming
+            (``basic.cancel``) instead of requeueing message after message; after the cool-down
+            one probe message is consumed (prefetch 1), and its success resumes full
+            consumption. Failures count by the breaker's ``failure_on`` (default: transient
+            errors such as ``ConnectionError``, not a poison message's ``ValueError``).
+        failure_threshold, recovery_timeout: the default breaker's settings (5, 30 s).
+        retry: the handler's retries inside this process before the message is requeued:
+            None (default) or ``False`` for one run per delivery (the broker's redelivery is the
+            retry), or a policy under which transient errors the handler raises (a dependency's
+            ``ConnectionError``, ...) are retried in the worker thread first. Each run counts
+            towards the breaker; :class:`RejectMessage` and permanent errors are never retried.
         auto_start: start consuming in the constructor (else call :meth:`start`).
         clock: time source of the reconnect policy.
     """
@@ -123,7 +133,10 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         stack_timeout: float | None = None,
         blocked_connection_timeout: float | None = None,
         connection_name: str | None = None,
-        breaker: CircuitBreaker | None = None,
+        breaker: CircuitBreaker | Literal[False] | None = None,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
+        retry: RetryPolicy | Literal[False] | None = None,
         auto_start: bool = True,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -144,9 +157,14 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         self.handler = handler
         self.name = name
         self.telemetry = telemetry or get_default_telemetry()
+        self.context = ClientContext(SYSTEM, name, clock, self.telemetry)
+        self.handler_policy = resolve_retry(
+            retry, None, lambda: RetryPolicy(max_attempts=1, clock=clock))
+        self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
+            failure_threshold, recovery_timeout, context=self.context))
         self.telemetry.prepare(SYSTEM, name, ("process",), _FAMILIES + (
-            ("circuit_breaker_state", "circuit_breaker_transitions_total") if breaker else ()))
-        self.breaker = breaker
+            ("circuit_breaker_state", "circuit_breaker_transitions_total") if self.breaker
+            else ()))
         self._recorder = self.telemetry.observe_operation(
             SYSTEM, name, "process", span_name=f"process {self.queue_name}",
             span_attributes={"messaging.system": SYSTEM,
@@ -195,7 +213,6 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         self._probing = False     # half-open: consuming one message at a time
         self._resume_timer: Any = None
         # observation
-        self.consecutive_failures = 0
         self.cancellations = 0
         self.channel_closed_by_broker = 0
         self.stale_settlements = 0
@@ -210,11 +227,12 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         try:
             self.connection.start(required_timeout)
         except BaseException:
-            self.stop(timeout=0)
+            self.close(timeout=0)
             raise
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop consuming, let running handlers finish (up to ``timeout``), ack them, close.
+    def close(self, timeout: float | None = None) -> None:
+        """Stop consuming, let running handlers finish (up to ``timeout`` seconds, default 10),
+        ack them, close the connection.
 
         ``basic.cancel`` stops new deliveries; deliveries whose handler has not started are
         not run and stay unacked, as does a handler still running at the deadline: closing the
@@ -222,13 +240,15 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         """
         if self._stopped.is_set():
             return
+        if timeout is None:
+            timeout = 10.0
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._cond:
             self._stopping = True
         io_alive = self.connection._thread is not None and self.connection._thread.is_alive()
         if io_alive:
             self.connection.call_soon(self._cancel_consumer)
-        own = 1 if getattr(self._local, "in_handler", False) else 0  # stop() from a handler
+        own = 1 if getattr(self._local, "in_handler", False) else 0  # close() from a handler
         with self._cond:
             self._cond.wait_for(lambda: self._running <= own,
                                 timeout=max(deadline - time.monotonic(), 0.0))

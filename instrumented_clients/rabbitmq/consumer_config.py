@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from instrumented_clients.client import HealthReport
+from instrumented_clients.rabbitmq.broker_client import BrokerClient
 from instrumented_clients.rabbitmq.settings import connection_settings_from_env
-from instrumented_clients.resilience.breaker import BreakerState
 from instrumented_clients.settings import RABBITMQ_PREFETCH
 
 if TYPE_CHECKING:
@@ -23,7 +26,7 @@ C = TypeVar("C", bound="ConsumerConfigMixin")
 SYSTEM = "rabbitmq"
 
 
-class ConsumerConfigMixin:
+class ConsumerConfigMixin(BrokerClient):
     """Life-cycle half of :class:`~instrumented_clients.rabbitmq.consumer.ResilientConsumer`."""
 
     if TYPE_CHECKING:
@@ -34,7 +37,6 @@ class ConsumerConfigMixin:
         max_deliveries: int | None
         breaker: CircuitBreaker | None
         connection: RabbitConnection
-        consecutive_failures: int
         cancellations: int
         channel_closed_by_broker: int
         stale_settlements: int
@@ -45,14 +47,16 @@ class ConsumerConfigMixin:
         _stopped: threading.Event
 
         def __init__(self, url: Any = ..., **kwargs: Any) -> None: ...
-        def stop(self, timeout: float = 10.0) -> None: ...
+        def close(self, timeout: float | None = None) -> None: ...
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Same as :meth:`stop`."""
-        self.stop(timeout)
+    def stop(self, timeout: float | None = None) -> None:
+        """Deprecated spelling of :meth:`close`."""
+        warnings.warn("ResilientConsumer.stop() is deprecated: use close(timeout=...)",
+                      DeprecationWarning, stacklevel=2)
+        self.close(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`stop` finished (e.g. from a signal handler); True if it did."""
+        """Block until :meth:`close` finished (e.g. from a signal handler); True if it did."""
         return self._stopped.wait(timeout)
 
     def __enter__(self: C) -> C:
@@ -60,7 +64,7 @@ class ConsumerConfigMixin:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.stop()
+        self.close()
 
     @classmethod
     def from_env(
@@ -85,6 +89,12 @@ class ConsumerConfigMixin:
     # -- observation -------------------------------------------------------------------------------
 
     @property
+    def consecutive_failures(self) -> int:
+        """Failures in a row (handler runs and connection attempts) since the last success."""
+        return self.connection.tracker.consecutive_failures
+
+
+    @property
     def consuming(self) -> bool:
         """True while the broker has confirmed the consumer (``basic.consume-ok``)."""
         return self._consuming
@@ -94,29 +104,24 @@ class ConsumerConfigMixin:
         """Deliveries received whose handler has not finished yet."""
         return self._in_flight
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HealthReport:
         """State for a health endpoint; never a password.
 
-        Without a ``breaker``, ``circuit_breaker`` reads ``closed``: nothing ever pauses.
+        Without a breaker (``breaker=False``), ``circuit_breaker`` reads ``closed``: nothing
+        ever pauses.
         """
-        conn = self.connection.health()
-        breaker_state = self.breaker.state.value if self.breaker else BreakerState.CLOSED.value
-        return {
-            "system": SYSTEM,
-            "client": self.name,
-            **conn,
-            "last_error": self.last_error or conn["last_error"],
-            "consecutive_failures": self.consecutive_failures,
-            "circuit_breaker": breaker_state,
-            "circuit_breaker_open": breaker_state == BreakerState.OPEN.value,
-            "paused": self._paused,
-            "queue": self.queue_name,
-            "consuming": self._consuming,
-            "in_flight": self._in_flight,
-            "prefetch": self.prefetch,
-            "workers": self.workers,
-            "max_deliveries": self.max_deliveries,
-            "cancellations": self.cancellations,
-            "channel_closed_by_broker": self.channel_closed_by_broker,
-            "stale_settlements": self.stale_settlements,
-        }
+        connection = self.connection
+        report = HealthReport.build(
+            SYSTEM, self.name, connection.tracker, self.breaker, address=connection.address,
+            connected=connection.connected, blocked=connection.blocked,
+            connection_name=connection.connection_name,
+            paused=self._paused,
+            queue=self.queue_name, consuming=self._consuming, in_flight=self._in_flight,
+            prefetch=self.prefetch, workers=self.workers, max_deliveries=self.max_deliveries,
+            cancellations=self.cancellations,
+            channel_closed_by_broker=self.channel_closed_by_broker,
+            stale_settlements=self.stale_settlements,
+        )
+        if self.last_error:  # the broker refused the queue: that says more than the link
+            report = dataclasses.replace(report, last_error=self.last_error)
+        return report

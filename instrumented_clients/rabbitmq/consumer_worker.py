@@ -19,6 +19,7 @@ from instrumented_clients.rabbitmq.incoming import Delivery, DeliveryCounter, Re
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
 from instrumented_clients.resilience.events import ConsumeOutcome, Outcome
+from instrumented_clients.resilience.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,10 +39,10 @@ class HandlerRunnerMixin:
     if TYPE_CHECKING:
         name: str
         handler: Callable[[IncomingMessage], object]
+        handler_policy: RetryPolicy
         breaker: CircuitBreaker | None
         max_deliveries: int | None
         connection: RabbitConnection
-        consecutive_failures: int
         _recorder: OperationRecorder
         _counter: DeliveryCounter
         _cond: threading.Condition
@@ -91,7 +92,10 @@ class HandlerRunnerMixin:
         error: BaseException | None = None
         outcome: ConsumeOutcome = "ack"
         try:
-            self.handler(message)
+            if self.handler_policy.max_attempts == 1:
+                self.handler(message)
+            else:
+                self.handler_policy.call(self.handler, message)
         except RejectMessage as exc:
             error, outcome = exc, "reject"
             self._forget(delivery)
@@ -104,13 +108,15 @@ class HandlerRunnerMixin:
         if self.breaker is not None and not isinstance(error, RejectMessage):
             self._report_to_breaker(self.breaker, error)
         retried = message.redelivered or message.delivery_count > 0
+        tracker = self.connection.tracker
         op: Outcome
         with self._cond:
             if error is None:
-                self.consecutive_failures = 0
+                if tracker.consecutive_failures:
+                    tracker.record_success()
                 op = "success_after_retry" if retried else "success"
             else:
-                self.consecutive_failures += 1
+                tracker.record_failure()
                 op = "failure_after_retry" if retried else "failure"
         try:
             if scope is not None:

@@ -56,7 +56,7 @@ class PublisherDelivery:
         name: str
         telemetry: Telemetry
         connection: RabbitConnection
-        breaker: CircuitBreaker
+        breaker: CircuitBreaker | None
         buffer: EventBuffer[OutgoingMessage]
         spool: SpooledMessages | None
         max_in_flight: int
@@ -221,7 +221,7 @@ class PublisherDelivery:
 
     def _breaker_budget(self, room: int) -> int:
         breaker = self.breaker
-        if breaker.state is BreakerState.CLOSED:
+        if breaker is None or breaker.state is BreakerState.CLOSED:
             return room
         if self._probe is not None or room <= 0:
             return 0
@@ -250,7 +250,7 @@ class PublisherDelivery:
         if missing is not None:
             if missing[0] > self._clock.monotonic():
                 error = ChannelClosedError(404, missing[1], message.message_id)
-                if self._probe is _PROBE_PENDING:
+                if self._probe is _PROBE_PENDING and self.breaker is not None:
                     self._probe = None
                     self.breaker.on_failure(error)  # not counted: the broker answered
                 self._settle(message, None, error)
@@ -267,7 +267,7 @@ class PublisherDelivery:
             self._channel_ready = False  # the close callback re-opens or reconnects
             return False
         except Exception as exc:  # the message itself cannot be encoded (e.g. a header type)
-            if self._probe is _PROBE_PENDING:
+            if self._probe is _PROBE_PENDING and self.breaker is not None:
                 self._probe = None
                 self.breaker.on_failure(exc)
             self._settle(message, None, exc)
@@ -375,11 +375,20 @@ class PublisherDelivery:
             else:
                 result = PublishResult(outcome, message.message_id, message.resent,  # type: ignore[arg-type]
                                        returned[0], returned[1])
+        tracker = self.connection.tracker
+        if outcome == "ack" or outcome == "returned":
+            if tracker.consecutive_failures:  # the common case costs one check
+                tracker.record_success()
+        elif outcome is not None:
+            tracker.record_failure()
+        breaker = self.breaker
         if not message.sync:
-            if outcome == "ack" or outcome == "returned":
-                self.breaker.on_success()
+            if breaker is None:
+                pass
+            elif outcome == "ack" or outcome == "returned":
+                breaker.on_success()
             elif outcome is not None:
-                self.breaker.on_failure(PublishNackedError(outcome, message.message_id))
+                breaker.on_failure(PublishNackedError(outcome, message.message_id))
             if not message.recorded:
                 message.recorded = True
                 if outcome == "ack":

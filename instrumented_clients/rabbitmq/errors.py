@@ -16,9 +16,10 @@ Exception tree of this package (all under the core's ``ResilienceError``)::
             └── ChannelClosedError      channel closed by the broker; reply_code tells (403/404/406
                                         permanent, 320/541 transient)
 
-Classification (DESIGN.md): pika connection errors, lost streams, heartbeat timeouts, 320
+Classification: pika connection errors, lost streams, heartbeat timeouts, 320
 (connection forced) and 541 (internal error) are transient; a channel closed with 403, 404 or 406
-is permanent, and so is an authentication failure (wrong password, ``ACCESS_REFUSED`` at connect).
+is permanent, and so is an authentication failure (wrong password, ``ACCESS_REFUSED`` at connect)
+or a TLS certificate or host name that does not verify (a configuration error).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from instrumented_clients.resilience.errors import (
     ErrorCategory,
     ResilienceError,
     classify_exception,
+    tls_verification_failure,
 )
 
 __all__ = [
@@ -171,6 +173,9 @@ def classify(exc: BaseException) -> ErrorCategory:
     """
     if isinstance(exc, PublishError):
         return exc.category
+    if tls_verification_failure(exc) is not None:
+        # pika carries it inside its connection workflow errors, which are otherwise transient.
+        return ErrorCategory.CONFIGURATION
     if isinstance(exc, (BrokerUnavailableError, NotConnectedError)):
         return ErrorCategory.CONNECTION
     if isinstance(exc, (PublisherClosedError, MessageDroppedError)):

@@ -21,11 +21,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import pika
 from opentelemetry.trace import SpanKind
 
+from instrumented_clients.client import resolve_breaker, resolve_retry
 from instrumented_clients.rabbitmq.connection import (
     RabbitConnection,
     default_reconnect_policy,
@@ -52,6 +53,7 @@ from instrumented_clients.rabbitmq.topology import Topology
 from instrumented_clients.resilience.breaker import CircuitBreaker
 from instrumented_clients.resilience.buffer import EventBuffer, OverflowPolicy
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
+from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import BufferFullError
 from instrumented_clients.resilience.retry import Guard, RetryPolicy
 from instrumented_clients.telemetry.core import Telemetry, get_default_telemetry
@@ -98,7 +100,11 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
             ``block_timeout`` for room, then raises ``BufferFullError``) or ``raise``.
         on_drop: ``on_drop(message, reason)`` for every dropped message.
         publish_policy: the blocking form's retry (default: seed 000's 3 × 0.5 s, cap 5 s).
-        breaker: circuit breaker (default 5 consecutive failures, 30 s).
+        retry: the same as ``publish_policy`` (``False``: one attempt), the name every client
+            shares.
+        breaker: None (default): a breaker that opens after ``failure_threshold`` consecutive
+            transient failures for ``recovery_timeout`` seconds; ``False``: none; or that one.
+        failure_threshold, recovery_timeout: the default breaker's settings (5, 30 s).
         persistent: delivery mode 2 unless the caller's properties say otherwise.
         serializer: turns a non-bytes body into bytes; without one a non-bytes body is a
             TypeError.
@@ -128,7 +134,10 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         block_timeout: float = 5.0,
         on_drop: Callable[[OutgoingMessage, str], object] | None = None,
         publish_policy: RetryPolicy | None = None,
-        breaker: CircuitBreaker | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+        breaker: CircuitBreaker | Literal[False] | None = None,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
         persistent: bool = True,
         serializer: Callable[[Any], bytes] | None = None,
         spool_path: str | None = None,
@@ -162,11 +171,13 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         self.event_exchange = event_exchange
         self._user_on_drop = on_drop
         self._clock = clock
-        self.publish_policy = publish_policy or default_publish_policy(clock)
-        self.breaker = breaker or CircuitBreaker(
-            5, 30.0, failure_on=is_transient_rmq_error, name=name, system=SYSTEM, clock=clock,
-            instrumentation=self.telemetry,
-        )
+        self.publish_policy = resolve_retry(retry, publish_policy,
+                                            lambda: default_publish_policy(clock))
+        self.context = ClientContext(SYSTEM, name, clock, self.telemetry)
+        self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
+            failure_threshold, recovery_timeout, failure_on=is_transient_rmq_error,
+            context=self.context,
+        ))
         self._recorder = self.telemetry.observe_operation(SYSTEM, name, "publish")
         self._cached_tracer: Any = None
         self._tracer_checked_at = float("-inf")
@@ -202,7 +213,7 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
                          else self.overflow)
         self.buffer: EventBuffer[OutgoingMessage] = EventBuffer(
             self.max_pending_events, overflow=buffer_policy, on_drop=self._on_buffer_drop,
-            system=SYSTEM, client=self.name, clock=self._clock, instrumentation=self.telemetry,
+            context=self.context,
         )
         self._inbox: deque[OutgoingMessage] = deque()
         self._resend: deque[OutgoingMessage] = deque()
@@ -277,8 +288,8 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         guard = self._guards.get(exchange)
         if guard is None:
             guard = self._guards[exchange] = Guard(
-                self.publish_policy, breaker=self.breaker, instrumentation=self.telemetry,
-                system=SYSTEM, client=self.name, operation="publish",
+                self.publish_policy, breaker=self.breaker, context=self.context,
+                operation="publish",
                 span_name=_span_name(exchange), span_attributes=_span_attributes(exchange),
             )
         payload = self._serialize(body)

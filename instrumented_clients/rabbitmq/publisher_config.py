@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pika
 
+from instrumented_clients.client import HealthReport
+from instrumented_clients.rabbitmq.broker_client import BrokerClient
 from instrumented_clients.rabbitmq.errors import PublisherClosedError
 from instrumented_clients.rabbitmq.message import OutgoingMessage
 from instrumented_clients.rabbitmq.settings import connection_settings_from_env
@@ -31,13 +33,13 @@ P = TypeVar("P", bound="PublisherConfigMixin")
 
 
 
-class PublisherConfigMixin:
+class PublisherConfigMixin(BrokerClient):
     """Life-cycle half of :class:`~instrumented_clients.rabbitmq.ResilientPublisher`."""
 
     if TYPE_CHECKING:
         name: str
         connection: RabbitConnection
-        breaker: CircuitBreaker
+        breaker: CircuitBreaker | None
         buffer: EventBuffer[OutgoingMessage]
         spool: SpooledMessages | None
         max_in_flight: int
@@ -92,34 +94,31 @@ class PublisherConfigMixin:
         """Messages sent and not yet confirmed."""
         return len(self._unconfirmed)
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HealthReport:
         """State for a health endpoint; never a password."""
-        conn = self.connection.health()
-        breaker_state = self.breaker.state.value
-        return {
-            "system": "rabbitmq",
-            "client": self.name,
-            **conn,
-            "consecutive_failures": self.breaker.consecutive_failures,
-            "circuit_breaker": breaker_state,
-            "circuit_breaker_open": breaker_state == "open",
-            "pending_events": self.pending_events,
-            "in_flight": self.in_flight,
-            "buffer_capacity": self.buffer.capacity,
-            "dropped_events": self.buffer.stats().dropped,
-            "spool": self.spool.path if self.spool is not None else None,
-        }
+        connection = self.connection
+        return HealthReport.build(
+            self.system, self.name, connection.tracker, self.breaker,
+            address=connection.address, connected=connection.connected,
+            blocked=connection.blocked, connection_name=connection.connection_name,
+            pending_events=self.pending_events, in_flight=self.in_flight,
+            buffer_capacity=self.buffer.capacity, dropped_events=self.buffer.stats().dropped,
+            spool=self.spool.path if self.spool is not None else None,
+        )
 
     # -- closing ---------------------------------------------------------------------------------
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop accepting, flush the buffer, wait for confirms (up to ``timeout``), then close.
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting, flush the buffer, wait for confirms (up to ``timeout`` seconds,
+        default 10), then close. Idempotent.
 
         What is still undelivered is dropped with reason ``shutdown`` (counted, logged, given to
         ``on_drop``, its futures failed) — or, with a spool, kept there for the next start.
         """
         if self._closed:
             return
+        if timeout is None:
+            timeout = 10.0
         self._accepting = False
         connection = self.connection
         if timeout > 0 and connection.state in (ConnectionState.CONNECTED,

@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import redis
 from redis.connection import ConnectionPool
 
+from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
 from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.redis import commands
@@ -56,7 +58,12 @@ from instrumented_clients.redis.errors import (
     was_unsent,
 )
 from instrumented_clients.redis.pipeline import ResilientPipeline
-from instrumented_clients.redis.pool_metrics import bind_pool_metrics, unbind_pool_gauges
+from instrumented_clients.redis.pool_metrics import (
+    bind_pool_count_gauges,
+    bind_pool_metrics,
+    pool_counts,
+    unbind_pool_gauges,
+)
 from instrumented_clients.redis.settings import (
     DEFAULT_URL,
     URL_EXPECTED,
@@ -64,13 +71,13 @@ from instrumented_clients.redis.settings import (
     policy_from_env,
     validate_url,
 )
-from instrumented_clients.redis.tracking import SYSTEM, ConnectionTracking
+from instrumented_clients.redis.tracking import SYSTEM, attempt_failed, call_failed
 from instrumented_clients.resilience import (
     SYSTEM_CLOCK,
-    BreakerState,
     CircuitBreaker,
+    ClientContext,
     ConnectionState,
-    ConnectionStateMachine,
+    ConnectionTracker,
     ErrorCategory,
     Guard,
     RetryBudget,
@@ -78,10 +85,13 @@ from instrumented_clients.resilience import (
     classify_exception,
 )
 from instrumented_clients.resilience.clock import Clock
+from instrumented_clients.resilience.events import RetryScheduled
 from instrumented_clients.settings import REDIS_URL
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
 __all__ = ["ResilientRedis", "counts_against_redis"]
+
+_log = logging.getLogger("instrumented_clients.redis")
 
 _PREPARED_OPERATIONS: Final = ("get", "set", "pipeline", "transaction", "ping", "other")
 _MAX_CACHED_NAMES: Final = 512
@@ -91,7 +101,7 @@ _writes_opted_in: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
 )
 
 
-class ResilientRedis(ConnectionTracking, redis.Redis):
+class ResilientRedis(redis.Redis):
     """A ``redis.Redis`` with retries, a circuit breaker, connection state and telemetry.
 
     Args:
@@ -100,9 +110,11 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         name: the ``client`` label: a low-cardinality logical name.
         policy: retry policy; default :func:`default_policy`. A policy left with the generic
             classifier gets the Redis one.
-        breaker: circuit breaker shared by every command; default one that opens after
-            ``failure_threshold`` consecutive failures (5; see :func:`counts_against_redis`)
-            for ``recovery_timeout`` seconds (30). ``False`` disables it.
+        retry: the same as ``policy`` (``False``: one attempt), the name every client shares.
+        breaker: circuit breaker shared by every command: None (default) for one that opens
+            after ``failure_threshold`` consecutive failures (5; see
+            :func:`counts_against_redis`) for ``recovery_timeout`` seconds (30), ``False`` for
+            none, or that one.
         budget: optional :class:`RetryBudget` shared by every command.
         telemetry: where metrics, spans and logs go; default the package's.
         retry_writes: retry writes after ambiguous failures too (only for idempotent use).
@@ -111,6 +123,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         health_check_interval: seconds idle after which a connection is PINGed before use
             (ignored with ``connection_pool``).
         failure_threshold, recovery_timeout: the default breaker's settings.
+        required: whether the service cannot work without Redis (for a health registry).
         single_connection_client: as in ``redis.Redis``.
         **connection_options: passed to ``ConnectionPool.from_url`` (``socket_timeout``,
             ``decode_responses``, ``max_connections``, ...).
@@ -125,6 +138,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         *,
         name: str = "redis",
         policy: RetryPolicy | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
         breaker: CircuitBreaker | Literal[False] | None = None,
         budget: RetryBudget | None = None,
         telemetry: Telemetry | None = None,
@@ -135,6 +149,7 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         failure_threshold: int = 5,
         recovery_timeout: float = 30.0,
         single_connection_client: bool = False,
+        required: bool = True,
         **connection_options: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -155,14 +170,13 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
                     "url", redact_url(url), f"{URL_EXPECTED} ({redact_text(str(error))})"
                 ) from None
         adopt_pool(connection_pool)
-        # Set before redis.Redis.__init__, whose failure would otherwise leave close() half-built.
-        self._closed = False
         super().__init__(
             connection_pool=connection_pool, single_connection_client=single_connection_client
         )
         self.auto_close_connection_pool = owns_pool
 
         self.name = name
+        self.required = bool(required)
         self.retry_writes = bool(retry_writes)
         self._telemetry = telemetry or get_default_telemetry()
         self._telemetry.prepare(SYSTEM, name, _PREPARED_OPERATIONS)
@@ -174,8 +188,10 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         if host:
             self._span_base.update({"server.address": str(host), "server.port": int(port or 6379)})
 
-        self._clock = clock or (policy.clock if policy is not None else SYSTEM_CLOCK)
-        base = policy or default_policy(clock=self._clock)
+        given = retry if isinstance(retry, RetryPolicy) else policy
+        self._clock = clock or (given.clock if given is not None else SYSTEM_CLOCK)
+        self.context = ClientContext(SYSTEM, name, self._clock, self._telemetry)
+        base = resolve_retry(retry, policy, lambda: default_policy(clock=self._clock))
         changes: dict[str, Any] = {}
         if base.classifier is classify_exception:
             changes["classifier"] = classify  # the generic one knows nothing of redis-py
@@ -183,16 +199,15 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
             changes["clock"] = clock
         self.policy = base.replace(**changes) if changes else base
         self._policies = self._make_policies(self.policy)
-        if breaker is None:
-            breaker = CircuitBreaker(
-                failure_threshold, recovery_timeout, failure_on=counts_against_redis, name=name,
-                system=SYSTEM, clock=self._clock, instrumentation=self._telemetry,
-            )
-        self.breaker: CircuitBreaker | None = breaker or None
+        self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
+            failure_threshold, recovery_timeout, failure_on=counts_against_redis,
+            context=self.context,
+        ))
         self.budget = budget
 
-        self._init_tracking(connection_pool)
+        self._tracker = ConnectionTracker(self.context)
         bind_pool_metrics(self._telemetry, SYSTEM, name, connection_pool, owned=owns_pool)
+        self._pool_gauges_bound = True
         self._guards: dict[Any, Guard] = {}
         self._guards_by_mode: dict[tuple[str, str, str], Guard] = {}
         self._check_guard = self._make_guard(
@@ -244,8 +259,8 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         if operation != commands.OTHER:
             attributes["db.operation.name"] = span_name
         return Guard(
-            policy, breaker=self.breaker, budget=self.budget, instrumentation=self._telemetry,
-            system=SYSTEM, client=self.name, operation=operation,
+            policy, breaker=self.breaker, budget=self.budget, context=self.context,
+            operation=operation,
             span_name=span_name if operation != commands.OTHER else "redis",
             span_attributes=attributes, target=f"{SYSTEM}/{self.name} {span_name}",
         )
@@ -292,8 +307,9 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
         guard = self._guards.get(args[0])
         if guard is None or _writes_opted_in.get():
             guard = self._guard_for(args)
-        if not self._connected:
-            self._before_attempt()
+        tracker = self._tracker
+        if not tracker.connected:
+            tracker.attempt_started()
         token = strict_checkout.set(True)
         try:
             result = guard.call(self._execute_command, *args, **options)
@@ -302,14 +318,15 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
             raise
         finally:
             strict_checkout.reset(token)
-        if not self._connected:
+        if not tracker.connected:
             self._attempt_succeeded()
         return result
 
     def _run(self, guard: Guard, fn: Callable[[], Any]) -> Any:
         """Run anything else that talks to the server (a pipeline's execute) like a command."""
-        if not self._connected:
-            self._before_attempt()
+        tracker = self._tracker
+        if not tracker.connected:
+            tracker.attempt_started()
         token = strict_checkout.set(True)
         try:
             result = guard.call(fn)
@@ -318,9 +335,41 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
             raise
         finally:
             strict_checkout.reset(token)
-        if not self._connected:
+        if not tracker.connected:
             self._attempt_succeeded()
         return result
+
+    # -- connection state (slow paths only) -------------------------------------------------
+
+    system = SYSTEM
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection state (see :mod:`instrumented_clients.redis.tracking`)."""
+        return self._tracker.state
+
+    def _on_retry(self, event: RetryScheduled) -> None:
+        """An attempt failed and another follows (the policies' ``on_retry`` hook)."""
+        try:
+            attempt_failed(self._tracker, self.connection_pool, event.error)
+            self._tracker.attempt_started()
+        except Exception:  # bookkeeping must never change the outcome of a call
+            _log.exception("redis client %r: connection state bookkeeping failed", self.name)
+
+    def _attempt_succeeded(self) -> None:
+        try:
+            if self._tracker.succeeded("command succeeded") and not self._pool_gauges_bound:
+                # Used again after close(): the pool gauges follow it again.
+                bind_pool_count_gauges(self._telemetry, SYSTEM, self.name, self.connection_pool)
+                self._pool_gauges_bound = True
+        except Exception:  # a successful call must not fail on bookkeeping
+            _log.exception("redis client %r: connection state bookkeeping failed", self.name)
+
+    def _call_failed(self, guard: Guard, error: BaseException) -> None:
+        try:
+            call_failed(self._tracker, self.connection_pool, guard, error)
+        except Exception:  # the caller must see the original error, not a bookkeeping one
+            _log.exception("redis client %r: connection state bookkeeping failed", self.name)
 
     # -- pipelines --------------------------------------------------------------------------
 
@@ -373,50 +422,42 @@ class ResilientRedis(ConnectionTracking, redis.Redis):
     def _run_check(self) -> Any:
         return self._run(self._check_guard, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HealthReport:
         """A snapshot for health endpoints: no URL, no password."""
-        breaker = self.breaker
-        breaker_state = breaker.state if breaker is not None else BreakerState.CLOSED
-        pool = self.connection_pool
-        in_use = len(getattr(pool, "_in_use_connections", ()))
-        idle = len(getattr(pool, "_available_connections", ()))
-        state = self._state.state
-        return {
-            "system": SYSTEM,
-            "client": self.name,
-            "state": state.value,
-            "connected": state is ConnectionState.CONNECTED,
-            "address": self.address,
-            "last_error": self._last_error,
-            "consecutive_failures": self._consecutive_failures,
-            "circuit_breaker": breaker_state.value,
-            "circuit_breaker_open": breaker_state is BreakerState.OPEN,
-            "reconnect_attempts": self._reconnect_attempts,
-            "db": self.db,
-            "retry_writes": self.retry_writes,
-            "pool": {"in_use": in_use, "idle": idle,
-                     "max": getattr(pool, "max_connections", None)},
-        }
+        counts = pool_counts(self.connection_pool)  # what the pool gauges read, too
+        return HealthReport.build(
+            SYSTEM, self.name, self._tracker, self.breaker, address=self.address, db=self.db,
+            retry_writes=self.retry_writes,
+            pool={"in_use": int(counts["in_use"]), "idle": int(counts["idle"]),
+                  "max": int(counts["max"])},
+        )
 
-    def close(self) -> None:
-        """Close the client (and its pool when it made it); idempotent."""
-        machine: ConnectionStateMachine | None = getattr(self, "_state", None)
-        if machine is None or getattr(self, "_closed", True):
-            super().close()
+    def close(self, timeout: float | None = None) -> None:
+        """Release the connections, as ``redis.Redis.close()`` does; idempotent.
+
+        The pool's connections are closed when the client made the pool (or
+        ``auto_close_connection_pool`` is set); a pool passed in by the caller stays theirs.
+        The client stays usable: the next command connects again, and the state goes from
+        CLOSED back to CONNECTED (a closed client is never reported as down).
+
+        Args:
+            timeout: accepted for the shape every client shares; closing does not wait.
+        """
+        tracker: ConnectionTracker | None = getattr(self, "_tracker", None)
+        if tracker is None or tracker.state is ConnectionState.CLOSED:
+            super().close()  # a half-built client, or nothing left to close but the pool
             return
-        with self._lock:
-            self._closed = True
-            self._connected = False
-            machine.transition(ConnectionState.CLOSING, "close() called")
+        tracker.closing()
         try:
             super().close()
         finally:
             unbind_pool_gauges(self._telemetry, SYSTEM, self.name)
-            machine.transition(ConnectionState.CLOSED, "close() called")
+            self._pool_gauges_bound = False
+            tracker.closed_now("close() called", reusable=True)
 
     def __repr__(self) -> str:
         return (f"ResilientRedis(name={self.name!r}, address={self.address!r}, db={self.db}, "
-                f"state={self._state.state.value})")
+                f"state={self._tracker.state.value})")
 
 
 def counts_against_redis(error: BaseException) -> bool:

@@ -5,6 +5,7 @@ subclasses of ``ConnectionError``, so the order of the checks matters)::
 
     RedisError
     ├── ConnectionError ─────────────── CONNECTION   transient
+    │   ├── (from a TLS certificate or host name that does not verify) CONFIGURATION permanent
     │   ├── AuthenticationError ─────── AUTH         permanent
     │   ├── AuthorizationError ──────── AUTH         permanent
     │   ├── ExternalAuthProviderError ─ AUTH         permanent
@@ -41,7 +42,11 @@ from typing import Final
 
 from redis import exceptions as rx
 
-from instrumented_clients.resilience.errors import ErrorCategory, classify_exception
+from instrumented_clients.resilience.errors import (
+    ErrorCategory,
+    classify_exception,
+    tls_verification_failure,
+)
 
 __all__ = [
     "StaleConnectionError",
@@ -97,6 +102,9 @@ def classify(exc: BaseException) -> ErrorCategory:
         if isinstance(exc, (*_REFUSED_BY_SERVER, rx.MaxConnectionsError)):
             return ErrorCategory.SERVER_BUSY
         if isinstance(exc, (rx.ConnectionError, rx.InvalidResponse, StaleConnectionError)):
+            # redis-py raises a certificate that does not verify as a ConnectionError.
+            if tls_verification_failure(exc) is not None:
+                return ErrorCategory.CONFIGURATION
             return ErrorCategory.CONNECTION
         if isinstance(exc, rx.TimeoutError):
             return ErrorCategory.TIMEOUT

@@ -21,7 +21,7 @@ from typing import Any
 from instrumented_clients.telemetry import Telemetry
 from instrumented_clients.telemetry.pool import bind_pool_gauges, unbind_pool_gauges
 
-__all__ = ["bind_pool_metrics", "pool_counts", "unbind_pool_gauges"]
+__all__ = ["bind_pool_count_gauges", "bind_pool_metrics", "pool_counts", "unbind_pool_gauges"]
 
 
 def pool_counts(pool: Any) -> dict[str, float]:
@@ -39,14 +39,19 @@ def pool_counts(pool: Any) -> dict[str, float]:
             "max": float(getattr(pool, "max_connections", 0) or 0)}
 
 
+def bind_pool_count_gauges(telemetry: Telemetry, system: str, client: str, pool: Any) -> None:
+    """Point the client's pool gauges at ``pool`` (again, for a client used after close())."""
+    ref = weakref.ref(pool)
+    bind_pool_gauges(telemetry, system, client, lambda: pool_counts(ref()))
+
+
 def bind_pool_metrics(telemetry: Telemetry, system: str, client: str, pool: Any,
                       *, owned: bool) -> None:
     """Point the client's pool gauges at ``pool``; time its check-out when ``owned``."""
     metrics = telemetry.metrics
     if metrics is None:
         return
-    ref = weakref.ref(pool)
-    bind_pool_gauges(telemetry, system, client, lambda: pool_counts(ref()))
+    bind_pool_count_gauges(telemetry, system, client, pool)
     if not owned:
         return
     wait = metrics["pool_wait_seconds"].labels(system, client)

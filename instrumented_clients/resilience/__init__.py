@@ -9,6 +9,7 @@ from instrumented_clients.resilience.budget import RetryBudget
 from instrumented_clients.resilience.buffer import BufferStats, EventBuffer, OverflowPolicy
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock, SystemClock
 from instrumented_clients.resilience.compat import RetryConfig, retry_async
+from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import (
     BufferFullError,
     CircuitOpenError,
@@ -22,6 +23,7 @@ from instrumented_clients.resilience.errors import (
 )
 from instrumented_clients.resilience.retry import Guard, JitterMode, RetryPolicy, retry
 from instrumented_clients.resilience.state import ConnectionState, ConnectionStateMachine
+from instrumented_clients.resilience.tracker import ConnectionTracker
 
 __all__ = [
     "SYSTEM_CLOCK",
@@ -31,9 +33,11 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "Classifier",
+    "ClientContext",
     "Clock",
     "ConnectionState",
     "ConnectionStateMachine",
+    "ConnectionTracker",
     "ErrorCategory",
     "EventBuffer",
     "Guard",

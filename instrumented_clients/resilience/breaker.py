@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
+from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import CircuitOpenError, is_transient
 from instrumented_clients.resilience.events import (
     BreakerRejected,
@@ -72,6 +73,8 @@ class CircuitBreaker:
         system: the ``system`` label.
         clock: time source.
         instrumentation: where state changes and rejections are reported.
+        context: the client's labels, clock and instrumentation, in place of ``name``,
+            ``system``, ``clock`` and ``instrumentation``.
     """
 
     def __init__(
@@ -88,7 +91,11 @@ class CircuitBreaker:
         system: str = "custom",
         clock: Clock = SYSTEM_CLOCK,
         instrumentation: Instrumentation | None = None,
+        context: ClientContext | None = None,
     ) -> None:
+        if context is not None:
+            name, system = context.client, context.system
+            clock, instrumentation = context.clock, context.instrumentation
         if failure_threshold < 1:
             raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
         if recovery_timeout < 0:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
+from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import BufferFullError
 from instrumented_clients.resilience.events import (
     DropReason,
@@ -68,6 +69,8 @@ class EventBuffer(Generic[T]):
             path); its exceptions are swallowed so they cannot lose further items.
         system, client: labels for the reported events.
         clock, instrumentation: injected.
+        context: the client's labels, clock and instrumentation, in place of ``system``,
+            ``client``, ``clock`` and ``instrumentation``.
     """
 
     def __init__(
@@ -82,7 +85,11 @@ class EventBuffer(Generic[T]):
         client: str = "default",
         clock: Clock = SYSTEM_CLOCK,
         instrumentation: Instrumentation | None = None,
+        context: ClientContext | None = None,
     ) -> None:
+        if context is not None:
+            system, client = context.system, context.client
+            clock, instrumentation = context.clock, context.instrumentation
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
         if max_age is not None and max_age <= 0:

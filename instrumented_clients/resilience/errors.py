@@ -29,6 +29,7 @@ __all__ = [
     "classify_exception",
     "is_transient",
     "is_transient_http_error",
+    "tls_verification_failure",
 ]
 
 
@@ -129,12 +130,41 @@ _PROGRAMMING_ERRORS: Final[tuple[type[BaseException], ...]] = (
 )
 
 
+def tls_verification_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate or hostname verification failure behind ``exc``, if there is one.
+
+    Drivers wrap it in their own connection errors (redis-py's ``ConnectionError``, PyMySQL's
+    ``OperationalError``, pika's connection workflow errors): it is looked for in ``exc``, the
+    exceptions it was raised from or during (``__cause__``, ``__context__``), and the exceptions
+    it carries (in ``args``, an ``exception`` attribute or an ``exceptions`` list). Waiting never
+    heals it: a wrong CA, an expired certificate or a host name the certificate does not name is
+    a configuration error.
+    """
+    pending = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 32:  # bounded: chains can be long or cyclic
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        carried = [*current.args, getattr(current, "exception", None)]  # pika's phase errors
+        grouped = getattr(current, "exceptions", None)  # ExceptionGroup, pika's workflow errors
+        if isinstance(grouped, (list, tuple)):
+            carried.extend(grouped)
+        pending.extend(item for item in carried if isinstance(item, BaseException))
+        pending.extend(linked for linked in (current.__cause__, current.__context__)
+                       if linked is not None)
+    return None
+
+
 def classify_exception(exc: BaseException) -> ErrorCategory:
     """The driver-agnostic classification of the standard library's exceptions."""
     if isinstance(exc, CircuitOpenError):
         return ErrorCategory.CIRCUIT_OPEN
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return ErrorCategory.AUTH
+        return ErrorCategory.CONFIGURATION
     if isinstance(exc, TimeoutError):
         return ErrorCategory.TIMEOUT
     if isinstance(exc, PermissionError):

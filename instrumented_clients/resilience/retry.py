@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 from instrumented_clients.resilience.breaker import CircuitBreaker
 from instrumented_clients.resilience.budget import RetryBudget
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
+from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import (
     CircuitOpenError,
     Classifier,
@@ -254,6 +255,8 @@ class Guard:
         span_attributes: attributes set on every span of this operation.
         target: what log lines name as failing (default: the called function's name), for
             callers whose function is an internal one, e.g. ``"redis/cache GET"``.
+        context: the client's labels and instrumentation, in place of ``system``, ``client``
+            and ``instrumentation`` (the clock is the policy's).
     """
 
     __slots__ = ("_breaker", "_budget", "_clock", "_instrumentation", "_monotonic", "_observer",
@@ -272,7 +275,11 @@ class Guard:
         span_name: str | None = None,
         span_attributes: dict[str, Any] | None = None,
         target: str | None = None,
+        context: ClientContext | None = None,
     ) -> None:
+        if context is not None:
+            system, client, instrumentation = (context.system, context.client,
+                                               context.instrumentation)
         self.policy = policy
         self.target = target
         self.system = system

@@ -8,11 +8,15 @@
          │               FAILED ◄───────┘ (via DISCONNECTED/CONNECTING)
          │                  │
          └──────────────────┘
-    any open state ──► CLOSING ──► CLOSED (terminal)
+    any open state ──► CLOSING ──► CLOSED (terminal; a reusable client may reopen())
 
 FAILED means the reconnect policy is spent. Background attempts continue at the cap interval
 without leaving FAILED, so an alert on FAILED holds for its ``for:``; the first success moves
 FAILED straight to CONNECTED.
+
+No transition leaves CLOSED. A client that stays usable after ``close()`` (as ``redis.Redis``
+does) begins a new life with :meth:`ConnectionStateMachine.reopen`, reported like an initial
+state: a closed client is never shown as down, and a reopened one is not an outage.
 """
 
 from __future__ import annotations
@@ -131,6 +135,26 @@ class ConnectionStateMachine:
             )
         )
         return True
+
+    def reopen(self, state: ConnectionState, reason: str | None = None) -> None:
+        """Begin a new life in ``state`` after CLOSED (reported with ``from_state=None``).
+
+        Raises:
+            IllegalTransitionError: the machine is not CLOSED.
+        """
+        with self._lock:
+            from_state = self._state
+            if from_state is ConnectionState.CLOSED:
+                self._state = state
+                self._since = now = self._clock.monotonic()
+                self.history.append((now, state))
+                del self.history[:-100]
+        if from_state is not ConnectionState.CLOSED:
+            raise IllegalTransitionError(f"{self.system}/{self.client}", from_state.value,
+                                         state.value)
+        self._instrumentation.emit(
+            ConnectionStateChanged(self.system, self.client, None, state.value, now, reason)
+        )
 
     def __repr__(self) -> str:
         return f"ConnectionStateMachine({self.system}/{self.client}: {self._state.value})"

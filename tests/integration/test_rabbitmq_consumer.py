@@ -128,7 +128,7 @@ def make_consumer(telemetry: CapturedTelemetry) -> Iterator[Callable[..., Resili
 
     yield make
     for consumer in made:
-        consumer.stop(timeout=5)
+        consumer.close(timeout=5)
     for consumer in made:
         assert telemetry.value("illegal_transitions_total", system="rabbitmq",
                                client=consumer.name) == 0
@@ -266,7 +266,7 @@ def test_stop_acks_finished_messages_and_leaves_the_rest_for_redelivery(
     admin.publish(queue, expected)
     wait_until(lambda: len(handler.done) >= 8, 20)
 
-    consumer.stop(timeout=10)
+    consumer.close(timeout=10)
     finished = handler.done_set()
     assert len(finished) == len(handler.done)  # no message handled twice
     assert consumer.in_flight == 0
@@ -474,7 +474,7 @@ def test_stop_leaves_a_handler_that_misses_the_deadline_unacked(
     wait_until(lambda: "stuck" in handler.entered and "quick" in handler.done_set(), 10)
 
     started = time.monotonic()
-    consumer.stop(timeout=0.5)
+    consumer.close(timeout=0.5)
     assert time.monotonic() - started < 5
     assert "1 handler(s) still running" in caplog.text
     handler.gates["stuck"].set()  # finishes after the connection is gone: never acked

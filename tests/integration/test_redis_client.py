@@ -236,3 +236,54 @@ def test_a_blocking_pool_is_adopted_with_redis_py_retries_off(
             client.delete(f"{prefix}:k")
     finally:
         pool.disconnect()
+
+
+def test_a_closed_client_is_used_again_as_redis_py_allows(
+    prefix: str, telemetry: CapturedTelemetry
+) -> None:
+    # redis.Redis.close() releases the connections; the next command connects again.
+    with ResilientRedis(URL, name="reused", telemetry=telemetry) as client:
+        assert client.set(f"{prefix}:k", "1") is True
+    assert client.state is ConnectionState.CLOSED
+    assert telemetry.value("connection_state", system="redis", client="reused",
+                           state="closed") == 1
+    assert telemetry.value("pool_connections", system="redis", client="reused",
+                           state="idle") == 0  # released
+    assert client.get(f"{prefix}:k") == b"1"
+    assert client.state is ConnectionState.CONNECTED
+    for state in ("closed", "disconnected", "connecting", "failed"):  # never shown as down
+        assert telemetry.value("connection_state", system="redis", client="reused",
+                               state=state) == 0, state
+    assert telemetry.value("pool_connections", system="redis", client="reused",
+                           state="idle") == 1  # the gauges follow the pool again
+    assert telemetry.value("reconnect_attempts_total", system="redis", client="reused",
+                           outcome="success") == 0  # reuse after close() is no reconnect
+    client.close()
+    client.close()
+    assert client.state is ConnectionState.CLOSED
+
+
+def test_health_and_the_pool_gauges_read_a_blocking_pool_alike(
+    prefix: str, telemetry: CapturedTelemetry
+) -> None:
+    pool = redis.BlockingConnectionPool.from_url(URL, max_connections=3, timeout=5)
+
+    def gauges() -> dict[str, float | None]:
+        labels = {"system": "redis", "client": "blocking-health"}
+        return {"in_use": telemetry.value("pool_connections", state="in_use", **labels),
+                "idle": telemetry.value("pool_connections", state="idle", **labels),
+                "max": telemetry.value("pool_max_connections", **labels)}
+
+    try:
+        with ResilientRedis(connection_pool=pool, name="blocking-health",
+                            telemetry=telemetry) as client:
+            client.set(f"{prefix}:k", "v")
+            assert client.health()["pool"] == {"in_use": 0, "idle": 1, "max": 3} == gauges()
+            held = pool.get_connection()
+            try:
+                assert client.health()["pool"] == {"in_use": 1, "idle": 0, "max": 3} == gauges()
+            finally:
+                pool.release(held)
+            client.delete(f"{prefix}:k")
+    finally:
+        pool.disconnect()

@@ -65,7 +65,7 @@ def test_client_kill_next_read_succeeds_after_a_counted_retry(
                   error_type="connection") == 1
     assert outcome(telemetry, "faults", "get", "success_after_retry") == 1
     assert metric(telemetry, "reconnect_attempts_total", "faults", outcome="success") == 1
-    states = [state for _, state in client._state.history]
+    states = [state for _, state in client._tracker.machine.history]
     assert states[-3:] == [ConnectionState.DISCONNECTED, ConnectionState.CONNECTING,
                            ConnectionState.CONNECTED]
 

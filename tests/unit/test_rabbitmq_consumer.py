@@ -22,7 +22,8 @@ from instrumented_clients.rabbitmq.incoming import (
     poison_key,
 )
 from instrumented_clients.rabbitmq.topology import Queue
-from instrumented_clients.testing import CapturedTelemetry
+from instrumented_clients.resilience import RetryPolicy
+from instrumented_clients.testing import CapturedTelemetry, FakeClock
 
 URL = "amqp://guest:secret@127.0.0.1:5672/"
 
@@ -138,7 +139,7 @@ def make_consumer(telemetry: CapturedTelemetry) -> Iterator[Callable[..., Resili
 
     yield make
     for consumer in made:
-        consumer.stop(timeout=0)
+        consumer.close(timeout=0)
 
 
 def deliver(consumer: ResilientConsumer, message_id: str | None = "m1", tag: int = 1,
@@ -301,7 +302,7 @@ def test_from_env_reads_the_defaults_table(telemetry: CapturedTelemetry) -> None
         assert len(consumer.connection.urls) == 2
         assert consumer.topology.queues[-1].name == "jobs"
     finally:
-        consumer.stop(timeout=0)
+        consumer.close(timeout=0)
 
 
 def test_from_env_names_a_variable_that_does_not_parse(telemetry: CapturedTelemetry) -> None:
@@ -334,7 +335,36 @@ def test_health_has_the_common_keys_and_no_password(
 
 def test_stop_before_start_closes_cleanly(make_consumer: Callable[..., ResilientConsumer]) -> None:
     consumer = make_consumer(print)
-    consumer.stop(timeout=0)
+    consumer.close(timeout=0)
     assert consumer.wait(0)
     assert consumer.health()["state"] == "closed"
-    consumer.stop()  # idempotent
+    consumer.close()  # idempotent
+
+
+def test_a_retry_policy_reruns_the_handler_on_transient_errors_before_requeueing(
+    make_consumer: Callable[..., ResilientConsumer],
+) -> None:
+    calls: list[int] = []
+
+    def flaky(message: IncomingMessage) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("downstream blip")
+
+    consumer = make_consumer(flaky, retry=RetryPolicy(max_attempts=3, clock=FakeClock()))
+    assert deliver(consumer)[0][0] == "ack"
+    assert len(calls) == 3
+
+
+def test_a_retry_policy_never_reruns_a_rejected_or_permanent_failure(
+    make_consumer: Callable[..., ResilientConsumer],
+) -> None:
+    calls: list[str] = []
+
+    def refuses(message: IncomingMessage) -> None:
+        calls.append("run")
+        raise ValueError("malformed")
+
+    consumer = make_consumer(refuses, retry=RetryPolicy(max_attempts=5, clock=FakeClock()))
+    assert deliver(consumer)[0][0] == "requeue"
+    assert calls == ["run"]

@@ -199,13 +199,20 @@ def test_health_before_any_call(client: ResilientRedis) -> None:
     assert health["last_error"] is None
 
 
-def test_close_is_idempotent_and_final(telemetry: CapturedTelemetry) -> None:
-    client = ResilientRedis("redis://127.0.0.1:1/0", name="closing", telemetry=telemetry)
+def test_close_is_idempotent_and_the_client_stays_usable(telemetry: CapturedTelemetry) -> None:
+    # As redis.Redis: close() releases the connections; the next command connects again.
+    client = ResilientRedis("redis://127.0.0.1:1/0", name="closing", telemetry=telemetry,
+                            policy=RetryPolicy(max_attempts=1))
     client.close()
     client.close()
     assert client.state is ConnectionState.CLOSED
-    with pytest.raises(rx.RedisError, match="closed"):
-        client.get("k")
+    assert telemetry.value("connection_state", system="redis", client="closing",
+                           state="closed") == 1
+    with pytest.raises(rx.ConnectionError, match="connecting"):
+        client.get("k")  # tried for real (nothing listens there), not refused as "closed"
+    assert client.state is ConnectionState.FAILED
+    assert telemetry.value("connection_state", system="redis", client="closing",
+                           state="closed") == 0
 
 
 def test_counters_start_at_zero(client: ResilientRedis, telemetry: CapturedTelemetry) -> None:

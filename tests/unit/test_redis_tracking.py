@@ -37,7 +37,7 @@ def test_first_success_is_not_a_reconnection(client: ResilientRedis,
                                              telemetry: CapturedTelemetry) -> None:
     client._attempt_succeeded()
     assert client.state is S.CONNECTED
-    assert [state for _, state in client._state.history] == [S.DISCONNECTED, S.CONNECTED]
+    assert [state for _, state in client._tracker.machine.history] == [S.DISCONNECTED, S.CONNECTED]
     assert telemetry.events_of(ReconnectAttempt) == []
 
 
@@ -112,7 +112,7 @@ def test_concurrent_in_flight_losses_are_one_loss_not_many_reconnect_attempts(
     for _ in range(6):  # six threads had a command in flight on the link that dropped
         client._on_retry(retry_event(rx.ConnectionError("Connection reset by peer")))
     assert telemetry.events_of(ReconnectAttempt) == []
-    transitions = [state for _, state in client._state.history]
+    transitions = [state for _, state in client._tracker.machine.history]
     assert transitions.count(S.DISCONNECTED) == 2  # the initial state and the one loss
     client._attempt_succeeded()
     (finished,) = telemetry.events_of(ReconnectFinished)

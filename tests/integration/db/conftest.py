@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pymysql
 import pytest
+import trustme
 
 from instrumented_clients.db import ResilientDatabase
 from instrumented_clients.resilience import RetryPolicy
@@ -99,6 +100,43 @@ def _pg_bin() -> Path:
     return found[-1].parent
 
 
+@contextlib.contextmanager
+def _private_postgres(
+    initdb_options: list[str], server_options: str = "",
+    prepare: Callable[[Path], None] | None = None,
+) -> Iterator[tuple[int, Path]]:
+    """A PostgreSQL cluster of our own in a temp dir, on its own port; yields (port, its dir).
+
+    ``prepare`` writes files into the dir (owned by ``postgres`` afterwards) before it starts;
+    ``{root}`` in the options stands for the dir.
+    """
+    bin_dir = _pg_bin()
+    root = Path(tempfile.mkdtemp(prefix="ic-pg-"))
+    if prepare is not None:
+        prepare(root)
+    for path in (root, *root.iterdir()):
+        shutil.chown(path, "postgres")
+    port = _free_port()
+    data = root / "data"
+
+    def as_postgres(*command: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True,
+                       capture_output=True, timeout=60)
+
+    as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-N",
+                *(option.format(root=root) for option in initdb_options))
+    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
+                "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                + server_options.format(root=root), "start")
+    try:
+        yield port, root
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-m", "immediate",
+                        "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_password_server() -> Iterator[tuple[int, str]]:
     """A private PostgreSQL cluster that checks passwords (scram-sha-256).
@@ -108,27 +146,41 @@ def pg_password_server() -> Iterator[tuple[int, str]]:
     change a server other test runs share. This cluster lives in a temp dir, on its own port, and
     is stopped at the end of the session. Yields (port, the superuser's password).
     """
-    bin_dir = _pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="ic-pg-"))
     password = uuid.uuid4().hex
-    (root / "pw").write_text(password)
-    shutil.chown(root, "postgres")
-    shutil.chown(root / "pw", "postgres")
-    port = _free_port()
-    data = root / "data"
 
-    def as_postgres(*command: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True,
-                       capture_output=True, timeout=60)
+    def write_password(root: Path) -> None:
+        (root / "pw").write_text(password)
 
-    as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-N",
-                "--auth=scram-sha-256", f"--pwfile={root / 'pw'}")
-    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
-                "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-    try:
+    with _private_postgres(["--auth=scram-sha-256", "--pwfile={root}/pw"],
+                           prepare=write_password) as (port, _):
         yield port, password
-    finally:
-        with contextlib.suppress(subprocess.SubprocessError):
-            as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-m", "immediate",
-                        "stop")
-        shutil.rmtree(root, ignore_errors=True)
+
+
+class PgTLSServer:
+    """A private PostgreSQL that speaks TLS, and the CA files a client may be given."""
+
+    def __init__(self, port: int, ca_file: Path, other_ca_file: Path) -> None:
+        self.port = port
+        self.ca_file = ca_file  # the CA that signed the server's certificate (for 127.0.0.1)
+        self.other_ca_file = other_ca_file
+
+
+@pytest.fixture(scope="session")
+def pg_tls_server() -> Iterator[PgTLSServer]:
+    """A private PostgreSQL cluster with ``ssl=on`` and a certificate made at test time."""
+    ca, other_ca = trustme.CA(), trustme.CA()
+
+    def write_certificates(root: Path) -> None:
+        certificate = ca.issue_cert("127.0.0.1")
+        certificate.cert_chain_pems[0].write_to_path(str(root / "server.crt"))
+        certificate.private_key_pem.write_to_path(str(root / "server.key"))
+        (root / "server.key").chmod(0o600)  # PostgreSQL refuses a key others can read
+        ca.cert_pem.write_to_path(str(root / "ca.pem"))
+        other_ca.cert_pem.write_to_path(str(root / "other-ca.pem"))
+
+    with _private_postgres(
+        ["--auth=trust"], prepare=write_certificates,
+        server_options="-c ssl=on -c ssl_cert_file={root}/server.crt "
+                       "-c ssl_key_file={root}/server.key",
+    ) as (port, root):
+        yield PgTLSServer(port, root / "ca.pem", root / "other-ca.pem")

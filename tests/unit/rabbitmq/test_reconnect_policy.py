@@ -18,8 +18,7 @@ def connection(clock: FakeClock, telemetry: CapturedTelemetry) -> Iterator[Rabbi
     policy = default_reconnect_policy(4, 1.0, 5.0, clock=clock).replace(jitter=0.0)
     conn = RabbitConnection("amqp://guest:guest@127.0.0.1:1/", name="unit",
                             telemetry=telemetry, reconnect_policy=policy, clock=clock)
-    conn.machine.transition(ConnectionState.CONNECTING)
-    conn._cycle_started = clock.monotonic()
+    conn.tracker.connecting()
     yield conn
     conn.close()
 

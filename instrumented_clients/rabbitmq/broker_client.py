@@ -1,0 +1,34 @@
+"""What the publisher and the consumer share of the client shape: one broker connection each."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from instrumented_clients.rabbitmq.connection import RabbitConnection
+    from instrumented_clients.resilience.state import ConnectionState
+
+__all__ = ["BrokerClient"]
+
+
+class BrokerClient:
+    """``system``, ``required``, ``state`` and ``check()`` of a client on a
+    :class:`~instrumented_clients.rabbitmq.connection.RabbitConnection`."""
+
+    system: Final = "rabbitmq"
+
+    if TYPE_CHECKING:
+        connection: RabbitConnection
+
+    @property
+    def required(self) -> bool:
+        """Whether the service cannot work without the broker (``RABBITMQ_REQUIRED``)."""
+        return self.connection.required
+
+    @property
+    def state(self) -> ConnectionState:
+        return self.connection.state
+
+    def check(self) -> bool:
+        """Whether the broker connection is ready now (its I/O thread makes the attempts)."""
+        return self.connection.connected

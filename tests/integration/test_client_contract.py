@@ -1,0 +1,189 @@
+"""The ResilientClient contract, the same for the four clients, against the real services.
+
+Each client is built with its required arguments only (the consumer's queue is declared by the
+consumer itself, so that it exists): what holds here holds for a user's first try.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from instrumented_clients import ConfigError, ConnectionState
+from instrumented_clients.client import HealthReport, ResilientClient
+from instrumented_clients.db import ResilientDatabase
+from instrumented_clients.health import HealthRegistry, serve_metrics_and_health
+from instrumented_clients.rabbitmq import ResilientConsumer, ResilientPublisher
+from instrumented_clients.rabbitmq.topology import Queue
+from instrumented_clients.redis import ResilientRedis
+from instrumented_clients.resilience import CircuitBreaker, RetryPolicy
+from instrumented_clients.testing import wait_until
+from tests.integration.test_health_http import fetch
+
+pytestmark = pytest.mark.integration
+
+Factory = Callable[..., Any]
+CLOSED_PORT_AMQP = "amqp://guest:guest@127.0.0.1:1/"
+COMMON_KEYS = ("system", "client", "state", "connected", "address", "last_error",
+               "consecutive_failures", "circuit_breaker", "circuit_breaker_open",
+               "reconnect_attempts")
+
+
+def _ignore(_message: Any) -> None:
+    return None
+
+
+def _consumer(*args: Any, **kwargs: Any) -> ResilientConsumer:
+    queue = Queue(f"contract-{uuid.uuid4().hex[:8]}", durable=False, auto_delete=True)
+    return ResilientConsumer(*args, queue=queue, handler=_ignore, **kwargs)
+
+
+FACTORIES: dict[str, Factory] = {
+    "publisher": ResilientPublisher,
+    "consumer": _consumer,
+    "redis": ResilientRedis,
+    "database": ResilientDatabase,
+}
+SYSTEMS = {"publisher": "rabbitmq", "consumer": "rabbitmq", "redis": "redis",
+           "database": "sqlite"}
+MALFORMED_URLS = {"publisher": "http://guest:pw@broker/", "consumer": "http://guest:pw@broker/",
+                  "redis": "http://cache:6379/0", "database": "nosuchdb://host/db"}
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The database's default URL is a SQLite file in the working directory.
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def build(kind: str) -> Iterator[Factory]:
+    made: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        client = FACTORIES[kind](*args, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close(timeout=1)
+
+
+def test_every_client_is_a_resilient_client(kind: str, build: Factory) -> None:
+    client = build()
+    assert isinstance(client, ResilientClient)
+    assert client.system == SYSTEMS[kind]
+    assert isinstance(client.name, str)
+    assert client.name
+    assert isinstance(client.required, bool)
+    assert isinstance(client.state, ConnectionState)
+    assert callable(type(client).from_env)
+
+
+def test_check_is_one_answer_and_health_a_typed_report(kind: str, build: Factory) -> None:
+    client = build()
+    wait_until(client.check, 10)
+    assert client.check() is True
+    report = client.health()
+    assert isinstance(report, HealthReport)
+    as_dict = report.to_dict()
+    for key in COMMON_KEYS:
+        assert key in as_dict
+        assert report[key] == as_dict[key]
+    assert report.system == SYSTEMS[kind]
+    assert report.state == "connected"
+    assert report.connected is True
+    assert report.circuit_breaker == "closed"
+    assert report.circuit_breaker_open is False
+    json.dumps(as_dict)  # JSON-ready as it is
+
+
+def test_close_twice_is_fine(build: Factory) -> None:
+    client = build()
+    client.close()
+    client.close(timeout=0.5)
+    assert client.state in (ConnectionState.CLOSED, ConnectionState.CLOSING)
+
+
+def test_breaker_none_is_the_default_false_is_none_an_instance_is_that_one(
+    build: Factory,
+) -> None:
+    assert isinstance(build().breaker, CircuitBreaker)
+    assert build(breaker=False).breaker is None
+    mine = CircuitBreaker(failure_threshold=2, recovery_timeout=1.0, name="mine")
+    assert build(breaker=mine).breaker is mine
+    tuned = build(failure_threshold=7, recovery_timeout=3.0).breaker
+    assert (tuned.failure_threshold, tuned.recovery_timeout) == (7, 3.0)
+    with pytest.raises(TypeError, match="breaker"):
+        build(breaker="on")
+
+
+def test_retry_none_is_the_default_false_is_one_attempt_an_instance_is_that_one(
+    kind: str, build: Factory,
+) -> None:
+    attribute = {"publisher": "publish_policy", "consumer": "handler_policy"}.get(kind, "policy")
+
+    def policy_of(client: Any) -> RetryPolicy:
+        policy = getattr(client, attribute)
+        assert isinstance(policy, RetryPolicy)
+        return policy
+
+    # A consumer's default is one run per delivery: the broker's redelivery is its retry.
+    default_attempts = policy_of(build()).max_attempts
+    if kind == "consumer":
+        assert default_attempts == 1
+    else:
+        assert default_attempts > 1
+    assert policy_of(build(retry=False)).max_attempts == 1
+    mine = RetryPolicy(max_attempts=7, initial_delay=0.01)
+    assert (policy_of(build(retry=mine)).max_attempts,
+            policy_of(build(retry=mine)).initial_delay) == (7, 0.01)
+    with pytest.raises(TypeError, match="retry"):
+        build(retry="often")
+
+
+def test_a_malformed_url_is_a_config_error_without_the_password(kind: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        FACTORIES[kind](MALFORMED_URLS[kind])
+    assert isinstance(raised.value, ValueError)
+    assert "pw@" not in str(raised.value)
+
+
+def test_registry_honours_the_real_publishers_required() -> None:
+    optional = ResilientPublisher(CLOSED_PORT_AMQP, name="optional-events")
+    try:
+        assert optional.required is False
+        health = HealthRegistry()
+        health.register(optional)  # required= not given: the publisher's own decides
+        wait_until(lambda: optional.health()["last_error"] is not None, 10)
+        report = health.check()
+        assert report["status"] == "degraded"
+        assert report["dependencies"]["optional-events"]["required"] is False
+        with serve_metrics_and_health(0, registry=CollectorRegistry(), health=health,
+                                      host="127.0.0.1") as server:
+            status, _, _ = fetch(f"{server.url}/ready")
+            assert status == 200
+    finally:
+        optional.close(timeout=0)
+
+
+def test_consumer_stop_still_works_with_a_deprecation_warning() -> None:
+    consumer = _consumer(auto_start=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        consumer.stop(timeout=0)
+    assert [w.category for w in caught] == [DeprecationWarning]
+    assert consumer.state is ConnectionState.CLOSED
