@@ -354,7 +354,7 @@ class RabbitConnection:
         self.address = safe_address(url)
         try:
             self._connection = pika.SelectConnection(
-                self._parameters(url),
+                self.parameters(url),
                 on_open_callback=self.guarded(self._on_open),
                 on_open_error_callback=self.guarded(self._on_open_error),
                 on_close_callback=self.guarded(self._on_close),
@@ -364,7 +364,8 @@ class RabbitConnection:
             self._connection = None
             self._attempt_failed(exc)
 
-    def _parameters(self, url: str) -> Any:
+    def parameters(self, url: str) -> Any:
+        """pika's connection parameters for ``url`` with this connection's settings."""
         params = pika.URLParameters(url)
         params.heartbeat = round(self.heartbeat)
         params.socket_timeout = self.connect_timeout
@@ -376,6 +377,24 @@ class RabbitConnection:
         params.client_properties = {"connection_name": self.connection_name,
                                     "product": "instrumented-clients"}
         return params
+
+    def probe(self) -> bool:
+        """One classified attempt to reach the broker, apart from the I/O thread's connection.
+
+        True when this connection is ready, or when a short-lived blocking connection to the
+        first URL opens (the I/O thread connects on its own schedule). A failure is recorded as
+        ``last_error`` (redacted) without counting as a reconnect attempt.
+        """
+        if self.connected:
+            return True
+        try:
+            probe = pika.BlockingConnection(self.parameters(self.urls[0]))
+        except Exception as error:
+            self.tracker.record_failure(error)
+            return False
+        with contextlib.suppress(Exception):
+            probe.close()
+        return True
 
     def _on_open(self, connection: Any) -> None:
         if connection is not self._connection:
