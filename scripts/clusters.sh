@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Local clusters for failover tests and experiments, on loopback ports of their own:
+#   scripts/clusters.sh start|stop|status rabbitmq   3 RabbitMQ nodes joined in one cluster
+#   scripts/clusters.sh start|stop|status postgres   PostgreSQL primary + synchronous standby
+# No Docker: the machine's rabbitmq-server and PostgreSQL binaries (scripts/ensure-services.sh
+# installs them). Needs root or the postgres user for PostgreSQL.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${here}/.venv/bin/python"
+[ -x "$python" ] || python=python3
+exec "$python" -m instrumented_clients.testing.clusters "$@"
