@@ -149,6 +149,41 @@ def test_leaving_blackhole_resets_the_held_sockets(proxy: FaultProxy, key: str) 
         direct.close()
 
 
+def test_drop_replies_lets_requests_through_but_no_answer_back(
+    proxy: FaultProxy, key: str
+) -> None:
+    direct = redis.Redis(*REDIS)
+    try:
+        with socket.create_connection((proxy.host, proxy.port), timeout=5) as held:
+            held.sendall(b"PING\r\n")
+            assert held.recv(64) == b"+PONG\r\n"
+            proxy.drop_replies()
+            assert proxy.mode is ProxyMode.DROP_REPLIES
+            held.sendall(f"SET {key} applied\r\n".encode())
+            # The server acted on the request...
+            wait_until(lambda: direct.get(key) == b"applied", timeout=5)
+            # ...and its reply was read by the proxy and thrown away, never delivered.
+            wait_until(lambda: proxy.bytes_dropped >= len(b"+OK\r\n"), timeout=5)
+            held.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                held.recv(64)
+            proxy.pass_through()
+            held.settimeout(5)
+            try:
+                data = held.recv(64)
+            except ConnectionResetError:
+                data = b""
+            assert data == b""  # the half-dropped stream is reset, never resumed
+        wait_until(lambda: proxy.connections == 0, timeout=10)
+        fresh = connect(proxy)
+        try:
+            assert command(fresh, "GET", key) == b"applied"
+        finally:
+            fresh.disconnect()
+    finally:
+        direct.close()
+
+
 def test_latency_adds_measurable_delay(proxy: FaultProxy) -> None:
     connection = connect(proxy)
 
