@@ -127,6 +127,13 @@ class PostgresPair:
         if (Path(self._data(node)) / "postmaster.pid").exists():
             self._ctl(node, "stop", "-m", mode, check=False)
 
+    def start_node(self, node: PostgresNode) -> None:
+        """Start a node stopped with :meth:`stop_node` again, in its role."""
+        self._ctl(node, "start")
+
+    def running(self, node: PostgresNode) -> bool:
+        return port_open(node.port)
+
     def promote_standby(self, *, stop_primary: bool = True) -> PostgresNode:
         """Stop the primary (unless told not to) and promote the standby; the new primary."""
         if stop_primary:
