@@ -6,9 +6,11 @@ import contextlib
 import random
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -17,6 +19,7 @@ import pytest
 from instrumented_clients.rabbitmq import default_reconnect_policy
 from instrumented_clients.rabbitmq.publisher import ResilientPublisher
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
+from instrumented_clients.testing.rabbitmq_cluster import RabbitCluster
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -190,3 +193,14 @@ def connected(publisher: ResilientPublisher) -> bool:
 def wait_connected(publisher: ResilientPublisher, timeout: float = 10.0) -> None:
     wait_until(lambda: connected(publisher), timeout,
                message=lambda: f"publisher not connected: {publisher.health()}")
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """Three RabbitMQ nodes clustered on ports of their own, once per session."""
+    cluster = RabbitCluster(Path(tempfile.mkdtemp(prefix="ic-rabbit-cluster-")))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
