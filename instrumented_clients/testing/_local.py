@@ -15,8 +15,9 @@ __all__ = ["free_port", "port_open", "run", "wait_for"]
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
 
-    A server restarted after a kill must get its port back: a port from the ephemeral range may
-    meanwhile have become the source port of some outgoing connection.
+    A server restarted after a kill (or a ``FaultProxy`` that refused and listens again) must get
+    its port back: a port from the ephemeral range may meanwhile have become the source port of
+    some outgoing connection, or of a client's self-connect.
     """
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import random
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +17,7 @@ import pytest
 from instrumented_clients.rabbitmq import default_reconnect_policy
 from instrumented_clients.rabbitmq.publisher import ResilientPublisher
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
+from instrumented_clients.testing import free_port as port_outside_ephemeral_range
 from instrumented_clients.testing.rabbitmq_cluster import RabbitCluster
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -107,29 +106,6 @@ def admin() -> Iterator[Admin]:
     helper = Admin()
     yield helper
     helper.close()
-
-
-def port_outside_ephemeral_range() -> int:
-    """A free port below the kernel's ephemeral range.
-
-    ``FaultProxy.refuse()`` closes its listener; a port from the ephemeral range can then be
-    taken as the source port of any outgoing connection on the machine (or by a client's
-    self-connect), and the proxy could not listen again.
-    """
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
-            low = int(handle.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
 
 
 @pytest.fixture
