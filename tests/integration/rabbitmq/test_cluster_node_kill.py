@@ -24,6 +24,7 @@ from instrumented_clients.rabbitmq.publisher import ResilientPublisher
 from instrumented_clients.resilience import CircuitBreaker
 from instrumented_clients.testing import CapturedTelemetry, wait_until
 from instrumented_clients.testing.rabbitmq_cluster import RabbitCluster
+from tests.integration.rabbitmq.conftest import PacedLoad
 
 pytestmark = pytest.mark.integration
 
@@ -66,49 +67,24 @@ def test_node_kill_under_load_loses_no_message(
         first = publisher.health()["address"]
         assert first == f"127.0.0.1:{cluster.nodes[0].amqp_port}"
 
-        futures: dict[str, Future[PublishResult]] = {}
-        acked_at: dict[str, float] = {}
-        published = [0]
-        errors: list[BaseException] = []
-
-        def produce(thread: int) -> None:
-            started = time.monotonic()
-            try:
-                for i in range(PER_THREAD):
-                    delay = started + i / RATE_PER_THREAD - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)  # pacing the workload, not waiting for a condition
-                    message_id = f"{thread}-{i}"
-                    future = publisher.publish(
-                        message_id.encode(), queue.name,
-                        properties=pika.BasicProperties(message_id=message_id, delivery_mode=2))
-                    future.add_done_callback(
-                        lambda done, message_id=message_id: acked_at.setdefault(
-                            message_id, time.monotonic()))
-                    futures[message_id] = future
-                    with lock:
-                        published[0] += 1
-            except BaseException as exc:  # reported by the test thread
-                errors.append(exc)
-
-        producers = [threading.Thread(target=produce, args=(t,)) for t in range(THREADS)]
+        load = PacedLoad(publisher, queue.name, threads=THREADS, per_thread=PER_THREAD,
+                         rate=RATE_PER_THREAD, persistent=True)
         with caplog.at_level(logging.INFO, logger="instrumented_clients"):
-            for producer in producers:
-                producer.start()
+            load.start()
             try:
-                wait_until(lambda: published[0] >= KILL_AT, 30)
+                wait_until(lambda: load.published >= KILL_AT, 30)
                 victim = cluster.nodes[0]
                 killed_at = time.monotonic()
                 cluster.kill(victim)
                 wait_until(lambda: publisher.ready and publisher.health()["address"] != first, 30)
-                wait_until(lambda: published[0] >= RESTART_AT, 30)
+                wait_until(lambda: load.published >= RESTART_AT, 30)
                 cluster.restart(victim)
             finally:
-                for producer in producers:
-                    producer.join(60)
-        assert not errors
+                load.join(60)
+        assert not load.errors
 
         outcomes: collections.Counter[str] = collections.Counter()
+        futures = load.futures
         pending = dict(futures)
         for _ in range(5):  # a nack or a return is reported, not lost: the caller sends again
             again: dict[str, Future[PublishResult]] = {}
@@ -126,7 +102,7 @@ def test_node_kill_under_load_loses_no_message(
             if not pending:
                 break
         assert not pending, f"{len(pending)} message(s) never acked"
-        expected = {f"{t}-{i}" for t in range(THREADS) for i in range(PER_THREAD)}
+        expected = load.expected
 
         def all_received() -> bool:
             with lock:
@@ -134,7 +110,7 @@ def test_node_kill_under_load_loses_no_message(
 
         wait_until(all_received, 90, message=lambda: f"{len(expected - received.keys())} "
                    "message(s) not received")
-        after_kill = [at for message_id, at in acked_at.items()
+        after_kill = [at for message_id, at in load.resolved_at.items()
                       if at > killed_at and futures[message_id].result().outcome == "ack"]
         resent = telemetry.value("publish_resent_total", system="rabbitmq",
                                  client="cluster-publisher")
