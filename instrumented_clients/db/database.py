@@ -29,6 +29,7 @@ from instrumented_clients.client import HealthReport, resolve_breaker, resolve_r
 from instrumented_clients.db._engine import (
     DEFAULT_DATABASE_URL,
     READ_VERBS,
+    address_of,
     as_statement,
     build_engine,
     detected_system,
@@ -139,8 +140,7 @@ class ResilientDatabase:
         self._system_fixed = system is not None or not (
             self._engine.dialect.name == "mysql" and system_of(self._engine) == "mysql")
         self._clock = self.policy.clock
-        url_obj = self._engine.url
-        self._address = f"{url_obj.host}:{url_obj.port}" if url_obj.port else (url_obj.host or "")
+        self._address = address_of(self._engine.url)
         self._span_base: dict[str, Any] = {}
         self._breaker_option = breaker
         self._breaker_settings = (failure_threshold, recovery_timeout)
