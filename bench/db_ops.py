@@ -126,11 +126,14 @@ def main() -> None:
     parser.add_argument("--latency-ops", type=int, default=3000,
                         help="operations per contender in the op-by-op latency pass")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument("--synchronous-commit", choices=("off", "on"), default="off",
+                        help="on: every COMMIT waits for its WAL flush, as by default in "
+                             "PostgreSQL (then the figures are not written to the docs)")
     args = parser.parse_args()
 
     table = f"bench_{uuid.uuid4().hex[:10]}"
     # No fsync wait at COMMIT (same for all): the disk's jitter would drown the client's cost.
-    session = {"connect_args": {"options": "-c synchronous_commit=off"}}
+    session = {"connect_args": {"options": f"-c synchronous_commit={args.synchronous_commit}"}}
     plain = create_engine(URL, **session)
     pinged = create_engine(URL, pool_pre_ping=True, hide_parameters=True, **session)
     db = ResilientDatabase(URL, name="bench", engine_options=session,
@@ -185,7 +188,7 @@ def main() -> None:
 
     section = render(results, calls, latency, args.rounds, args.ops, args.latency_ops)
     print(section)
-    if not args.no_write:
+    if not args.no_write and args.synchronous_commit == "off":
         write_section(section)
 
 
