@@ -52,6 +52,32 @@ _SESSION_KEY: Final = "instrumented_clients.pg_session"
 _MIN_SERVER: Final = (13,)  # pg_current_xact_id_if_assigned and pg_xact_status(xid8)
 
 
+def _first_row(connection: Connection, sql: str) -> tuple[str | None, ...]:
+    """The first row of ``sql``, as text, inside the connection's open transaction.
+
+    psycopg 3's libpq connection runs it in one C call: this is on every writing transaction's
+    path, and the cursor machinery would cost more client CPU than the round trip itself.
+    """
+    dbapi: Any = connection.connection.dbapi_connection
+    pgconn = getattr(dbapi, "pgconn", None)
+    if pgconn is None:  # another driver: through its cursor
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(sql)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return tuple(None if value is None else str(value) for value in row)
+    from psycopg import OperationalError, pq
+
+    result = pgconn.exec_(sql.encode())
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        message = (result.error_message or pgconn.error_message).decode(errors="replace")
+        raise OperationalError(message.strip() or "the connection is lost")
+    values = (result.get_value(0, column) for column in range(result.nfields))
+    return tuple(None if value is None else bytes(value).decode() for value in values)
+
+
 class CommitOutcome(str, enum.Enum):
     COMMITTED = "committed"
     ABORTED = "aborted"
@@ -94,19 +120,13 @@ class CommitOutcomeResolver:
             self._supported = tuple(version) >= _MIN_SERVER
         if not self._supported:
             return None
-        cursor: Any = connection.connection.cursor()
-        try:
-            info = connection.connection.info
-            session: Any = info.get(_SESSION_KEY)
-            if session is None:
-                cursor.execute(_SESSION_SQL)
-                session = cursor.fetchone()
-                if session[1] is not None:  # a standby's answer would go stale on promotion
-                    info[_SESSION_KEY] = session
-            cursor.execute(_XID_SQL)
-            xid = cursor.fetchone()[0]
-        finally:
-            cursor.close()
+        info = connection.connection.info
+        session: Any = info.get(_SESSION_KEY)
+        if session is None:
+            session = _first_row(connection, _SESSION_SQL)
+            if session[1] is not None:  # a standby's answer would go stale on promotion
+                info[_SESSION_KEY] = session
+        xid = _first_row(connection, _XID_SQL)[0]
         return CommitMarker(None if xid is None else int(xid), int(session[0]), session[1])
 
     def commit(self, connection: Connection) -> CommitOutcome | None:
