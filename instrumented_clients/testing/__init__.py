@@ -1,9 +1,9 @@
 """Public test helpers: a fake clock, captured telemetry, a fault-injecting proxy, polling, free
-ports; local clusters in ``rabbitmq_cluster`` and ``postgres_pair``."""
+ports."""
 
-from instrumented_clients.testing._local import free_port
 from instrumented_clients.testing.capture import CapturedTelemetry
 from instrumented_clients.testing.clock import FakeClock
+from instrumented_clients.testing.ports import free_port
 from instrumented_clients.testing.proxy import FaultProxy, ProxyMode
 from instrumented_clients.testing.wait import wait_until
 

@@ -23,7 +23,7 @@ import trustme
 from instrumented_clients.db import ResilientDatabase
 from instrumented_clients.resilience import RetryPolicy
 from instrumented_clients.testing import CapturedTelemetry
-from instrumented_clients.testing.postgres_pair import PostgresPair
+from scripts.local_clusters.postgres_pair import PostgresPair
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MARIADB_URL = "mysql://root@127.0.0.1:3306/test"

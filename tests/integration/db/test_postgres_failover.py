@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from instrumented_clients.db import CommitOutcomeUnknownError, ResilientDatabase
 from instrumented_clients.testing import FaultProxy, wait_until
-from instrumented_clients.testing.postgres_pair import PostgresPair
+from scripts.local_clusters.postgres_pair import PostgresPair
 
 from .conftest import fast_policy
 

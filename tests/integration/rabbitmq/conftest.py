@@ -21,7 +21,7 @@ from instrumented_clients.rabbitmq.message import PublishResult
 from instrumented_clients.rabbitmq.publisher import ResilientPublisher
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
 from instrumented_clients.testing import free_port as port_outside_ephemeral_range
-from instrumented_clients.testing.rabbitmq_cluster import RabbitCluster
+from scripts.local_clusters.rabbitmq_cluster import RabbitCluster
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 

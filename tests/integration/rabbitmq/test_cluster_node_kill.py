@@ -23,7 +23,7 @@ from instrumented_clients.rabbitmq.message import PublishResult
 from instrumented_clients.rabbitmq.publisher import ResilientPublisher
 from instrumented_clients.resilience import CircuitBreaker
 from instrumented_clients.testing import CapturedTelemetry, wait_until
-from instrumented_clients.testing.rabbitmq_cluster import RabbitCluster
+from scripts.local_clusters.rabbitmq_cluster import RabbitCluster
 from tests.integration.rabbitmq.conftest import PacedLoad
 
 pytestmark = pytest.mark.integration

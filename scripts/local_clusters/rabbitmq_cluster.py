@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from instrumented_clients.testing._local import free_port, port_open, run, wait_for
+from instrumented_clients.testing import free_port
+from scripts.local_clusters._process import port_open, run, wait_for
 
 __all__ = ["RabbitCluster", "RabbitNode"]
 
@@ -33,6 +34,7 @@ log.file.level = info
 """
 # Short distribution ticks: a node that stops answering is declared down in ~net_ticktime s.
 _ADVANCED = "[{kernel, [{net_ticktime, 8}, {inet_dist_use_interface, {127,0,0,1}}]}].\n"
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Two cores are shared with other work: the VM must not spin its schedulers waiting for work.
 _ERL_ARGS = "+sbwt none +sbwtdcpu none +sbwtdio none +S 2:2"
 
@@ -181,8 +183,9 @@ class RabbitCluster:
     # -- plumbing -------------------------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items()
-               if not key.startswith(("RABBITMQ_", "ERL_"))}
+        # A fixed environment, not the caller's: no RABBITMQ_* or ERL_* variable of the machine's
+        # own broker leaks into the cluster.
+        env = {"PATH": _PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         env.update({
             "HOME": str(self.root / "home"),  # the cluster's own Erlang cookie lives here
             "ERL_EPMD_PORT": str(self.epmd_port),

@@ -1,41 +1,39 @@
 """Start, stop and inspect the local clusters: ``python -m instrumented_clients.testing.clusters``.
 
-Usage: ``clusters (start|stop|status) (rabbitmq|postgres)``. ``start`` prints the status (ports,
-URLs) as JSON; the clusters live under ``$IC_CLUSTER_DIR`` (default: a directory in the system's
-temporary directory) until ``stop`` removes them. ``scripts/clusters.sh`` runs this.
+Usage: ``clusters [--dir DIR] (start|stop|status) (rabbitmq|postgres)``. ``start`` prints the
+status (ports, URLs) as JSON; the clusters live under ``DIR`` (default: a directory in the
+system's temporary directory) until ``stop`` removes them. ``scripts/clusters.sh`` runs this.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from instrumented_clients.testing.postgres_pair import PostgresPair
-from instrumented_clients.testing.rabbitmq_cluster import RabbitCluster
+from scripts.local_clusters.postgres_pair import PostgresPair
+from scripts.local_clusters.rabbitmq_cluster import RabbitCluster
 
 __all__ = ["main"]
 
-_USAGE = "usage: clusters (start|stop|status) (rabbitmq|postgres)"
-
-
-def _root(kind: str) -> Path:
-    base = os.environ.get("IC_CLUSTER_DIR") or str(
-        Path(tempfile.gettempdir()) / "instrumented-clients-clusters")
-    return Path(base) / kind
+_USAGE = "usage: clusters [--dir DIR] (start|stop|status) (rabbitmq|postgres)"
+_DEFAULT_DIR = Path(tempfile.gettempdir()) / "instrumented-clients-clusters"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    base = _DEFAULT_DIR
+    if len(arguments) >= 2 and arguments[0] == "--dir":
+        base = Path(arguments[1])
+        del arguments[:2]
     if len(arguments) != 2 or arguments[0] not in ("start", "stop", "status") or \
             arguments[1] not in ("rabbitmq", "postgres"):
         print(_USAGE, file=sys.stderr)
         return 2
     action, kind = arguments
-    root = _root(kind)
+    root = base / kind
     state_file = root / ("cluster.json" if kind == "rabbitmq" else "pair.json")
     cluster: RabbitCluster | PostgresPair
     if action == "start":

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from instrumented_clients.testing._local import free_port, port_open, run, wait_for
+from instrumented_clients.testing import free_port
+from scripts.local_clusters._process import port_open, run, wait_for
 
 __all__ = ["PostgresNode", "PostgresPair"]
 

@@ -1,38 +1,14 @@
-"""Plumbing shared by the local cluster helpers: free loopback ports, commands, polling."""
+"""Plumbing of the local clusters: commands (as another user), open ports, polling."""
 
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["free_port", "port_open", "run", "wait_for"]
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
-
-    A server restarted after a kill (or a ``FaultProxy`` that refused and listens again) must get
-    its port back: a port from the ephemeral range may meanwhile have become the source port of
-    some outgoing connection, or of a client's self-connect.
-    """
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
-            low = int(handle.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
+__all__ = ["port_open", "run", "wait_for"]
 
 
 def port_open(port: int) -> bool:
