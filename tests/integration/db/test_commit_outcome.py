@@ -75,6 +75,32 @@ def test_session_killed_after_its_last_statement_is_rerun_once_without_ambiguity
                            operation="transaction", error_type="connection") == 1
 
 
+def test_session_killed_right_after_its_last_statement_is_rerun_once(
+    make_db: MakeDb, pg_admin: Admin, pg_table: str,
+) -> None:
+    """The kill lands before the transaction id is read: an ordinary failure before COMMIT."""
+    db = make_db(name="pg-resolve-kill-early")
+    runs: list[int] = []
+
+    def kill_after_insert(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT") and len(runs) == 1:
+            pid = cursor.connection.info.backend_pid
+            pg_admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_until(lambda: pg_admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (0,),
+                10)
+
+    event.listen(db.engine, "after_cursor_execute", kill_after_insert)
+
+    def work(connection: Connection) -> int:
+        runs.append(1)
+        connection.execute(text(f"INSERT INTO {pg_table} (id, v) VALUES (1, 42)"))
+        return len(runs)
+
+    assert db.transaction(work) == 2
+    assert count(pg_admin, pg_table) == 1
+
+
 def test_commit_reply_dropped_after_the_server_committed_is_not_rerun(
     make_db: MakeDb, pg_admin: Admin, pg_table: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
