@@ -40,6 +40,15 @@ def before_first_commit(db: ResilientDatabase, action: Callable[[Connection], No
     event.listen(db.engine, "commit", hook)
 
 
+def inserting(table: str, runs: list[int]) -> Callable[[Connection], int]:
+    """The work of these tests: count the run, insert row 1, return the run's number."""
+    def work(connection: Connection) -> int:
+        runs.append(1)
+        connection.execute(text(f"INSERT INTO {table} (id, v) VALUES (1, 1)"))
+        return len(runs)
+    return work
+
+
 def count(admin: Admin, table: str) -> int:
     row = admin.execute(f"SELECT count(*) FROM {table}").fetchone()
     assert row is not None
@@ -61,10 +70,7 @@ def test_session_killed_after_its_last_statement_is_rerun_once_without_ambiguity
 
     before_first_commit(db, kill_own_session)
 
-    def work(connection: Connection) -> int:
-        runs.append(1)
-        connection.execute(text(f"INSERT INTO {pg_table} (id, v) VALUES (1, 42)"))
-        return len(runs)
+    work = inserting(pg_table, runs)
 
     with caplog.at_level(logging.INFO, logger="instrumented_clients.db"):
         assert db.transaction(work) == 2
@@ -92,10 +98,7 @@ def test_session_killed_right_after_its_last_statement_is_rerun_once(
 
     event.listen(db.engine, "after_cursor_execute", kill_after_insert)
 
-    def work(connection: Connection) -> int:
-        runs.append(1)
-        connection.execute(text(f"INSERT INTO {pg_table} (id, v) VALUES (1, 42)"))
-        return len(runs)
+    work = inserting(pg_table, runs)
 
     assert db.transaction(work) == 2
     assert count(pg_admin, pg_table) == 1
@@ -125,13 +128,10 @@ def test_commit_reply_dropped_after_the_server_committed_is_not_rerun(
 
         before_first_commit(db, drop_the_reply)
 
-        def work(connection: Connection) -> str:
-            runs.append(1)
-            connection.execute(text(f"INSERT INTO {pg_table} (id, v) VALUES (1, 7)"))
-            return "done"
+        work = inserting(pg_table, runs)
 
         with caplog.at_level(logging.INFO, logger="instrumented_clients.db"):
-            assert db.transaction(work) == "done"
+            assert db.transaction(work) == 1
         assert watcher_errors == []
         assert runs == [1]
         assert proxy.bytes_dropped > 0
@@ -147,10 +147,7 @@ def test_commit_lost_before_it_reached_the_server_is_rerun_once(
         runs: list[int] = []
         before_first_commit(db, lambda connection: proxy.cut())
 
-        def work(connection: Connection) -> int:
-            runs.append(1)
-            connection.execute(text(f"INSERT INTO {pg_table} (id, v) VALUES (1, 3)"))
-            return len(runs)
+        work = inserting(pg_table, runs)
 
         with caplog.at_level(logging.INFO, logger="instrumented_clients.db"):
             assert db.transaction(work) == 2
