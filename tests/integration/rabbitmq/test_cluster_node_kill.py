@@ -132,4 +132,4 @@ def test_node_kill_under_load_loses_no_message(
         # The logs name the node each client moved to.
         assert f"connected to {publisher.health()['address']}" in caplog.text
     finally:
-        consumer.stop(timeout=5)
+        consumer.close(timeout=5)
