@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -143,10 +144,18 @@ class RabbitCluster:
         """Kill every node, stop the cluster's epmd and remove ``root``. Idempotent."""
         for node in self.nodes:
             self.kill(node)
-        with contextlib.suppress(Exception):
-            run(["epmd", "-port", str(self.epmd_port), "-kill"], env=self._env(), timeout=10,
-                check=False)
+        self._stop_epmd()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _stop_epmd(self, timeout: float = 10) -> None:
+        # epmd refuses -kill while it still lists a node, and it notices a killed node's death a
+        # moment later: ask until its port is closed.
+        deadline = time.monotonic() + timeout
+        while port_open(self.epmd_port) and time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                run(["epmd", "-port", str(self.epmd_port), "-kill"], env=self._env(),
+                    timeout=10, check=False)
+            time.sleep(0.2)
 
     def kill(self, node: RabbitNode) -> int | None:
         """``kill -9`` the node's Erlang VM (no goodbye to its peers or clients); its pid."""
