@@ -60,14 +60,18 @@ class CommitOutcomeUnknownError(DatabaseError):
 
     Attributes:
         idempotent: whether the caller declared the work safe to run twice (then it is retried).
+        detail: why asking the server (PostgreSQL's COMMIT outcome resolution) did not settle it.
         __cause__: the driver's error.
     """
 
-    def __init__(self, cause: BaseException, *, idempotent: bool = False) -> None:
+    def __init__(self, cause: BaseException, *, idempotent: bool = False,
+                 detail: str | None = None) -> None:
         self.idempotent = idempotent
+        self.detail = detail
         super().__init__(
             "connection lost during COMMIT: the transaction may or may not have been committed "
             f"({type(cause).__name__}: {redact_text(str(cause)).strip()[:300]}). "
+            + (f"Asking the server did not settle it: {detail}. " if detail else "")
             + ("It is rerun: the caller declared it idempotent." if idempotent else
                "It is not rerun automatically; pass idempotent=True if running it twice is safe.")
         )

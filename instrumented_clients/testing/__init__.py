@@ -1,8 +1,10 @@
-"""Public test helpers: a fake clock, captured telemetry, a fault-injecting proxy, polling."""
+"""Public test helpers: a fake clock, captured telemetry, a fault-injecting proxy, polling, free
+ports."""
 
 from instrumented_clients.testing.capture import CapturedTelemetry
 from instrumented_clients.testing.clock import FakeClock
+from instrumented_clients.testing.ports import free_port
 from instrumented_clients.testing.proxy import FaultProxy, ProxyMode
 from instrumented_clients.testing.wait import wait_until
 
-__all__ = ["CapturedTelemetry", "FakeClock", "FaultProxy", "ProxyMode", "wait_until"]
+__all__ = ["CapturedTelemetry", "FakeClock", "FaultProxy", "ProxyMode", "free_port", "wait_until"]
