@@ -1,9 +1,12 @@
 """PostgreSQL: find out whether a COMMIT whose reply was lost took effect, instead of guessing.
 
-Before COMMIT the client reads ``pg_current_xact_id_if_assigned()`` — NULL when the work wrote
-nothing, so read-only work has nothing to lose — and, once per connection, the backend's pid and
-its server's WAL timeline. When the connection is lost with COMMIT in flight, a *new* connection
-asks ``pg_xact_status(xid)``:
+``transaction(fn)`` learns its transaction id in the round trip that opens it: the client sends
+``BEGIN ...; SELECT pg_current_xact_id()`` where psycopg would send ``BEGIN`` alone, so resolution
+costs no extra round trip (and assigns an id at once, which a writing transaction takes anyway;
+``read_only=True`` skips it). Other work (``execute``) reads
+``pg_current_xact_id_if_assigned()`` before COMMIT — NULL when nothing was written. Once per
+connection the client also reads the backend's pid and its server's WAL timeline. When the
+connection is lost with COMMIT in flight, a *new* connection asks ``pg_xact_status(xid)``:
 
 - ``committed``: the work is done; its result is returned and it is not run again;
 - ``aborted``: nothing was applied; the attempt fails with the connection error and is rerun as
@@ -78,6 +81,18 @@ def _first_row(connection: Connection, sql: str) -> tuple[str | None, ...]:
     return tuple(None if value is None else bytes(value).decode() for value in values)
 
 
+def _begin_statement(dbapi: Any) -> bytes:
+    """The ``BEGIN`` psycopg would send, from the connection's public settings."""
+    parts = [b"BEGIN"]
+    if dbapi.isolation_level is not None:
+        parts += [b"ISOLATION LEVEL", dbapi.isolation_level.name.replace("_", " ").encode()]
+    if dbapi.read_only is not None:
+        parts.append(b"READ ONLY" if dbapi.read_only else b"READ WRITE")
+    if dbapi.deferrable is not None:
+        parts.append(b"DEFERRABLE" if dbapi.deferrable else b"NOT DEFERRABLE")
+    return b" ".join(parts)
+
+
 class CommitOutcome(str, enum.Enum):
     COMMITTED = "committed"
     ABORTED = "aborted"
@@ -113,24 +128,60 @@ class CommitOutcomeResolver:
 
     # -- before COMMIT ----------------------------------------------------------------------------
 
-    def mark(self, connection: Connection) -> CommitMarker | None:
-        """The transaction's id, backend pid and timeline; one round trip per transaction."""
+    def _is_supported(self, connection: Connection) -> bool:
         if self._supported is None:
             version = connection.dialect.server_version_info or ()
             self._supported = tuple(version) >= _MIN_SERVER
-        if not self._supported:
-            return None
+        return self._supported
+
+    def _session(self, connection: Connection) -> tuple[str | None, ...]:
+        """The backend pid and timeline, read once per pooled connection."""
         info = connection.connection.info
         session: Any = info.get(_SESSION_KEY)
         if session is None:
             session = _first_row(connection, _SESSION_SQL)
             if session[1] is not None:  # a standby's answer would go stale on promotion
                 info[_SESSION_KEY] = session
-        xid = _first_row(connection, _XID_SQL)[0]
-        return CommitMarker(None if xid is None else int(xid), int(session[0]), session[1])
+        return tuple(session)
 
-    def commit(self, connection: Connection) -> CommitOutcome | None:
-        """Mark, COMMIT, and resolve a lost reply; None when COMMIT answered normally.
+    def begin(self, connection: Connection) -> CommitMarker | None:
+        """Open the transaction and take its id in one round trip (psycopg 3 on a primary).
+
+        Call after the isolation level is set and before the first statement: psycopg then finds
+        the transaction open and sends no ``BEGIN`` of its own. Returns the marker, for
+        :meth:`commit`; None where this does nothing (then :meth:`mark` asks before COMMIT).
+        """
+        fairy = connection.connection
+        dbapi: Any = fairy.dbapi_connection
+        pgconn = getattr(dbapi, "pgconn", None)
+        if pgconn is None or dbapi.autocommit or not self._is_supported(connection):
+            return None
+        from psycopg import OperationalError, pq
+
+        if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            return None
+        session = self._session(connection)
+        if session[1] is None:
+            return None  # a standby assigns no transaction ids
+        result = pgconn.exec_(_begin_statement(dbapi) + b"; SELECT pg_current_xact_id()::text")
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            message = (result.error_message or pgconn.error_message).decode(errors="replace")
+            raise OperationalError(message.strip() or "the connection is lost")
+        return CommitMarker(int(bytes(result.get_value(0, 0) or b"0").decode()),
+                            int(session[0] or 0), session[1])
+
+    def mark(self, connection: Connection) -> CommitMarker | None:
+        """The transaction's id (one round trip), backend pid and timeline."""
+        if not self._is_supported(connection):
+            return None
+        session = self._session(connection)
+        text = _first_row(connection, _XID_SQL)[0]
+        return CommitMarker(None if text is None else int(text), int(session[0] or 0), session[1])
+
+    def commit(self, connection: Connection,
+               marker: CommitMarker | None = None) -> CommitOutcome | None:
+        """COMMIT, and resolve a lost reply; None when COMMIT answered normally. Without the
+        ``marker`` of :meth:`begin`, :meth:`mark` takes one first.
 
         Raises:
             CommitOutcomeUnknownError: the outcome could not be established.
@@ -138,7 +189,8 @@ class CommitOutcomeResolver:
                 caller's retry reruns it), or any error the server answered with.
         """
         try:
-            marker = self.mark(connection)
+            if marker is None:
+                marker = self.mark(connection)
         except BaseException:
             rollback_quietly(connection)  # before COMMIT: an ordinary failed attempt
             raise

@@ -348,27 +348,34 @@ class ResilientDatabase:
         self, fn: Callable[[Connection], T], idempotent: bool, isolation_level: str | None
     ) -> T:
         def work(connection: Connection) -> T:
-            if isolation_level is not None:
-                connection.execution_options(isolation_level=isolation_level)
-            connection.begin()
             return fn(connection)
 
-        return self._run_committed(work, idempotent)
+        return self._run_committed(work, idempotent, begin=True, isolation_level=isolation_level)
 
-    def _run_committed(self, work: Callable[[Connection], T], idempotent: bool) -> T:
-        """One attempt: check a connection out, run ``work``, COMMIT, and keep the state."""
+    def _run_committed(self, work: Callable[[Connection], T], idempotent: bool, *,
+                       begin: bool = False, isolation_level: str | None = None) -> T:
+        """One attempt: check a connection out, (open a transaction,) run ``work``, COMMIT, and
+        keep the state."""
+        resolver = None if idempotent else self._commit_resolver
         try:
             with self._checkout() as connection:
+                marker = None
                 try:
+                    if begin:
+                        if isolation_level is not None:
+                            connection.execution_options(isolation_level=isolation_level)
+                        connection.begin()
+                        if resolver is not None:
+                            marker = resolver.begin(connection)  # BEGIN and the id in one trip
                     value = work(connection)
                 except BaseException:
                     # Explicitly: MySQL's lock wait timeout (1205) undoes only the statement.
                     rollback_quietly(connection)
                     raise
-                if self._commit_resolver is None or idempotent:
+                if resolver is None:
                     commit_or_report_ambiguity(connection, idempotent)
                 else:
-                    self._commit_resolver.commit(connection)
+                    resolver.commit(connection, marker)
         except BaseException as error:
             self._note_failure(error)
             raise
