@@ -63,8 +63,12 @@ def test_caller_message_id_and_headers_are_kept(
     channel = admin.channel
     method, properties, body = channel.basic_get(queue, auto_ack=True)
     assert method is not None
-    assert (properties.message_id, properties.content_type, properties.headers, body) == (
+    # the caller's headers, plus the trace context publish() injects (tracing is on here)
+    trace_headers = {"traceparent", "tracestate", "baggage"}
+    caller_headers = {k: v for k, v in properties.headers.items() if k not in trace_headers}
+    assert (properties.message_id, properties.content_type, caller_headers, body) == (
         "my-id-1", "text/plain", {"k": "v"}, b"x")
+    assert "traceparent" in properties.headers
     assert properties.delivery_mode == 2
 
 
