@@ -22,6 +22,7 @@ import yaml
 from instrumented_clients.observability import generate
 from instrumented_clients.testing import FaultProxy, wait_until
 from tests.observability_helpers import ROOT
+from tests.otlp_receiver import OtlpReceiver
 
 TIME_SCALE = 0.02  # `for: 2m` becomes 3 s, a 5m window 6 s
 
@@ -59,6 +60,7 @@ class Stack:
     rabbitmq: FaultProxy
     postgres: FaultProxy
     logs: Path
+    otlp: OtlpReceiver
     started: float = field(default_factory=time.time)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -114,11 +116,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     proxies = [FaultProxy("127.0.0.1", port).start() for port in (6379, 5672, 5432)]
     redis_proxy, rabbitmq_proxy, postgres_proxy = proxies
     metrics_port, prometheus_port, alertmanager_port = free_port(), free_port(), free_port()
+    otlp = OtlpReceiver()
     try:
         processes.start("workload", [
             sys.executable, "-m", "tests.e2e.workload", "--metrics-port", str(metrics_port),
             "--redis-port", str(redis_proxy.port), "--rabbitmq-port", str(rabbitmq_proxy.port),
-            "--postgres-port", str(postgres_proxy.port),
+            "--postgres-port", str(postgres_proxy.port), "--otlp-endpoint", otlp.endpoint,
         ], cwd=ROOT)
         shutil.copy(ROOT / "alertmanager" / "alertmanager.yml", root / "alertmanager.yml")
         processes.start("alertmanager", [
@@ -145,7 +148,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack = Stack(f"http://127.0.0.1:{prometheus_port}",
                       f"http://127.0.0.1:{alertmanager_port}",
                       f"http://127.0.0.1:{metrics_port}/metrics",
-                      redis_proxy, rabbitmq_proxy, postgres_proxy, logs)
+                      redis_proxy, rabbitmq_proxy, postgres_proxy, logs, otlp)
         for url in (stack.metrics, f"{stack.prometheus}/-/ready",
                     f"{stack.alertmanager}/-/ready"):
             wait_until(functools.partial(reachable, url), 30, interval=0.2,
@@ -155,6 +158,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         processes.stop_all()
         for proxy in proxies:
             proxy.stop()
+        otlp.close()
 
 
 @dataclass
