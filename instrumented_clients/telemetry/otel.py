@@ -34,6 +34,20 @@ def exception_type(error: BaseException) -> str:
     return type(error).__qualname__
 
 
+# The current operation's ErrorDescriber, kept in the context beside its span so that the span's
+# events (a retry) give ``error.type`` the same value as the span (a SQLSTATE, for a database).
+_DESCRIBER_KEY = otel_context.create_key("resilient_client.describe_error")
+
+
+def _event_error_type(error: BaseException) -> str:
+    describe = otel_context.get_value(_DESCRIBER_KEY)
+    if describe is not None:
+        value = describe(error).get(ERROR_TYPE)  # type: ignore[operator]
+        if isinstance(value, str):
+            return value
+    return exception_type(error)
+
+
 def _is_configured(provider: trace.TracerProvider) -> bool:
     return not isinstance(provider, (ProxyTracerProvider, trace.NoOpTracerProvider))
 
@@ -153,7 +167,10 @@ class OpenTelemetrySink:
             return None
         span = tracer.start_span(name, context=parent, kind=kind, attributes=attributes,
                                  links=links)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        context = trace.set_span_in_context(span, parent)
+        if describe_error is not None:
+            context = otel_context.set_value(_DESCRIBER_KEY, describe_error, context)
+        token = otel_context.attach(context)
         return SpanScope(span, token, describe_error)
 
     def emit(self, event: ev.Event) -> None:
@@ -188,7 +205,7 @@ class OpenTelemetrySink:
             {
                 "retry.attempt": e.attempt,
                 "retry.delay_s": round(e.delay, 6),
-                ERROR_TYPE: exception_type(e.error),
+                ERROR_TYPE: _event_error_type(e.error),
                 ERROR_CATEGORY: e.error_type,
                 "exception.type": type(e.error).__qualname__,
                 "exception.message": redact_text(str(e.error))[:500],
@@ -197,7 +214,7 @@ class OpenTelemetrySink:
 
     def _on_exhausted(self, e: ev.RetriesExhausted) -> None:
         self._add_event("retry.exhausted", {"retry.attempts": e.attempts,
-                                             ERROR_TYPE: exception_type(e.error),
+                                             ERROR_TYPE: _event_error_type(e.error),
                                              ERROR_CATEGORY: e.error_type})
 
     def _on_breaker_state(self, e: ev.BreakerStateChanged) -> None:

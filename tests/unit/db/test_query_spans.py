@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -60,3 +62,28 @@ def test_a_database_error_is_typed_by_its_code_and_categorised() -> None:
     lost = describe_error(ConnectionResetError("reset"))
     assert lost["error.type"] == "ConnectionResetError"
     assert "db.response.status_code" not in lost
+
+
+def test_a_retry_event_has_the_error_type_its_span_would_have(tmp_path: Path) -> None:
+    from instrumented_clients import ResilientDatabase, RetryPolicy
+    from instrumented_clients.testing import CapturedTelemetry, FakeClock
+
+    telemetry = CapturedTelemetry(logs=False)
+    db = ResilientDatabase(f"sqlite:///{tmp_path / 'retry.db'}", name="retry",
+                           telemetry=telemetry, retry=RetryPolicy(max_attempts=2,
+                                                                  clock=FakeClock()))
+    runs: list[int] = []
+
+    def work(_connection: object) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise _SerializationFailure("could not serialize")
+
+    try:
+        db.transaction(work)
+    finally:
+        db.close()
+    [span] = [s for s in telemetry.spans() if s.name == "transaction"]
+    [event] = [e for e in span.events if e.name == "retry"]
+    assert event.attributes["error.type"] == "40001"
+    assert event.attributes["resilient_client.error.category"] == "serialization"
