@@ -78,6 +78,17 @@ def make_consumer(telemetry: CapturedTelemetry) -> Iterator[Callable[..., Resili
         consumer.close(timeout=5)
 
 
+def start_pair(make_publisher: MakePublisher, make_consumer: Callable[..., ResilientConsumer],
+               admin: Admin, work: Work, prefix: str, url: str = AMQP_URL,
+               **consumer_options: Any) -> tuple[str, ResilientPublisher]:
+    """A fresh queue, a connected publisher (through ``url``) and a consumer running ``work``."""
+    queue = admin.queue(prefix)
+    publisher = make_publisher(url)
+    wait_connected(publisher)
+    make_consumer(queue=queue, handler=work, **consumer_options)
+    return queue, publisher
+
+
 def by_name(telemetry: CapturedTelemetry, name: str) -> list[ReadableSpan]:
     return [span for span in telemetry.spans() if span.name == name]
 
@@ -123,10 +134,7 @@ def test_request_publish_consume_sql_and_redis_are_one_trace(
     make_publisher: MakePublisher, make_consumer: Callable[..., ResilientConsumer],
     admin: Admin, work: Work, telemetry: CapturedTelemetry,
 ) -> None:
-    queue = admin.queue("trace")
-    publisher = make_publisher()
-    wait_connected(publisher)
-    make_consumer(queue=queue, handler=work)
+    queue, publisher = start_pair(make_publisher, make_consumer, admin, work, "trace")
     tracer = telemetry.tracer_provider.get_tracer("test")
     with tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER) as request:
         assert publisher.publish(b"order-1", queue).result(10).outcome == "ack"
@@ -138,10 +146,8 @@ def test_link_only_starts_a_new_trace_linked_to_the_producer(
     make_publisher: MakePublisher, make_consumer: Callable[..., ResilientConsumer],
     admin: Admin, work: Work, telemetry: CapturedTelemetry,
 ) -> None:
-    queue = admin.queue("trace-link")
-    publisher = make_publisher()
-    wait_connected(publisher)
-    make_consumer(queue=queue, handler=work, trace_link_only=True)
+    queue, publisher = start_pair(make_publisher, make_consumer, admin, work, "trace-link",
+                                  trace_link_only=True)
     assert publisher.publish(b"order-2", queue).result(10).outcome == "ack"
     wait_until(lambda: by_name(telemetry, f"process {queue}"), 20)
     [create] = by_name(telemetry, "create amq.default")
@@ -155,10 +161,8 @@ def test_a_message_resent_after_a_cut_keeps_its_trace(
     make_publisher: MakePublisher, make_consumer: Callable[..., ResilientConsumer],
     admin: Admin, proxy: FaultProxy, work: Work, telemetry: CapturedTelemetry,
 ) -> None:
-    queue = admin.queue("trace-cut")
-    publisher = make_publisher(proxy.url(AMQP_URL))
-    wait_connected(publisher)
-    make_consumer(queue=queue, handler=work)
+    queue, publisher = start_pair(make_publisher, make_consumer, admin, work, "trace-cut",
+                                  proxy.url(AMQP_URL))
     tracer = telemetry.tracer_provider.get_tracer("test")
     proxy.blackhole()  # the publish goes out but no confirm comes back
     with tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER) as request:
@@ -187,10 +191,7 @@ def test_with_the_pika_instrumentation_active_the_consumer_sees_the_callers_trac
     instrumentor = PikaInstrumentor()
     instrumentor.instrument(tracer_provider=telemetry.tracer_provider)
     try:
-        queue = admin.queue("trace-contrib")
-        publisher = make_publisher()
-        wait_connected(publisher)
-        make_consumer(queue=queue, handler=work)
+        queue, publisher = start_pair(make_publisher, make_consumer, admin, work, "trace-contrib")
         tracer = telemetry.tracer_provider.get_tracer("test")
         with tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER) as request:
             assert publisher.publish(b"order-4", queue).result(10).outcome == "ack"
