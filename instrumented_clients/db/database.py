@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
+from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.sql.elements import TextClause
 
@@ -54,6 +55,7 @@ from instrumented_clients.db._startup import connect_at_startup
 from instrumented_clients.db.commit_outcome import CommitOutcomeResolver
 from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
 from instrumented_clients.db.result import ExecuteResult
+from instrumented_clients.db.spans import describe_error, query_attributes
 from instrumented_clients.resilience import (
     CircuitBreaker,
     ClientContext,
@@ -100,8 +102,10 @@ class ResilientDatabase:
         engine_options: extra ``create_engine`` keyword arguments (``pool_size``, ...).
         resolve_commit_outcome: PostgreSQL only: when the connection is lost during COMMIT, ask
             the server whether the transaction committed instead of raising
-            :class:`CommitOutcomeUnknownError` (one extra round trip per writing transaction).
+            :class:`CommitOutcomeUnknownError` (the transaction id is taken with BEGIN).
             Default True.
+        query_text: put the statement's text in its span (``db.query.text``), string and
+            number literals masked as ``?``; False keeps SQL out of traces altogether.
 
     Raises:
         ConfigError: for a malformed URL or a missing driver, before any I/O.
@@ -123,6 +127,7 @@ class ResilientDatabase:
         engine_options: Mapping[str, Any] | None = None,
         required: bool = True,
         resolve_commit_outcome: bool = True,
+        query_text: bool = True,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -133,6 +138,7 @@ class ResilientDatabase:
             self._engine, self._owns_engine = build_engine(parsed, engine_options or {}), True
         self.name = name
         self.required = bool(required)
+        self.query_text = bool(query_text)
         self.policy = with_db_classifier(resolve_retry(retry, policy, default_db_policy))
         self.connect_policy = with_db_classifier(connect_policy or self.policy)
         self.telemetry = telemetry or get_default_telemetry()
@@ -177,9 +183,9 @@ class ResilientDatabase:
         self._tracker = ConnectionTracker(self.context)
         self._execute_guards: dict[str, Guard] = {}
         self._prepared: dict[str, tuple[Any, Guard, bool]] = {}
-        self._transaction_guard = self._guard("transaction", "transaction", "TRANSACTION")
-        self._connect_guard = self._guard("connect", "connect", None, self.connect_policy)
-        self._check_guard = self._guard("connect", "connect", None,
+        self._transaction_guard = self._guard("transaction", "transaction", {})
+        self._connect_guard = self._guard("connect", "connect", {}, self.connect_policy)
+        self._check_guard = self._guard("connect", "connect", {},
                                         self.connect_policy.replace(max_attempts=1))
         metrics = telemetry.metrics
         self._pool_wait: Any = (
@@ -187,21 +193,26 @@ class ResilientDatabase:
         )
         bind_engine_pool_gauges(telemetry, system, self.name, self._engine)
 
-    def _guard(self, operation: str, span_name: str, verb: str | None,
+    def _guard(self, operation: str, span_name: str, attributes: Mapping[str, Any],
                policy: RetryPolicy | None = None) -> Guard:
-        attributes = dict(self._span_base)
-        if verb is not None:
-            attributes["db.operation.name"] = verb
         # Retry log lines name their target: "postgresql/orders-db transaction", not a method.
         return Guard(policy or self.policy, breaker=self.breaker, context=self.context,
                      operation=operation,
-                     span_name=span_name, span_attributes=attributes,
-                     target=f"{self.system}/{self.name} {operation}")
+                     span_name=span_name, span_attributes={**self._span_base, **attributes},
+                     target=f"{self.system}/{self.name} {operation}",
+                     describe_error=describe_error)
 
-    def _execute_guard(self, verb: str) -> Guard:
-        guard = self._execute_guards.get(verb)
+    def _execute_guard(self, statement: Any, verb: str) -> Guard:
+        """One guard per span shape: per query summary, or per statement when its text is
+        recorded. Bounded: the statements themselves are cached at most 512 at a time."""
+        summary, attributes = query_attributes(statement, verb, self.query_text)
+        key = attributes.get(DB_QUERY_TEXT) or summary or verb
+        guard = self._execute_guards.get(key)
         if guard is None:
-            guard = self._execute_guards[verb] = self._guard("execute", verb, verb)
+            if len(self._execute_guards) >= 1024:
+                self._execute_guards.clear()
+            guard = self._execute_guards[key] = self._guard(
+                "execute", summary or self.system, attributes)
         return guard
 
     def _settle_system(self) -> None:
@@ -288,7 +299,8 @@ class ResilientDatabase:
         """The statement's clause, its verb's guard and whether it is a read; cached for SQL
         strings (bounded), so the hot path is one dict lookup."""
         verb = verb_of(statement)
-        prepared = (as_statement(statement, self._text_cache), self._execute_guard(verb),
+        prepared = (as_statement(statement, self._text_cache),
+                    self._execute_guard(statement, verb),
                     verb in READ_VERBS)
         if isinstance(statement, str):
             if len(self._prepared) >= 512:

@@ -43,6 +43,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "classify",
     "is_transient_db_error",
+    "response_status_code",
 ]
 
 _C = ErrorCategory
@@ -221,6 +222,20 @@ def _sqlstate(exc: BaseException) -> str | None:
         if isinstance(value, str) and len(value) == 5:
             return value.upper()
     return None
+
+
+def response_status_code(exc: BaseException) -> str | None:
+    """The database's own code for a failure: the SQLSTATE, or MySQL's error number (which
+    PyMySQL reports without a SQLSTATE); None when the server said nothing (a lost socket)."""
+    orig = getattr(exc, "orig", None)
+    driver_error = orig if isinstance(orig, BaseException) else exc
+    if isinstance(driver_error, OSError):
+        return None
+    state = _sqlstate(driver_error)
+    if state is not None:
+        return state
+    code = _mysql_code(driver_error)
+    return str(code) if code else None
 
 
 def _mysql_code(exc: BaseException) -> int | None:

@@ -56,6 +56,7 @@ from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import CircuitOpenError
 from instrumented_clients.resilience.events import ConsumeOutcome, MessageConsumed
 from instrumented_clients.resilience.retry import RetryPolicy
+from instrumented_clients.telemetry.conventions import PROCESS
 from instrumented_clients.telemetry.core import Telemetry, get_default_telemetry
 
 __all__ = ["Handler", "ResilientConsumer"]
@@ -100,6 +101,8 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
             counted in process; None (default) requeues forever, leaving the limit to a quorum
             queue's ``x-delivery-limit`` (broker-side: ``delivery_limit = max_deliveries - 1``).
         poison_cache_size: messages whose failures are remembered (least recently used out).
+        trace_link_only: a delivery's ``process`` span starts a new trace linked to the
+            producer's context instead of continuing it (the default: a child, also linked).
         required, reconnect_policy, heartbeat, connect_timeout, stack_timeout,
         blocked_connection_timeout, connection_name: as for the connection.
         breaker: the circuit breaker over the handler: None (default) for one that opens
@@ -133,6 +136,7 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         workers: int | None = None,
         max_deliveries: int | None = None,
         poison_cache_size: int = 10_000,
+        trace_link_only: bool = False,
         required: bool = False,
         reconnect_policy: RetryPolicy | None = None,
         heartbeat: float = 60.0,
@@ -161,6 +165,7 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         self.max_deliveries = (None if max_deliveries is None
                                else positive_int("max_deliveries", max_deliveries))
         self._counter = DeliveryCounter(poison_cache_size)
+        self.trace_link_only = bool(trace_link_only)
         self.handler = handler
         self.name = name
         self.telemetry = telemetry or get_default_telemetry()
@@ -172,12 +177,10 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         self.telemetry.prepare(SYSTEM, name, ("process",), _FAMILIES + (
             ("circuit_breaker_state", "circuit_breaker_transitions_total") if self.breaker
             else ()))
+        # Attributes are set per delivery (the exchange and routing key are the message's).
         self._recorder = self.telemetry.observe_operation(
-            SYSTEM, name, "process", span_name=f"process {self.queue_name}",
-            span_attributes={"messaging.system": SYSTEM,
-                             "messaging.operation.type": "process",
-                             "messaging.operation.name": "process",
-                             "messaging.destination.name": self.queue_name},
+            SYSTEM, name, "process", span_name=f"{PROCESS} {self.queue_name}",
+            span_kind="consumer",
         )
         self.topology = (topology or Topology()).merged(
             _own_queue(queue, passive, topology or Topology()))

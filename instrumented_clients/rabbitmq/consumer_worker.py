@@ -12,10 +12,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
-
 from instrumented_clients.rabbitmq.incoming import Delivery, DeliveryCounter, RejectMessage
+from instrumented_clients.rabbitmq.tracing import (
+    REDELIVERED,
+    SETTLEMENT,
+    process_attributes,
+    process_parent,
+)
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
 from instrumented_clients.resilience.events import ConsumeOutcome, Outcome
@@ -38,6 +41,8 @@ class HandlerRunnerMixin:
 
     if TYPE_CHECKING:
         name: str
+        queue_name: str
+        trace_link_only: bool
         handler: Callable[[IncomingMessage], object]
         handler_policy: RetryPolicy
         breaker: CircuitBreaker | None
@@ -83,11 +88,13 @@ class HandlerRunnerMixin:
     def _run_handler(self, delivery: Delivery) -> tuple[ConsumeOutcome, float]:
         message = delivery.message
         recorder = self._recorder
-        scope = token = None
+        scope = None
         if recorder.tracing:
-            if message.headers:  # continue the publisher's trace when it sent one
-                token = otel_context.attach(propagate.extract(message.headers))
-            scope = recorder.begin()
+            scope = recorder.begin(*process_parent(message.headers, self.trace_link_only))
+            if scope is not None:
+                scope.span.set_attributes(process_attributes(
+                    self.queue_name, message.exchange, message.routing_key, message.message_id,
+                    message.delivery_tag, len(message.body)))
         started = time.perf_counter()
         error: BaseException | None = None
         outcome: ConsumeOutcome = "ack"
@@ -118,18 +125,12 @@ class HandlerRunnerMixin:
             else:
                 tracker.record_failure()
                 op = "failure_after_retry" if retried else "failure"
-        try:
-            if scope is not None:
-                span = scope.span
-                if message.message_id:
-                    span.set_attribute("messaging.message.id", message.message_id)
-                span.set_attribute("messaging.rabbitmq.outcome", outcome)
-                if message.redelivered:
-                    span.set_attribute("messaging.rabbitmq.redelivered", True)
-            recorder.finish(op, duration, message.delivery_count + 1, scope, error)
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+        if scope is not None:
+            span = scope.span
+            span.set_attribute(SETTLEMENT, outcome)
+            if message.redelivered:
+                span.set_attribute(REDELIVERED, True)
+        recorder.finish(op, duration, message.delivery_count + 1, scope, error)
         return outcome, duration
 
     def _forget(self, delivery: Delivery) -> None:

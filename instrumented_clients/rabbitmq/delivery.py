@@ -14,8 +14,7 @@ from collections import OrderedDict, deque
 from concurrent.futures import InvalidStateError
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry import context as otel_context
 from pika import exceptions as pika_errors
 from pika.spec import Basic
 
@@ -29,9 +28,11 @@ from instrumented_clients.rabbitmq.errors import (
     PublishNackedError,
 )
 from instrumented_clients.rabbitmq.message import OutgoingMessage, PublishResult
+from instrumented_clients.rabbitmq.tracing import SUPPRESS_CONTRIB, end_span, start_send
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience.breaker import BreakerState
 from instrumented_clients.resilience.events import EventsDropped, MessagesResent, PublishConfirmed
+from instrumented_clients.telemetry.otel import exception_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -82,6 +83,8 @@ class PublisherDelivery:
         _breaker_timer: Any
         _sweep_timer: Any
 
+        def _tracer(self) -> Any: ...
+
     # -- the I/O thread: connection events --------------------------------------------------------
 
     def on_connection_ready(self, connection: Any) -> None:
@@ -130,6 +133,9 @@ class PublisherDelivery:
                     "connection lost before the confirm", message.message_id))
             else:
                 message.returned = None
+                if message.span is not None:  # this transmission is lost; a re-send is another
+                    end_span(message.span, "ConnectionLostError", "connection lost")
+                    message.span = None
                 keep.append(message)
         self._resend.extend(keep)
         self._pump()
@@ -258,8 +264,11 @@ class PublisherDelivery:
             del self._missing_exchanges[message.exchange]
         tag = self._next_tag
         try:
-            self._channel.basic_publish(message.exchange, message.routing_key, message.body,
-                                        message.properties, message.mandatory)
+            if message.origin is None:
+                self._channel.basic_publish(message.exchange, message.routing_key, message.body,
+                                            message.properties, message.mandatory)
+            else:
+                self._send_traced(message, resent)
         except (pika_errors.AMQPChannelError, pika_errors.AMQPConnectionError) as exc:
             _log.warning("rabbitmq %s: publish failed on the I/O thread: %s", self.name,
                          redact_text(str(exc)))
@@ -281,12 +290,28 @@ class PublisherDelivery:
             self._probe = message
         return True
 
+    def _send_traced(self, message: OutgoingMessage, resent: bool) -> None:
+        """``basic_publish`` inside a send span (a sync message's span is its publish_sync's),
+        with contrib instrumentation suppressed: the headers keep the context we injected."""
+        tracer = self._tracer()
+        if tracer is not None and not message.sync:
+            if message.span is not None:
+                end_span(message.span, "ConnectionLostError", "connection lost")
+            message.span = start_send(tracer, message, self._channel, resent)
+        token = otel_context.attach(SUPPRESS_CONTRIB)
+        try:
+            self._channel.basic_publish(message.exchange, message.routing_key, message.body,
+                                        message.properties, message.mandatory)
+        except BaseException as exc:
+            if message.span is not None:
+                end_span(message.span, exception_type(exc), str(exc))
+                message.span = None
+            raise
+        finally:
+            otel_context.detach(token)
+
     def _buffer(self, message: OutgoingMessage) -> None:
-        if message.span is not None:
-            with trace.use_span(message.span, end_on_exit=False):
-                kept = self.buffer.put(message)
-        else:
-            kept = self.buffer.put(message)
+        kept = self.buffer.put(message)
         if kept and not message.sync and not message.recorded:
             message.recorded = True
             self._recorder.record("buffered", time.monotonic() - message.started)
@@ -397,7 +422,13 @@ class PublisherDelivery:
                     op = "failure"
                 self._recorder.record(op, time.monotonic() - message.started)  # type: ignore[arg-type]
         if message.span is not None:
-            self._end_span(message, None if outcome == "ack" else (outcome or repr(error)))
+            if outcome == "ack":
+                self._end_span(message, None)
+            elif outcome is not None:
+                self._end_span(message, outcome)
+            else:
+                self._end_span(message, exception_type(error) if error else "error",
+                               str(error or ""))
         future = message.future
         if future is not None:
             try:
@@ -409,17 +440,13 @@ class PublisherDelivery:
                 pass
 
     @staticmethod
-    def _end_span(message: OutgoingMessage, error: str | None) -> None:
+    def _end_span(message: OutgoingMessage, error_type: str | None,
+                  description: str = "") -> None:
         span = message.span
         if span is None:
             return
         message.span = None
-        if error is not None:
-            span.set_attribute("error.type", error.split("(")[0][:64])
-            span.set_status(Status(StatusCode.ERROR, redact_text(error)[:200]))
-        if message.resent:
-            span.set_attribute("messaging.rabbitmq.resent", True)
-        span.end()
+        end_span(span, error_type, description)
 
     def _flush_spool(self) -> None:
         if self._spool_settled and self.spool is not None:
@@ -455,7 +482,7 @@ class PublisherDelivery:
         if message.spool_id is not None:
             self._spool_settled.append(message.spool_id)
         if not self._closed or self.spool is None:
-            self._end_span(message, f"dropped ({reason})")
+            self._end_span(message, "dropped", f"dropped ({reason})")
             future = message.future
             if future is not None and not future.done():
                 future.set_exception(MessageDroppedError(reason, message.message_id))

@@ -50,7 +50,7 @@ class OutgoingMessage:
     ``message_id``.
     """
 
-    __slots__ = ("body", "exchange", "future", "mandatory", "message_id", "properties",
+    __slots__ = ("body", "exchange", "future", "mandatory", "message_id", "origin", "properties",
                  "recorded", "resent", "returned", "routing_key", "sent_at", "span", "spool_id",
                  "started", "sync")
 
@@ -70,7 +70,8 @@ class OutgoingMessage:
         self.resent = False
         self.recorded = False  # the operations_total outcome is counted once per message
         self.returned: tuple[int, str] | None = None
-        self.span: Any = None
+        self.span: Any = None  # the current transmission's send span
+        self.origin: Any = None  # the creation context injected into the headers, when traced
         self.spool_id: int | None = None
 
     def __repr__(self) -> str:

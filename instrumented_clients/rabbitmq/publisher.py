@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 import pika
-from opentelemetry.trace import SpanKind
 
 from instrumented_clients.client import resolve_breaker, resolve_retry
 from instrumented_clients.rabbitmq.connection import (
@@ -50,13 +49,21 @@ from instrumented_clients.rabbitmq.message import (
 from instrumented_clients.rabbitmq.publisher_config import PublisherConfigMixin
 from instrumented_clients.rabbitmq.spool import SpooledMessages
 from instrumented_clients.rabbitmq.topology import Topology
+from instrumented_clients.rabbitmq.tracing import (
+    end_span,
+    inject_current,
+    publish_sync_attributes,
+    start_create,
+)
 from instrumented_clients.resilience.breaker import CircuitBreaker
 from instrumented_clients.resilience.buffer import EventBuffer, OverflowPolicy
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import BufferFullError
 from instrumented_clients.resilience.retry import Guard, RetryPolicy
+from instrumented_clients.telemetry.conventions import SEND, rabbitmq_span_name
 from instrumented_clients.telemetry.core import Telemetry, get_default_telemetry
+from instrumented_clients.telemetry.otel import exception_type
 
 __all__ = ["ResilientPublisher", "default_publish_policy"]
 
@@ -260,7 +267,19 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         """
         message = self._make_message(body, routing_key, exchange, headers, properties,
                                      mandatory, None)
-        self._submit(message)
+        tracer = self._tracer()
+        if tracer is None:
+            self._submit(message)
+        else:
+            # Ended here: creating the message is publish()'s part; each transmission is a
+            # send span of its own, ended at the confirm.
+            create = start_create(tracer, message)
+            try:
+                self._submit(message)
+            except BaseException as exc:
+                end_span(create, exception_type(exc), str(exc))
+                raise
+            create.end()
         assert message.future is not None
         return message.future
 
@@ -289,8 +308,9 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         if guard is None:
             guard = self._guards[exchange] = Guard(
                 self.publish_policy, breaker=self.breaker, context=self.context,
-                operation="publish",
-                span_name=_span_name(exchange), span_attributes=_span_attributes(exchange),
+                operation="publish", span_kind="producer",
+                span_name=rabbitmq_span_name(SEND, exchange),
+                span_attributes=publish_sync_attributes(exchange),
             )
         payload = self._serialize(body)
         return guard.call(self._publish_attempt, payload, routing_key, exchange, headers,
@@ -335,15 +355,8 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         if not self._accepting:
             raise PublisherClosedError(f"publisher {self.name!r} is closed")
         props = build_properties(properties, headers, self.persistent)
-        message = OutgoingMessage(exchange, routing_key, payload, props, mandatory,
-                                  future or Future(), time.monotonic(), sync)
-        tracer = self._tracer()
-        if tracer is not None:
-            attributes = _span_attributes(exchange)
-            attributes["messaging.message.id"] = message.message_id
-            message.span = tracer.start_span(_span_name(exchange), kind=SpanKind.PRODUCER,
-                                             attributes=attributes)
-        return message
+        return OutgoingMessage(exchange, routing_key, payload, props, mandatory,
+                               future or Future(), time.monotonic(), sync)
 
     def _tracer(self) -> Any:
         """The OpenTelemetry tracer, or None. Without an SDK the answer is re-checked at most
@@ -403,7 +416,6 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         if room or policy not in (OverflowPolicy.BLOCK, OverflowPolicy.RAISE):
             return
         self._recorder.record("rejected", time.monotonic() - message.started)
-        self._end_span(message, "buffer full")
         raise BufferFullError(
             f"publisher {self.name!r}: {self.max_pending_events} messages pending"
             + (f" for {self.block_timeout}s" if policy is OverflowPolicy.BLOCK else ""))
@@ -415,6 +427,8 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
             raise NotConnectedError(f"publisher {self.name!r} is {self.connection.state.value}")
         message = self._make_message(payload, routing_key, exchange, headers, properties,
                                      mandatory, None, sync=True)
+        if self._tracer() is not None:
+            inject_current(message)
         self._submit(message)
         assert message.future is not None
         try:
@@ -431,11 +445,3 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
                                   result.message_id)
         raise PublishTimeoutError(f"no confirm within {self.confirm_timeout}s",
                                   result.message_id)
-
-def _span_name(exchange: str) -> str:
-    return f"publish {exchange}" if exchange else "publish (default)"
-
-
-def _span_attributes(exchange: str) -> dict[str, Any]:
-    return {"messaging.system": SYSTEM, "messaging.destination.name": exchange,
-            "messaging.operation.type": "publish", "messaging.operation.name": "publish"}

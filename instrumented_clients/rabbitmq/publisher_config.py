@@ -15,6 +15,7 @@ from instrumented_clients.rabbitmq.broker_client import BrokerClient
 from instrumented_clients.rabbitmq.errors import PublisherClosedError
 from instrumented_clients.rabbitmq.message import OutgoingMessage
 from instrumented_clients.rabbitmq.settings import connection_settings_from_env
+from instrumented_clients.rabbitmq.tracing import extracted_origin
 from instrumented_clients.resilience.state import ConnectionState
 from instrumented_clients.settings import RABBITMQ_MAX_PENDING_EVENTS
 
@@ -174,6 +175,7 @@ class PublisherConfigMixin(BrokerClient):
                                       pika.BasicProperties(**record.properties),
                                       record.mandatory, None, 0.0)
             message.spool_id = record.spool_id
+            message.origin = extracted_origin(message.properties.headers)
             message.recorded = True  # counted by the process that accepted it
             self._resend.append(message)
         if records:

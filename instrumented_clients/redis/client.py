@@ -39,10 +39,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import redis
+from opentelemetry.semconv.attributes.db_attributes import DB_OPERATION_NAME
 from redis.connection import ConnectionPool
 
 from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
@@ -93,6 +95,9 @@ __all__ = ["ResilientRedis", "counts_against_redis"]
 
 _log = logging.getLogger("instrumented_clients.redis")
 
+# What a command name looks like (GET, CLIENT, JSON.GET): anything else is named "redis" so
+# that a garbled first argument cannot mint span names.
+_COMMAND_NAME: Final = re.compile(r"[A-Z][A-Z0-9_.|-]{0,39}")
 _PREPARED_OPERATIONS: Final = ("get", "set", "pipeline", "transaction", "ping", "other")
 _MAX_CACHED_NAMES: Final = 512
 
@@ -255,13 +260,14 @@ class ResilientRedis(redis.Redis):
         }
 
     def _make_guard(self, operation: str, span_name: str, policy: RetryPolicy) -> Guard:
+        # The command is the span's name and db.operation.name, labelled or not: Redis's
+        # commands are a bounded set (the metric label keeps its smaller allow-list).
         attributes = dict(self._span_base)
-        if operation != commands.OTHER:
-            attributes["db.operation.name"] = span_name
+        if span_name != SYSTEM:
+            attributes[DB_OPERATION_NAME] = span_name
         return Guard(
             policy, breaker=self.breaker, budget=self.budget, context=self.context,
-            operation=operation,
-            span_name=span_name if operation != commands.OTHER else "redis",
+            operation=operation, span_name=span_name,
             span_attributes=attributes, target=f"{SYSTEM}/{self.name} {span_name}",
         )
 
@@ -286,7 +292,7 @@ class ResilientRedis(redis.Redis):
             mode = "read" if opted_in else "write"
         else:
             mode = "blocking"
-        guard = self._mode_guard(label, name if label != commands.OTHER else "redis", mode)
+        guard = self._mode_guard(label, name if _COMMAND_NAME.fullmatch(name) else SYSTEM, mode)
         # XREAD's kind depends on its arguments; an opted-in call must not fill the shared cache.
         cacheable = name not in ("XREAD", "XREADGROUP") and not opted_in
         if cacheable and len(self._guards) < _MAX_CACHED_NAMES:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+from opentelemetry.semconv.attributes.db_attributes import DB_OPERATION_BATCH_SIZE
 from redis.client import Pipeline
 from redis.connection import ConnectionPool
 
@@ -53,6 +55,10 @@ class ResilientPipeline(Pipeline):
 
         def attempt() -> list[Any]:
             nonlocal first
+            if first and len(queued) > 1:
+                span = trace.get_current_span()  # the guard's, when traced
+                if span.is_recording():
+                    span.set_attribute(DB_OPERATION_BATCH_SIZE, len(queued))
             if not first:  # the previous attempt's reset() emptied the pipeline
                 self.command_stack = list(queued)
                 self.scripts = set(scripts)

@@ -8,7 +8,7 @@ slotted events. The success path is the exception: it calls
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeAlias
 
@@ -35,9 +35,13 @@ __all__ = [
     "RetriesExhausted",
     "RetryBudgetDenied",
     "RetryScheduled",
+    "SpanKindName",
     "get_default_instrumentation",
     "set_default_instrumentation",
 ]
+
+# The OpenTelemetry span kind of an operation, named without importing OpenTelemetry here.
+SpanKindName: TypeAlias = Literal["client", "producer", "consumer", "internal"]
 
 Outcome: TypeAlias = Literal[
     "success", "success_after_retry", "failure", "failure_after_retry", "rejected", "buffered"
@@ -281,6 +285,8 @@ class Instrumentation(Protocol):
         *,
         span_name: str | None = None,
         span_attributes: dict[str, Any] | None = None,
+        span_kind: SpanKindName = "client",
+        describe_error: Callable[[BaseException], Mapping[str, Any]] | None = None,
     ) -> OperationObserver:
         """The hot-path observer for one operation, created once and cached by the caller."""
         ...
@@ -321,6 +327,8 @@ class NullInstrumentation:
         *,
         span_name: str | None = None,
         span_attributes: dict[str, Any] | None = None,
+        span_kind: SpanKindName = "client",
+        describe_error: Callable[[BaseException], Mapping[str, Any]] | None = None,
     ) -> OperationObserver:
         return self._observer
 

@@ -14,7 +14,7 @@ import functools
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
@@ -34,6 +34,7 @@ from instrumented_clients.resilience.events import (
     RetriesExhausted,
     RetryBudgetDenied,
     RetryScheduled,
+    SpanKindName,
     get_default_instrumentation,
 )
 
@@ -254,6 +255,8 @@ class Guard:
         operation: ``operation`` label.
         span_name: the span's name when tracing is configured (default: the operation).
         span_attributes: attributes set on every span of this operation.
+        span_kind: the span's kind: ``client`` (default), ``producer``, ``consumer``.
+        describe_error: span attributes for a failure (default: ``error.type`` = the class).
         target: what log lines name as failing (default: the called function's name), for
             callers whose function is an internal one, e.g. ``"redis/cache GET"``.
         context: the client's labels and instrumentation, in place of ``system``, ``client``
@@ -277,6 +280,8 @@ class Guard:
         span_attributes: dict[str, Any] | None = None,
         target: str | None = None,
         context: ClientContext | None = None,
+        span_kind: SpanKindName = "client",
+        describe_error: Callable[[BaseException], Mapping[str, Any]] | None = None,
     ) -> None:
         if context is not None:
             system, client, instrumentation = (context.system, context.client,
@@ -292,7 +297,8 @@ class Guard:
         self._monotonic = policy.clock.monotonic
         self._instrumentation = instrumentation or get_default_instrumentation()
         self._observer = self._instrumentation.observe_operation(
-            system, client, operation, span_name=span_name, span_attributes=span_attributes
+            system, client, operation, span_name=span_name, span_attributes=span_attributes,
+            span_kind=span_kind, describe_error=describe_error,
         )
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -7,19 +7,23 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
 from prometheus_client import CollectorRegistry
 
-from instrumented_clients.resilience.events import Event, Outcome
+from instrumented_clients.resilience.events import Event, Outcome, SpanKindName
 from instrumented_clients.telemetry.catalog import DEFAULT_NAMESPACE, OUTCOMES
 from instrumented_clients.telemetry.log_sink import LoggingSink
-from instrumented_clients.telemetry.otel import OpenTelemetrySink, SpanScope
+from instrumented_clients.telemetry.otel import ErrorDescriber, OpenTelemetrySink, SpanScope
 from instrumented_clients.telemetry.prometheus import PrometheusMetrics, PrometheusSink
 
 __all__ = ["OperationRecorder", "Sink", "Telemetry", "get_default_telemetry",
            "set_default_telemetry"]
 
 _log = logging.getLogger(__name__)
+_SPAN_KINDS = {"client": SpanKind.CLIENT, "producer": SpanKind.PRODUCER,
+               "consumer": SpanKind.CONSUMER, "internal": SpanKind.INTERNAL}
 
 
 class Sink(Protocol):
@@ -35,7 +39,8 @@ class OperationRecorder:
     configured, a span around the operation and the trace id as the histogram's exemplar.
     """
 
-    __slots__ = ("_attributes", "_exemplars", "_histogram", "_otel", "_outcomes", "_span_name")
+    __slots__ = ("_attributes", "_describe_error", "_exemplars", "_histogram", "_kind", "_otel",
+                 "_outcomes", "_span_name")
 
     def __init__(
         self,
@@ -46,10 +51,14 @@ class OperationRecorder:
         operation: str,
         span_name: str | None,
         span_attributes: dict[str, Any] | None,
+        span_kind: SpanKindName = "client",
+        describe_error: ErrorDescriber | None = None,
     ) -> None:
         self._otel = otel
         self._span_name = span_name or f"{operation}"
         self._attributes = dict(span_attributes or {})
+        self._kind = _SPAN_KINDS[span_kind]
+        self._describe_error = describe_error
         self._exemplars = True
         if metrics is not None:
             counter = metrics["operations_total"]
@@ -74,9 +83,13 @@ class OperationRecorder:
             return otel._tracer is not None
         return otel.enabled
 
-    def begin(self) -> SpanScope | None:
+    def begin(self, parent: otel_context.Context | None = None,
+              links: list[Link] | None = None) -> SpanScope | None:
+        """Start this operation's span (current until :meth:`finish`), under ``parent`` (default:
+        the current context)."""
         assert self._otel is not None
-        return self._otel.start(self._span_name, self._attributes)
+        return self._otel.start(self._span_name, self._attributes, self._kind, parent, links,
+                                self._describe_error)
 
     def finish(
         self,
@@ -177,9 +190,14 @@ class Telemetry:
         *,
         span_name: str | None = None,
         span_attributes: dict[str, Any] | None = None,
+        span_kind: SpanKindName = "client",
+        describe_error: ErrorDescriber | None = None,
     ) -> OperationRecorder:
+        """The recorder of one operation; ``describe_error`` gives a failed span its
+        ``error.type`` (default: the exception's class name)."""
         return OperationRecorder(
-            self.metrics, self.otel, system, client, operation, span_name, span_attributes
+            self.metrics, self.otel, system, client, operation, span_name, span_attributes,
+            span_kind, describe_error,
         )
 
     def prepare(

@@ -7,19 +7,45 @@ proxy and :attr:`OpenTelemetrySink.enabled` is False, so nothing at all is done 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, ProxyTracerProvider, Span, SpanKind, Status, StatusCode
 
 from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience import events as ev
+from instrumented_clients.telemetry.conventions import (
+    ERROR_CATEGORY,
+    ERROR_TYPE,
+    PACKAGE_VERSION,
+    SCHEMA_URL,
+)
 
-__all__ = ["OpenTelemetrySink", "SpanScope"]
+__all__ = ["ErrorDescriber", "OpenTelemetrySink", "SpanScope", "exception_type"]
 
-_VERSION = "0.1.0"
+# Turns a failure into span attributes (``error.type`` and, for a database, its SQLSTATE).
+ErrorDescriber = Callable[[BaseException], Mapping[str, Any]]
+
+
+def exception_type(error: BaseException) -> str:
+    """``error.type`` for an exception, as OpenTelemetry's conventions ask: its class name."""
+    return type(error).__qualname__
+
+
+# The current operation's ErrorDescriber, kept in the context beside its span so that the span's
+# events (a retry) give ``error.type`` the same value as the span (a SQLSTATE, for a database).
+_DESCRIBER_KEY = otel_context.create_key("resilient_client.describe_error")
+
+
+def _event_error_type(error: BaseException) -> str:
+    describe = otel_context.get_value(_DESCRIBER_KEY)
+    if describe is not None:
+        value = describe(error).get(ERROR_TYPE)  # type: ignore[operator]
+        if isinstance(value, str):
+            return value
+    return exception_type(error)
 
 
 def _is_configured(provider: trace.TracerProvider) -> bool:
@@ -42,18 +68,23 @@ def _global_provider_set() -> bool:
 class SpanScope:
     """A started span made current; closed by :meth:`close`."""
 
-    __slots__ = ("span", "token")
+    __slots__ = ("describe_error", "span", "token")
 
-    def __init__(self, span: Span, token: object) -> None:
+    def __init__(self, span: Span, token: object,
+                 describe_error: ErrorDescriber | None = None) -> None:
         self.span = span
         self.token = token
+        self.describe_error = describe_error
 
     def close(self, attempts: int, error: BaseException | None, error_type: str | None) -> None:
         span = self.span
         if attempts > 1 or error is not None:
-            span.set_attribute("retry.attempts", attempts)
+            span.set_attribute("resilient_client.attempts", attempts)
         if error is not None:
-            span.set_attribute("error.type", error_type or type(error).__qualname__)
+            if self.describe_error is not None:
+                span.set_attributes(self.describe_error(error))
+            else:
+                span.set_attribute(ERROR_TYPE, error_type or exception_type(error))
             span.set_status(Status(StatusCode.ERROR, redact_text(str(error))[:200]))
         otel_context.detach(self.token)  # type: ignore[arg-type]
         span.end()
@@ -76,6 +107,9 @@ class OpenTelemetrySink:
         # provider, or the set-once global provider after it was set.
         self._resolved = False
         self._reconnect_spans: dict[tuple[str, str], Span] = {}
+        # Clients that have been connected: only they can have an outage (a first connection
+        # at start-up is not one).
+        self._was_connected: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
             ev.RetryScheduled: self._on_retry,
@@ -96,7 +130,8 @@ class OpenTelemetrySink:
 
     def _resolve(self, provider: trace.TracerProvider) -> None:
         if _is_configured(provider):
-            self._tracer = provider.get_tracer("instrumented_clients", _VERSION)
+            self._tracer = provider.get_tracer("instrumented_clients", PACKAGE_VERSION,
+                                               schema_url=SCHEMA_URL)
         self._resolved = True
 
     @property
@@ -117,13 +152,26 @@ class OpenTelemetrySink:
             return False  # no SDK configured (yet): the common case, answered inline
         return self.tracer is not None
 
-    def start(self, name: str, attributes: dict[str, Any] | None) -> SpanScope | None:
+    def start(
+        self,
+        name: str,
+        attributes: dict[str, Any] | None,
+        kind: SpanKind = SpanKind.CLIENT,
+        parent: otel_context.Context | None = None,
+        links: Sequence[Link] | None = None,
+        describe_error: ErrorDescriber | None = None,
+    ) -> SpanScope | None:
+        """Start a span under ``parent`` (default: the current context) and make it current."""
         tracer = self.tracer
         if tracer is None:
             return None
-        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        return SpanScope(span, token)
+        span = tracer.start_span(name, context=parent, kind=kind, attributes=attributes,
+                                 links=links)
+        context = trace.set_span_in_context(span, parent)
+        if describe_error is not None:
+            context = otel_context.set_value(_DESCRIBER_KEY, describe_error, context)
+        token = otel_context.attach(context)
+        return SpanScope(span, token, describe_error)
 
     def emit(self, event: ev.Event) -> None:
         if self._tracer is None and not self.enabled:
@@ -157,7 +205,8 @@ class OpenTelemetrySink:
             {
                 "retry.attempt": e.attempt,
                 "retry.delay_s": round(e.delay, 6),
-                "error.type": e.error_type,
+                ERROR_TYPE: _event_error_type(e.error),
+                ERROR_CATEGORY: e.error_type,
                 "exception.type": type(e.error).__qualname__,
                 "exception.message": redact_text(str(e.error))[:500],
             },
@@ -165,7 +214,8 @@ class OpenTelemetrySink:
 
     def _on_exhausted(self, e: ev.RetriesExhausted) -> None:
         self._add_event("retry.exhausted", {"retry.attempts": e.attempts,
-                                             "error.type": e.error_type})
+                                             ERROR_TYPE: _event_error_type(e.error),
+                                             ERROR_CATEGORY: e.error_type})
 
     def _on_breaker_state(self, e: ev.BreakerStateChanged) -> None:
         if e.from_state is None:
@@ -184,12 +234,14 @@ class OpenTelemetrySink:
         if tracer is None:
             return
         with self._lock:
+            if e.to_state == "connected":
+                self._was_connected.add(key)
             span = self._reconnect_spans.get(key)
             if span is None and e.to_state in ("disconnected", "connecting") and (
-                e.from_state in ("connected", "failed", "disconnected", None)
+                e.from_state in ("connected", "failed", "disconnected")
             ):
-                if e.from_state is None and e.to_state == "disconnected":
-                    return  # a client's initial state is not an outage
+                if e.from_state != "connected" and key not in self._was_connected:
+                    return  # connecting for the first time (start-up) is not an outage
                 # Not made current and with no parent: an outage is one bar of its own.
                 span = tracer.start_span(
                     f"{e.system} reconnect",
@@ -215,8 +267,10 @@ class OpenTelemetrySink:
         if span is None:
             return
         attributes: dict[str, Any] = {"attempt": e.attempt, "outcome": e.outcome}
+        if e.error is not None:
+            attributes[ERROR_TYPE] = exception_type(e.error)
         if e.error_type:
-            attributes["error.type"] = e.error_type
+            attributes[ERROR_CATEGORY] = e.error_type
         if e.error is not None:
             attributes["exception.message"] = redact_text(str(e.error))[:300]
         if e.next_delay is not None:

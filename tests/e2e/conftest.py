@@ -22,6 +22,7 @@ import yaml
 from instrumented_clients.observability import generate
 from instrumented_clients.testing import FaultProxy, wait_until
 from tests.observability_helpers import ROOT
+from tests.otlp_receiver import OtlpReceiver
 
 TIME_SCALE = 0.02  # `for: 2m` becomes 3 s, a 5m window 6 s
 
@@ -64,6 +65,7 @@ class Stack:
     logs: Path
     faulted: str
     healthy: str
+    otlp: OtlpReceiver
     started: float = field(default_factory=time.time)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -120,15 +122,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     redis_proxy, rabbitmq_proxy, postgres_proxy = proxies
     metrics_port, healthy_port = free_port(), free_port()
     prometheus_port, alertmanager_port = free_port(), free_port()
+    otlp = OtlpReceiver()
     try:
         processes.start("workload", [
             sys.executable, "-m", "tests.e2e.workload", "--metrics-port", str(metrics_port),
             "--redis-port", str(redis_proxy.port), "--rabbitmq-port", str(rabbitmq_proxy.port),
-            "--postgres-port", str(postgres_proxy.port),
+            "--postgres-port", str(postgres_proxy.port), "--otlp-endpoint", otlp.endpoint,
         ], cwd=ROOT)
         processes.start("workload-healthy", [
             sys.executable, "-m", "tests.e2e.workload", "--metrics-port", str(healthy_port),
             "--redis-port", "6379", "--rabbitmq-port", "5672", "--postgres-port", "5432",
+            "--otlp-endpoint", otlp.endpoint,
         ], cwd=ROOT)
         shutil.copy(ROOT / "alertmanager" / "alertmanager.yml", root / "alertmanager.yml")
         processes.start("alertmanager", [
@@ -156,7 +160,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                       f"http://127.0.0.1:{alertmanager_port}",
                       f"http://127.0.0.1:{metrics_port}/metrics",
                       redis_proxy, rabbitmq_proxy, postgres_proxy, logs,
-                      faulted=f"127.0.0.1:{metrics_port}", healthy=f"127.0.0.1:{healthy_port}")
+                      faulted=f"127.0.0.1:{metrics_port}", healthy=f"127.0.0.1:{healthy_port}",
+                      otlp=otlp)
         for url in (stack.metrics, f"http://{stack.healthy}/metrics", f"{stack.prometheus}/-/ready",
                     f"{stack.alertmanager}/-/ready"):
             wait_until(functools.partial(reachable, url), 30, interval=0.2,
@@ -166,6 +171,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         processes.stop_all()
         for proxy in proxies:
             proxy.stop()
+        otlp.close()
 
 
 @dataclass

@@ -159,6 +159,10 @@ def test_exemplars_reach_prometheus(stack: Stack, outage: OutageReport) -> None:
     trace_ids = [e["labels"]["trace_id"] for series in data for e in series["exemplars"]]
     assert trace_ids
     assert all(len(trace_id) == 32 for trace_id in trace_ids)
+    # each refers to a trace whose spans the workload exported over OTLP
+    wait_until(lambda: set(trace_ids) <= {span.trace_id for span in stack.otlp.spans}, 15,
+               message=lambda: f"{len(set(trace_ids) - {s.trace_id for s in stack.otlp.spans})}"
+                               f" of {len(set(trace_ids))} exemplar trace ids never arrived")
 
 
 def test_the_workload_scrape_passes_promtool_check_metrics(stack: Stack) -> None:

@@ -21,7 +21,9 @@ import time
 import uuid
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Connection, text
 
@@ -152,10 +154,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     for name in ("metrics", "redis", "rabbitmq", "postgres"):
         parser.add_argument(f"--{name}-port", type=int, required=True)
+    parser.add_argument("--otlp-endpoint", help="an OTLP/HTTP traces URL to export spans to")
     args = parser.parse_args()
     registry = CollectorRegistry()
-    # An SDK tracer provider without exporters: spans record, so latency buckets get exemplars.
-    telemetry = Telemetry(registry=registry, tracer_provider=TracerProvider(), logs=False)
+    # Spans record, so latency buckets get exemplars; exported (when asked) so that a trace id
+    # in an exemplar can be looked up. A queue large enough that no span is dropped.
+    provider = TracerProvider()
+    if args.otlp_endpoint:
+        provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=args.otlp_endpoint), max_queue_size=65536,
+            schedule_delay_millis=1000))
+    telemetry = Telemetry(registry=registry, tracer_provider=provider, logs=False)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     broker = Broker(telemetry, args.rabbitmq_port)

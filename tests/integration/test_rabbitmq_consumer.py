@@ -13,6 +13,7 @@ from typing import Any
 
 import pika
 import pytest
+from opentelemetry.trace import SpanKind
 
 from instrumented_clients.health import HealthRegistry
 from instrumented_clients.rabbitmq import Exchange, Queue, Topology, default_reconnect_policy
@@ -192,6 +193,7 @@ def test_handles_every_message_in_the_pool_and_acks_it(
     assert attributes["messaging.system"] == "rabbitmq"
     assert attributes["messaging.operation.type"] == "process"
     assert attributes["messaging.destination.name"] == queue
+    assert {span.kind for span in spans} == {SpanKind.CONSUMER}
     health = consumer.health()
     assert health["queue"] == queue
     assert health["consuming"] is True

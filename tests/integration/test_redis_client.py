@@ -65,9 +65,13 @@ def test_spans_carry_semantic_attributes_and_no_keys(
         client.get(secret_key)
         pipe = client.pipeline()
         pipe.get(secret_key)
+        pipe.set(secret_key, "private-value")
         pipe.execute()
+        client.execute_command("OBJECT", "ENCODING", secret_key)  # not a labelled command
     spans = {span.name: span for span in telemetry.spans()}
-    assert {"SET", "GET", "MULTI"} <= set(spans)
+    assert {"SET", "GET", "MULTI", "OBJECT"} <= set(spans)
+    assert spans["MULTI"].attributes["db.operation.batch.size"] == 2
+    assert spans["OBJECT"].attributes["db.operation.name"] == "OBJECT"
     attributes = dict(spans["GET"].attributes)
     assert attributes["db.system.name"] == "redis"
     assert attributes["db.operation.name"] == "GET"

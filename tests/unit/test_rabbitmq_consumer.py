@@ -9,6 +9,7 @@ import pika
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.trace import SpanKind
 
 from instrumented_clients.config import ConfigError
 from instrumented_clients.rabbitmq.consumer import ResilientConsumer
@@ -253,13 +254,18 @@ def test_one_span_per_handled_message(make_consumer: Callable[..., ResilientCons
     consumer = make_consumer(failing, queue="orders")
     deliver(consumer, message_id="abc", redelivered=True, headers={"x-delivery-count": 1})
     [span] = [s for s in telemetry.spans() if s.name == "process orders"]
+    assert span.kind is SpanKind.CONSUMER
     assert span.attributes["messaging.system"] == "rabbitmq"
     assert span.attributes["messaging.operation.type"] == "process"
     assert span.attributes["messaging.destination.name"] == "orders"
     assert span.attributes["messaging.message.id"] == "abc"
-    assert span.attributes["messaging.rabbitmq.outcome"] == "requeue"
-    assert span.attributes["retry.attempts"] == 2
+    assert span.attributes["resilient_client.settlement"] == "requeue"
+    assert span.attributes["resilient_client.redelivered"] is True
+    assert span.attributes["resilient_client.attempts"] == 2
     assert span.attributes["error.type"] == "ValueError"
+    assert not [key for key in span.attributes if key.startswith("messaging.rabbitmq.")
+                and key not in ("messaging.rabbitmq.destination.routing_key",
+                                "messaging.rabbitmq.message.delivery_tag")]
 
 
 # -- construction, config and health ---------------------------------------------------------------

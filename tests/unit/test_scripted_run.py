@@ -124,8 +124,10 @@ def test_exporter_holds_one_span_with_one_event_per_retry() -> None:
     assert span.name == "GET"
     retries = [event for event in span.events if event.name == "retry"]
     assert [event.attributes["retry.attempt"] for event in retries] == [1, 2, 3]
-    assert [event.attributes["error.type"] for event in retries] == ["connection"] * 3
-    assert span.attributes["retry.attempts"] == 4
+    assert [event.attributes["error.type"] for event in retries] == ["ConnectionError"] * 3
+    assert [event.attributes["resilient_client.error.category"] for event in retries] == [
+        "connection"] * 3
+    assert span.attributes["resilient_client.attempts"] == 4
 
 
 def test_promtool_check_metrics_passes_on_the_scrape() -> None:

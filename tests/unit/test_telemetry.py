@@ -196,8 +196,10 @@ def test_one_span_per_operation_with_one_event_per_retry(
     [span] = telemetry.spans()
     assert span.name == "GET"
     assert span.attributes["db.system.name"] == "redis"
-    assert span.attributes["retry.attempts"] == 3
+    assert span.attributes["resilient_client.attempts"] == 3
     events = [e for e in span.events if e.name == "retry"]
+    assert [e.attributes["error.type"] for e in events] == ["ConnectionError"] * 2
+    assert [e.attributes["resilient_client.error.category"] for e in events] == ["connection"] * 2
     assert [e.attributes["retry.attempt"] for e in events] == [1, 2]
     assert [e.attributes["retry.delay_s"] for e in events] == [1.0, 2.0]
     for event in events:
@@ -250,6 +252,36 @@ def test_reconnect_cycle_is_a_span_of_its_own(telemetry: CapturedTelemetry) -> N
     assert span.parent is None
     assert span.attributes["resilient_client.outcome"] == "connected"
     assert "reconnect.attempt" in [e.name for e in span.events]
+
+
+def test_a_first_connection_at_start_up_is_no_reconnect_span(telemetry: CapturedTelemetry) -> None:
+    for from_state, to_state in ((None, "disconnected"), ("disconnected", "connecting")):
+        telemetry.emit(ConnectionStateChanged("rabbitmq", "c", from_state, to_state, 0.0))
+    telemetry.emit(ReconnectAttempt("rabbitmq", "c", 1, "failure", "connection",
+                                    ConnectionRefusedError("refused"), 1.0))
+    for from_state, to_state in (("connecting", "disconnected"), ("disconnected", "connecting"),
+                                 ("connecting", "connected")):
+        telemetry.emit(ConnectionStateChanged("rabbitmq", "c", from_state, to_state, 2.0))
+    assert not telemetry.spans()
+    # a later outage is one
+    for from_state, to_state in (("connected", "disconnected"), ("disconnected", "connecting"),
+                                 ("connecting", "connected")):
+        telemetry.emit(ConnectionStateChanged("rabbitmq", "c", from_state, to_state, 3.0))
+    assert [span.name for span in telemetry.spans()] == ["rabbitmq reconnect"]
+
+
+def test_the_tracer_names_the_package_version_and_the_conventions_schema(
+        telemetry: CapturedTelemetry) -> None:
+    from instrumented_clients.telemetry.conventions import PACKAGE_VERSION, SCHEMA_URL
+
+    Guard(RetryPolicy(max_attempts=1), instrumentation=telemetry, operation="op").call(int)
+    [span] = telemetry.spans()
+    scope = span.instrumentation_scope
+    assert scope is not None
+    assert (scope.name, scope.version, scope.schema_url) == (
+        "instrumented_clients", PACKAGE_VERSION, SCHEMA_URL)
+    assert SCHEMA_URL.startswith("https://opentelemetry.io/schemas/1.")
+    assert PACKAGE_VERSION != "0+unknown"
 
 
 def test_nothing_is_traced_when_tracing_is_not_configured(clock: FakeClock) -> None:

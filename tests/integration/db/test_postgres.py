@@ -257,11 +257,14 @@ def test_spans_cover_all_attempts_with_semantic_attributes(
     assert transaction.attributes["db.system.name"] == "postgresql"
     assert transaction.attributes["server.address"] == "127.0.0.1"
     assert transaction.attributes["server.port"] == 5432
-    assert transaction.attributes["retry.attempts"] == 2
+    assert transaction.attributes["resilient_client.attempts"] == 2
     assert [event.name for event in transaction.events] == ["retry"]
-    assert transaction.events[0].attributes["error.type"] == "serialization"
-    select = spans["SELECT"]
+    assert transaction.events[0].attributes["resilient_client.error.category"] == "serialization"
+    # the same error.type on the span's event as a failed span would get: the SQLSTATE
+    assert transaction.events[0].attributes["error.type"] == "40001"
+    select = spans[f"SELECT {pg_table}"]
     assert select.attributes["db.operation.name"] == "SELECT"
+    assert select.attributes["db.query.text"] == f"SELECT v FROM {pg_table} WHERE id = :id"
     everything = repr([(s.name, dict(s.attributes), [dict(e.attributes) for e in s.events])
                        for s in telemetry.spans()])
     assert "987654" not in everything

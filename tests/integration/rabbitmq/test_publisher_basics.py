@@ -63,8 +63,12 @@ def test_caller_message_id_and_headers_are_kept(
     channel = admin.channel
     method, properties, body = channel.basic_get(queue, auto_ack=True)
     assert method is not None
-    assert (properties.message_id, properties.content_type, properties.headers, body) == (
+    # the caller's headers, plus the trace context publish() injects (tracing is on here)
+    trace_headers = {"traceparent", "tracestate", "baggage"}
+    caller_headers = {k: v for k, v in properties.headers.items() if k not in trace_headers}
+    assert (properties.message_id, properties.content_type, caller_headers, body) == (
         "my-id-1", "text/plain", {"k": "v"}, b"x")
+    assert "traceparent" in properties.headers
     assert properties.delivery_mode == 2
 
 
@@ -284,15 +288,27 @@ def test_one_producer_span_per_publish_and_no_names_in_metric_labels(
     wait_connected(publisher)
     results = [publisher.publish(b"x", "k", exchange=exchange).result(10) for _ in range(3)]
 
-    spans = [span for span in telemetry.spans() if span.name == f"publish {exchange}"]
+    spans = [span for span in telemetry.spans() if span.name == f"create {exchange}"]
     assert len(spans) == 3
     assert {span.kind for span in spans} == {SpanKind.PRODUCER}
     attributes = dict(spans[0].attributes or {})
     assert attributes["messaging.system"] == "rabbitmq"
-    assert attributes["messaging.destination.name"] == exchange
-    assert attributes["messaging.operation.type"] == "publish"
+    assert attributes["messaging.destination.name"] == f"{exchange}:k"
+    assert attributes["messaging.rabbitmq.destination.routing_key"] == "k"
+    assert attributes["messaging.operation.type"] == "create"
     assert {span.attributes["messaging.message.id"] for span in spans} == {
         result.message_id for result in results}
+    # one send span per transmission, a child of its create span and linked to it
+    wait_until(lambda: len([s for s in telemetry.spans() if s.name == f"send {exchange}"]) == 3,
+               5)
+    creates = {span.context.span_id: span for span in spans}
+    for send in (s for s in telemetry.spans() if s.name == f"send {exchange}"):
+        assert send.kind is SpanKind.CLIENT
+        assert send.attributes["messaging.operation.type"] == "send"
+        assert send.parent is not None
+        assert send.parent.span_id in creates
+        assert [link.context.span_id for link in send.links] == [send.parent.span_id]
+        assert send.status.is_ok
     scrape = telemetry.scrape()
     assert exchange not in scrape
     assert queue not in scrape

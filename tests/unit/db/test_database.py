@@ -278,14 +278,44 @@ def test_the_operation_name_is_a_bounded_sql_verb(statement: Any, verb: str) -> 
     assert verb_of(statement) == verb
 
 
-def test_spans_name_the_verb_and_never_the_parameters(
+def test_spans_name_the_query_summary_and_never_the_parameters(
     db: ResilientDatabase, telemetry: CapturedTelemetry
 ) -> None:
     db.execute("INSERT INTO items (id, v) VALUES (:id, :v)", {"id": 5, "v": 424242})
-    span = next(s for s in telemetry.spans() if s.name == "INSERT")
+    span = next(s for s in telemetry.spans() if s.name == "INSERT items")
     assert span.attributes["db.system.name"] == "sqlite"
     assert span.attributes["db.operation.name"] == "INSERT"
+    assert span.attributes["db.query.summary"] == "INSERT items"
+    assert span.attributes["db.query.text"] == "INSERT INTO items (id, v) VALUES (:id, :v)"
     assert "424242" not in repr(dict(span.attributes))
+
+
+def test_literals_never_reach_the_query_text_and_the_text_can_be_switched_off(
+    db: ResilientDatabase, telemetry: CapturedTelemetry, tmp_path: Path
+) -> None:
+    db.execute("SELECT v FROM items WHERE v = 'hunter2' OR id = 31337")
+    [span] = [s for s in telemetry.spans() if s.name == "SELECT items"]
+    assert span.attributes["db.query.text"] == "SELECT v FROM items WHERE v = ? OR id = ?"
+    quiet = ResilientDatabase(f"sqlite:///{tmp_path / 'quiet.db'}", name="quiet",
+                              telemetry=telemetry, query_text=False)
+    try:
+        quiet.execute("SELECT 1")
+    finally:
+        quiet.close()
+    [select] = [s for s in telemetry.spans() if s.name == "SELECT"]
+    assert select.attributes["db.operation.name"] == "SELECT"
+    assert "db.query.text" not in select.attributes
+
+
+def test_an_unknown_statement_has_no_operation_name_and_the_system_as_span_name(
+    db: ResilientDatabase, telemetry: CapturedTelemetry
+) -> None:
+    with pytest.raises(Exception, match="syntax"):
+        db.execute("frobnicate the table")
+    [span] = [s for s in telemetry.spans() if s.name == "sqlite"]
+    assert "db.operation.name" not in span.attributes
+    assert span.attributes["error.type"] == "OperationalError"
+    assert span.attributes["resilient_client.error.category"] == "unknown"
 
 
 def test_execute_with_a_list_of_parameters_runs_executemany(db: ResilientDatabase) -> None:
