@@ -45,7 +45,7 @@ class ResilientPipeline(Pipeline):
         owner = self._owner
         # ``transaction`` is an instance flag here, shadowing Redis.transaction() (hence vars()).
         transactional = bool(vars(self)["transaction"]) or self.explicit_transaction
-        guard = owner._pipeline_guard(transactional, stack)
+        guard = owner._core.guards.for_pipeline(transactional, stack)
         queued = list(stack)
         scripts = set(self.scripts)
         explicit = self.explicit_transaction
