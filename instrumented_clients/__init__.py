@@ -43,7 +43,8 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "with_db_retry",
     ),
     "instrumented_clients.redis": (
-        "RedisConnectionRetry", "ResilientRedis", "get_redis_connection_retry", "with_redis_retry",
+        "AsyncResilientRedis", "RedisConnectionRetry", "ResilientRedis",
+        "get_redis_connection_retry", "with_redis_retry",
     ),
     "instrumented_clients.rabbitmq": (
         "IncomingMessage", "PublishResult", "RejectMessage", "ResilientConnection",
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
         is_transient_rmq_error,
     )
     from instrumented_clients.redis import (
+        AsyncResilientRedis,
         RedisConnectionRetry,
         ResilientRedis,
         get_redis_connection_retry,
@@ -111,6 +113,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AsyncResilientRedis",
     "BreakerState",
     "BufferFullError",
     "BufferStats",

@@ -49,15 +49,14 @@ from instrumented_clients.redis.core import (
     RedisCore,
     check_pool_arguments,
     counts_against_redis,
+    env_arguments,
     make_pool,
 )
 from instrumented_clients.redis.guards import idempotent as writes_idempotent
 from instrumented_clients.redis.guards import writes_opted_in
 from instrumented_clients.redis.pipeline import ResilientPipeline
-from instrumented_clients.redis.settings import policy_from_env, validate_url
 from instrumented_clients.redis.tracking import SYSTEM
 from instrumented_clients.resilience import (
-    SYSTEM_CLOCK,
     CircuitBreaker,
     ConnectionState,
     ConnectionTracker,
@@ -66,7 +65,6 @@ from instrumented_clients.resilience import (
     RetryPolicy,
 )
 from instrumented_clients.resilience.clock import Clock
-from instrumented_clients.settings import REDIS_URL
 from instrumented_clients.telemetry import Telemetry
 
 __all__ = ["ResilientRedis", "counts_against_redis"]
@@ -171,13 +169,7 @@ class ResilientRedis(redis.Redis):
             ConfigError: a variable that does not parse, naming it, its value and what was
                 expected.
         """
-        url = validate_url(REDIS_URL.read(environ), REDIS_URL.env)
-        if overrides.get("policy") is None:
-            overrides["policy"] = policy_from_env(
-                environ, clock=overrides.get("clock") or SYSTEM_CLOCK)
-        if "connection_pool" not in overrides:
-            overrides.setdefault("url", url)
-        return cls(name=name, **overrides)
+        return cls(name=name, **env_arguments(environ, overrides))
 
     def policy_for(self, *command: Any) -> RetryPolicy:
         """The retry policy a command (as passed to ``execute_command``) runs under here and

@@ -12,6 +12,7 @@ and held by both.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
@@ -29,6 +30,7 @@ from instrumented_clients.redis.settings import (
     DEFAULT_URL,
     URL_EXPECTED,
     default_policy,
+    policy_from_env,
     validate_url,
 )
 from instrumented_clients.redis.tracking import SYSTEM, attempt_failed, call_failed
@@ -45,9 +47,16 @@ from instrumented_clients.resilience import (
 )
 from instrumented_clients.resilience.clock import Clock
 from instrumented_clients.resilience.events import RetryScheduled
+from instrumented_clients.settings import REDIS_URL
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
-__all__ = ["RedisCore", "check_pool_arguments", "counts_against_redis", "make_pool"]
+__all__ = [
+    "RedisCore",
+    "check_pool_arguments",
+    "counts_against_redis",
+    "env_arguments",
+    "make_pool",
+]
 
 _log = logging.getLogger("instrumented_clients.redis")
 _PREPARED_OPERATIONS = ("get", "set", "pipeline", "transaction", "ping", "other")
@@ -68,6 +77,22 @@ def make_pool(pool_class: Any, url: str | None, health_check_interval: float,
         raise ConfigError(
             "url", redact_url(url), f"{URL_EXPECTED} ({redact_text(str(error))})"
         ) from None
+
+
+def env_arguments(environ: Mapping[str, str] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A client's keyword arguments from ``REDIS_URL``, ``REDIS_RETRY_MAX_ATTEMPTS``,
+    ``REDIS_RETRY_BASE_DELAY`` and ``REDIS_RETRY_MAX_DELAY``; ``overrides`` win.
+
+    Raises:
+        ConfigError: a variable that does not parse, naming it, its value and what was expected.
+    """
+    url = validate_url(REDIS_URL.read(environ), REDIS_URL.env)
+    if overrides.get("policy") is None:
+        overrides["policy"] = policy_from_env(
+            environ, clock=overrides.get("clock") or SYSTEM_CLOCK)
+    if "connection_pool" not in overrides:
+        overrides.setdefault("url", url)
+    return overrides
 
 
 def check_pool_arguments(name: object, connection_pool: Any, url: str | None,
