@@ -29,7 +29,9 @@ from redis.asyncio.connection import AbstractConnection as AsyncAbstractConnecti
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
+from redis.driver_info import DriverInfo
 from redis.retry import Retry
+from redis.utils import get_lib_version
 
 from instrumented_clients.redis.errors import StaleConnectionError, mark_unsent
 
@@ -41,6 +43,8 @@ __all__ = [
     "strict_checkout",
     "tracked_class",
 ]
+
+_REDIS_PY_VERSION: Final[str] = get_lib_version()  # type: ignore[no-untyped-call]  # once
 
 strict_checkout: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
     "instrumented_clients_redis_strict_checkout", default=False
@@ -164,6 +168,11 @@ def adopt_pool(pool: Any) -> None:
     asynchronous = isinstance(connection_class, type) and issubclass(
         connection_class, AsyncAbstractConnection)
     retry = no_retry(asynchronous)
+    given = {"driver_info", "lib_name", "lib_version"} & set(pool.connection_kwargs)
+    if asynchronous and not given:
+        # Otherwise every new connection reads the package metadata from disk (a blocking
+        # importlib.metadata look-up) on the event loop.
+        pool.connection_kwargs["driver_info"] = DriverInfo(lib_version=_REDIS_PY_VERSION)
     # ConnectionPool.set_retry does this for its own lists only: BlockingConnectionPool keeps its
     # connections elsewhere and the set_retry it inherits raises (redis-py 8.1).
     pool.connection_kwargs["retry"] = retry

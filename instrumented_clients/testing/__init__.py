@@ -3,6 +3,13 @@
 from instrumented_clients.testing.capture import CapturedTelemetry
 from instrumented_clients.testing.clock import FakeClock
 from instrumented_clients.testing.proxy import FaultProxy, ProxyMode
-from instrumented_clients.testing.wait import wait_until
+from instrumented_clients.testing.wait import await_until, wait_until
 
-__all__ = ["CapturedTelemetry", "FakeClock", "FaultProxy", "ProxyMode", "wait_until"]
+__all__ = [
+    "CapturedTelemetry",
+    "FakeClock",
+    "FaultProxy",
+    "ProxyMode",
+    "await_until",
+    "wait_until",
+]
