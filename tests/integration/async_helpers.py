@@ -39,6 +39,7 @@ async def loop_lag() -> AsyncIterator[list[float]]:
 
     task = asyncio.create_task(sample())
     yield lags
+    await asyncio.sleep(0.03)  # at least one sample, however short the test
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert lags, "the lag sampler never ran"

@@ -48,7 +48,9 @@ def idle_connections_at_eof(client: AsyncResilientRedis) -> bool:
     """True once the loop has seen the server close every idle pooled connection."""
     connections = list(client.connection_pool._available_connections)
     readers = [c._reader for c in connections if c._reader is not None]
-    return bool(readers) and all(reader.at_eof() for reader in readers)
+    # A reset connection sets the reader's exception; a closed one its EOF.
+    return bool(readers) and all(reader.at_eof() or reader.exception() is not None
+                                 for reader in readers)
 
 
 def server_runs(admin: redis.Redis, client_id: int, command: str) -> Callable[[], bool]:
