@@ -38,7 +38,8 @@ __version__ = "0.1.0"
 # ``import instrumented_clients`` works with the core dependencies alone.
 _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "instrumented_clients.db": (
-        "CommitOutcomeUnknownError", "DatabaseConnectionRetry", "DatabaseUnavailableError",
+        "AsyncResilientDatabase", "CommitOutcomeUnknownError", "DatabaseConnectionRetry",
+        "DatabaseUnavailableError",
         "ExecuteResult", "ResilientDatabase", "get_db_connection_retry", "is_transient_db_error",
         "with_db_retry",
     ),
@@ -61,6 +62,7 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from instrumented_clients.db import (
+        AsyncResilientDatabase,
         CommitOutcomeUnknownError,
         DatabaseConnectionRetry,
         DatabaseUnavailableError,
@@ -113,6 +115,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AsyncResilientDatabase",
     "AsyncResilientRedis",
     "BreakerState",
     "BufferFullError",

@@ -44,18 +44,17 @@ from instrumented_clients.db._rules import (
     counts_against_breaker,
     db_policy_from_env,
     default_db_policy,
+    note_failure,
     rollback_quietly,
     with_db_classifier,
 )
 from instrumented_clients.db._startup import connect_at_startup
-from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
 from instrumented_clients.db.result import ExecuteResult
 from instrumented_clients.resilience import (
     CircuitBreaker,
     ClientContext,
     ConnectionState,
     ConnectionTracker,
-    ErrorCategory,
     Guard,
     RetryPolicy,
 )
@@ -319,14 +318,7 @@ class ResilientDatabase:
 
     def _execute_once(self, statement: Any, parameters: Any, idempotent: bool) -> ExecuteResult:
         def work(connection: Connection) -> ExecuteResult:
-            result = connection.execute(statement, parameters)
-            returns_rows = result.returns_rows
-            rows = result.all() if returns_rows else []
-            primary_key = None
-            if result.context.isinsert and not result.context.executemany:
-                primary_key = result.inserted_primary_key
-            return ExecuteResult(rows, result.rowcount, returns_rows,
-                                 tuple(result.keys()) if returns_rows else (), primary_key)
+            return ExecuteResult.of(connection.execute(statement, parameters))
 
         return self._run_committed(work, idempotent)
 
@@ -362,14 +354,7 @@ class ResilientDatabase:
     # -- connection state -------------------------------------------------------------------------
 
     def _note_failure(self, error: BaseException) -> None:
-        cause = error.__cause__ if isinstance(error, CommitOutcomeUnknownError) else error
-        category = classify(cause) if isinstance(cause, BaseException) else ErrorCategory.UNKNOWN
-        if not category.is_transient or not isinstance(cause, BaseException):
-            return  # the server answered: it is reachable
-        if category is ErrorCategory.CONNECTION:
-            self._tracker.failed(cause, category, attempt=True, reason=f"{category.value} error")
-        else:
-            self._tracker.record_failure(cause)
+        note_failure(self._tracker, error)
 
     def _note_success(self, reason: str) -> None:
         self._tracker.succeeded(reason)
