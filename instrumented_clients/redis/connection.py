@@ -127,13 +127,21 @@ def _async_can_read_of(connection_class: type[Any]) -> Any:
 
     async def can_read(self: Any) -> bool:
         try:
-            return await base_can_read(self)  # type: ignore[no-any-return]
+            readable: bool = await base_can_read(self)
         except (rx.ConnectionError, rx.TimeoutError, OSError) as error:
             if strict_checkout.get():
                 self._close()  # no await: the socket is dead, and closing must not block
                 raise mark_unsent(StaleConnectionError(
                     f"pooled connection was closed while idle: {error}")) from error
             raise
+        # The asyncio parser reports a peer's close as "has data" and a reset not at all; the
+        # pool would then reconnect unseen, or write into the dead socket.
+        reader = self._reader
+        if (strict_checkout.get() and reader is not None
+                and (reader.exception() is not None or reader.at_eof())):
+            self._close()
+            raise mark_unsent(StaleConnectionError("pooled connection was closed while idle"))
+        return readable
 
     return can_read
 

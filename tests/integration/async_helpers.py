@@ -26,6 +26,10 @@ def no_blocking() -> Iterator[BlockBuster]:
             # asyncpg reads ~/.pgpass and the TLS file paths while parsing its connect
             # arguments (its own code, once per new connection, when no password is given).
             function.can_block_in("asyncpg/connect_utils.py", {"_parse_connect_dsn_and_args"})
+            # SQLAlchemy makes a SQLite path absolute when the engine is built (construction,
+            # not a call on the data path).
+            function.can_block_in("sqlalchemy/dialects/sqlite/pysqlite.py",
+                                  {"create_connect_args"})
         yield blockbuster
 
 
