@@ -40,8 +40,9 @@ _REFUSED_AT_CONNECT: Final = {
 
 
 def attempt_failed(tracker: ConnectionTracker, pool: Any, error: BaseException) -> None:
-    """Account for one failed attempt."""
-    if isinstance(error, StaleConnectionError):
+    """Account for one failed attempt; ``pool`` (a sync one, or None) loses its idle
+    connections when one of them was found dead."""
+    if isinstance(error, StaleConnectionError) and pool is not None:
         # Its idle siblings were opened to the same server and are most likely dead too.
         pool.disconnect(inuse_connections=False)
     category = classify(error)

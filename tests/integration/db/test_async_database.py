@@ -207,7 +207,7 @@ async def test_sqlite_default_pool_gauges_health_and_malformed_urls(
             or 0) >= 1
     await db.close()
     assert db.state.value == "closed"
-    for url in ("nonsense", "postgresql://host:notaport/db", "nosuchdialect://x/y"):
+    for url in ("nonsense", "postgresql://host:notaport/db", "postgresql://host:70000/db"):
         with pytest.raises(ConfigError, match="url"):
             AsyncResilientDatabase(url)
     with pytest.raises(ConfigError, match="DB_RETRY_MAX_ATTEMPTS"):
