@@ -28,16 +28,16 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import ConnectionPool
 
 from instrumented_clients.client import HealthReport
-from instrumented_clients.redis.connection import adopt_pool, strict_checkout
+from instrumented_clients.redis.connection import strict_checkout
 from instrumented_clients.redis.core import (
     RedisCore,
-    check_pool_arguments,
     env_arguments,
-    make_pool,
+    resolve_pool,
 )
 from instrumented_clients.redis.errors import StaleConnectionError
 from instrumented_clients.redis.guards import idempotent as writes_idempotent
 from instrumented_clients.redis.guards import writes_opted_in
+from instrumented_clients.redis.pipeline import replayer
 from instrumented_clients.redis.tracking import SYSTEM
 from instrumented_clients.resilience import (
     CircuitBreaker,
@@ -87,12 +87,8 @@ class AsyncResilientRedis(redis.asyncio.Redis):
         required: bool = True,
         **connection_options: Any,
     ) -> None:
-        check_pool_arguments(name, connection_pool, url, connection_options)
-        owns_pool = connection_pool is None
-        if connection_pool is None:
-            connection_pool = make_pool(ConnectionPool, url, health_check_interval,
-                                        connection_options)
-        adopt_pool(connection_pool)
+        connection_pool, owns_pool = resolve_pool(
+            ConnectionPool, name, connection_pool, url, health_check_interval, connection_options)
         super().__init__(
             connection_pool=connection_pool, single_connection_client=single_connection_client
         )
@@ -266,18 +262,10 @@ class AsyncResilientPipeline(Pipeline):
         owner = self._owner
         transactional = self.is_transaction or self.explicit_transaction
         guard = owner._core.guards.for_pipeline(transactional, stack)
-        queued = list(stack)
-        scripts = set(self.scripts)
-        explicit = self.explicit_transaction
-        first = True
+        before_attempt = replayer(self)
 
         async def attempt() -> list[Any]:
-            nonlocal first
-            if not first:  # the previous attempt's reset() emptied the pipeline
-                self.command_stack = list(queued)
-                self.scripts = set(scripts)
-                self.explicit_transaction = explicit
-            first = False
+            before_attempt()
             result: list[Any] = await Pipeline.execute(self, raise_on_error)
             return result
 

@@ -44,13 +44,12 @@ import redis
 from redis.connection import ConnectionPool
 
 from instrumented_clients.client import HealthReport
-from instrumented_clients.redis.connection import adopt_pool, strict_checkout
+from instrumented_clients.redis.connection import strict_checkout
 from instrumented_clients.redis.core import (
     RedisCore,
-    check_pool_arguments,
     counts_against_redis,
     env_arguments,
-    make_pool,
+    resolve_pool,
 )
 from instrumented_clients.redis.guards import idempotent as writes_idempotent
 from instrumented_clients.redis.guards import writes_opted_in
@@ -121,12 +120,8 @@ class ResilientRedis(redis.Redis):
         required: bool = True,
         **connection_options: Any,
     ) -> None:
-        check_pool_arguments(name, connection_pool, url, connection_options)
-        owns_pool = connection_pool is None
-        if connection_pool is None:
-            connection_pool = make_pool(ConnectionPool, url, health_check_interval,
-                                        connection_options)
-        adopt_pool(connection_pool)
+        connection_pool, owns_pool = resolve_pool(
+            ConnectionPool, name, connection_pool, url, health_check_interval, connection_options)
         super().__init__(
             connection_pool=connection_pool, single_connection_client=single_connection_client
         )

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
 from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_text, redact_url
+from instrumented_clients.redis.connection import adopt_pool
 from instrumented_clients.redis.errors import StaleConnectionError, classify, was_unsent
 from instrumented_clients.redis.guards import CommandGuards
 from instrumented_clients.redis.pool_metrics import (
@@ -52,10 +53,10 @@ from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
 __all__ = [
     "RedisCore",
-    "check_pool_arguments",
     "counts_against_redis",
     "env_arguments",
     "make_pool",
+    "resolve_pool",
 ]
 
 _log = logging.getLogger("instrumented_clients.redis")
@@ -95,9 +96,15 @@ def env_arguments(environ: Mapping[str, str] | None, overrides: dict[str, Any]) 
     return overrides
 
 
-def check_pool_arguments(name: object, connection_pool: Any, url: str | None,
-                         connection_options: dict[str, Any]) -> None:
-    """Reject a bad ``name`` and a pool combined with a URL or connection options."""
+def resolve_pool(pool_class: Any, name: object, connection_pool: Any, url: str | None,
+                 health_check_interval: float,
+                 connection_options: dict[str, Any]) -> tuple[Any, bool]:
+    """The client's pool (given, or made from ``url``) adopted, and whether the client owns it.
+
+    Raises:
+        ValueError: a bad ``name``, or a pool combined with a URL or connection options.
+        ConfigError: a malformed URL.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     if connection_pool is not None and (url is not None or connection_options):
@@ -105,6 +112,11 @@ def check_pool_arguments(name: object, connection_pool: Any, url: str | None,
             "connection_pool cannot be combined with url or connection options "
             f"({', '.join(sorted(connection_options)) or 'url'}): configure the pool instead"
         )
+    owns_pool = connection_pool is None
+    if connection_pool is None:
+        connection_pool = make_pool(pool_class, url, health_check_interval, connection_options)
+    adopt_pool(connection_pool)
+    return connection_pool, owns_pool
 
 
 class RedisCore:

@@ -12,6 +12,7 @@ function, and which is never retried here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.client import Pipeline
@@ -20,7 +21,26 @@ from redis.connection import ConnectionPool
 if TYPE_CHECKING:
     from instrumented_clients.redis.client import ResilientRedis
 
-__all__ = ["ResilientPipeline"]
+__all__ = ["ResilientPipeline", "replayer"]
+
+
+def replayer(pipe: Any) -> Callable[[], None]:
+    """A function to call before each attempt of ``pipe.execute()``: from the second attempt on,
+    it puts back the batch the previous attempt's ``reset()`` emptied (sync or asyncio)."""
+    queued = list(pipe.command_stack)
+    scripts = set(pipe.scripts)
+    explicit = pipe.explicit_transaction
+    first = True
+
+    def before_attempt() -> None:
+        nonlocal first
+        if not first:
+            pipe.command_stack = list(queued)
+            pipe.scripts = set(scripts)
+            pipe.explicit_transaction = explicit
+        first = False
+
+    return before_attempt
 
 
 class ResilientPipeline(Pipeline):
@@ -46,18 +66,10 @@ class ResilientPipeline(Pipeline):
         # ``transaction`` is an instance flag here, shadowing Redis.transaction() (hence vars()).
         transactional = bool(vars(self)["transaction"]) or self.explicit_transaction
         guard = owner._core.guards.for_pipeline(transactional, stack)
-        queued = list(stack)
-        scripts = set(self.scripts)
-        explicit = self.explicit_transaction
-        first = True
+        before_attempt = replayer(self)
 
         def attempt() -> list[Any]:
-            nonlocal first
-            if not first:  # the previous attempt's reset() emptied the pipeline
-                self.command_stack = list(queued)
-                self.scripts = set(scripts)
-                self.explicit_transaction = explicit
-            first = False
+            before_attempt()
             result: list[Any] = Pipeline.execute(self, raise_on_error)
             return result
 
