@@ -34,7 +34,6 @@ from instrumented_clients.redis.core import (
     env_arguments,
     resolve_pool,
 )
-from instrumented_clients.redis.errors import StaleConnectionError
 from instrumented_clients.redis.guards import idempotent as writes_idempotent
 from instrumented_clients.redis.guards import writes_opted_in
 from instrumented_clients.redis.pipeline import replayer
@@ -97,7 +96,7 @@ class AsyncResilientRedis(redis.asyncio.Redis):
             connection_pool, name=name, required=required, policy=policy, retry=retry,
             breaker=breaker, budget=budget, telemetry=telemetry, retry_writes=retry_writes,
             clock=clock, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout,
-            owns_pool=owns_pool, stale_drops_idle=False,
+            owns_pool=owns_pool,
         )
         self.name = name
         self.required = core.required
@@ -148,17 +147,12 @@ class AsyncResilientRedis(redis.asyncio.Redis):
         guard = self._guards.get(args[0])
         if guard is None or writes_opted_in.get():
             guard = self._core.guards.for_command(args)
-        return await self._run(guard, _base_execute_command, self, *args, **options)
-
-    async def _run(self, guard: Guard, fn: Callable[..., Awaitable[Any]], *args: Any,
-                   **options: Any) -> Any:
-        """Await ``fn`` (a command, a pipeline's execute) through ``guard``, keeping the state."""
         tracker = self._tracker
         if not tracker.connected:
             tracker.attempt_started()
         token = strict_checkout.set(True)
         try:
-            result = await guard.acall(self._attempt, fn, *args, **options)
+            result = await guard.acall(_base_execute_command, self, *args, **options)
         except BaseException as error:
             self._core.call_failed(guard, error)
             raise
@@ -168,14 +162,23 @@ class AsyncResilientRedis(redis.asyncio.Redis):
             self._core.attempt_succeeded()
         return result
 
-    async def _attempt(self, fn: Callable[..., Awaitable[Any]], *args: Any,
-                       **options: Any) -> Any:
+    async def _run(self, guard: Guard, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Await anything else that talks to the server (a pipeline's execute, a check) like a
+        command."""
+        tracker = self._tracker
+        if not tracker.connected:
+            tracker.attempt_started()
+        token = strict_checkout.set(True)
         try:
-            return await fn(*args, **options)
-        except StaleConnectionError:
-            # Its idle siblings were opened to the same server and are most likely dead too.
-            await self.connection_pool.disconnect(inuse_connections=False)
+            result = await guard.acall(fn, *args)
+        except BaseException as error:
+            self._core.call_failed(guard, error)
             raise
+        finally:
+            strict_checkout.reset(token)
+        if not tracker.connected:
+            self._core.attempt_succeeded()
+        return result
 
     async def _send_command_parse_response(self, conn: Any, command_name: Any, *args: Any,
                                            **options: Any) -> Any:

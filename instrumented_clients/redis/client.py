@@ -130,7 +130,7 @@ class ResilientRedis(redis.Redis):
             connection_pool, name=name, required=required, policy=policy, retry=retry,
             breaker=breaker, budget=budget, telemetry=telemetry, retry_writes=retry_writes,
             clock=clock, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout,
-            owns_pool=owns_pool, stale_drops_idle=True,
+            owns_pool=owns_pool,
         )
         self.name = name
         self.required = core.required

@@ -120,12 +120,7 @@ def resolve_pool(pool_class: Any, name: object, connection_pool: Any, url: str |
 
 
 class RedisCore:
-    """The I/O-free parts of one Redis client (see the module docstring).
-
-    ``stale_drops_idle``: on a pooled connection found dead, drop the pool's idle connections
-    from the retry hook (a sync pool); an asyncio pool's ``disconnect()`` is a coroutine, which
-    the async client awaits in the attempt itself.
-    """
+    """The I/O-free parts of one Redis client (see the module docstring)."""
 
     def __init__(
         self,
@@ -143,7 +138,6 @@ class RedisCore:
         failure_threshold: int,
         recovery_timeout: float,
         owns_pool: bool,
-        stale_drops_idle: bool,
     ) -> None:
         self.name = name
         self.required = bool(required)
@@ -174,7 +168,6 @@ class RedisCore:
         ))
         self.budget = budget
         self.tracker = ConnectionTracker(self.context)
-        self._stale_pool = pool if stale_drops_idle else None
         self.guards = CommandGuards(
             self.policy, breaker=self.breaker, budget=budget, context=self.context,
             span_attributes=span_base, retry_writes=bool(retry_writes), on_retry=self.on_retry,
@@ -187,7 +180,7 @@ class RedisCore:
     def on_retry(self, event: RetryScheduled) -> None:
         """An attempt failed and another follows (the policies' ``on_retry`` hook)."""
         try:
-            attempt_failed(self.tracker, self._stale_pool, event.error)
+            attempt_failed(self.tracker, self.pool, event.error)
             self.tracker.attempt_started()
         except Exception:  # bookkeeping must never change the outcome of a call
             _log.exception("redis client %r: connection state bookkeeping failed", self.name)
@@ -203,7 +196,7 @@ class RedisCore:
 
     def call_failed(self, guard: Guard, error: BaseException) -> None:
         try:
-            call_failed(self.tracker, self._stale_pool, guard, error)
+            call_failed(self.tracker, self.pool, guard, error)
         except Exception:  # the caller must see the original error, not a bookkeeping one
             _log.exception("redis client %r: connection state bookkeeping failed", self.name)
 
