@@ -9,8 +9,10 @@ client needs its own ``Retry`` class, and given the sync one fails on its first 
 
 Cancellation: a command cancelled at any ``await`` may leave its reply unread on the socket. The
 connection it ran on is then closed, never returned to the pool as it is, so the next command
-never reads a reply that belongs to another (the failure behind CVE-2023-28858/28859). A pipeline
-or ``MULTI``/``EXEC`` cancelled half-way is discarded the same way.
+never reads a reply that belongs to another (the failure behind CVE-2023-28858/28859): redis-py
+closes a connection on any exception while sending or reading, and a pipeline or
+``MULTI``/``EXEC`` cancelled half-way has its connection closed here as well. The tests cancel
+commands and batches mid-reply and check the next replies.
 
 ``check()`` and ``close()`` are coroutines; ``health()`` reads memory only and stays a plain
 method, so a health registry can call it without awaiting.
@@ -53,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncResilientPipeline", "AsyncResilientRedis"]
 
 _base_execute_command = redis.asyncio.Redis.execute_command
-_base_send_and_parse = redis.asyncio.Redis._send_command_parse_response
 
 
 class AsyncResilientRedis(redis.asyncio.Redis):
@@ -179,14 +180,6 @@ class AsyncResilientRedis(redis.asyncio.Redis):
         if not tracker.connected:
             self._core.attempt_succeeded()
         return result
-
-    async def _send_command_parse_response(self, conn: Any, command_name: Any, *args: Any,
-                                           **options: Any) -> Any:
-        try:
-            return await _base_send_and_parse(self, conn, command_name, *args, **options)  # type: ignore[no-untyped-call]
-        except asyncio.CancelledError:
-            conn._close()  # its reply may be half-read: the next command must not see it
-            raise
 
     # -- pipelines --------------------------------------------------------------------------
 
