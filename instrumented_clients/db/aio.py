@@ -38,7 +38,8 @@ from instrumented_clients.db._engine import (
     system_of,
     verb_of,
 )
-from instrumented_clients.db._pool_metrics import bind_engine_pool_gauges, pool_counts
+from instrumented_clients.db._health import database_health, span_attributes
+from instrumented_clients.db._pool_metrics import bind_engine_pool_gauges
 from instrumented_clients.db._rules import (
     commit_failure,
     counts_against_breaker,
@@ -113,13 +114,7 @@ class AsyncResilientDatabase:
         self.telemetry.prepare(self.system, name, _OPERATIONS)
         url_obj = self._engine.url
         self._address = f"{url_obj.host}:{url_obj.port}" if url_obj.port else (url_obj.host or "")
-        self._span_base: dict[str, Any] = {"db.system.name": self.system}
-        if url_obj.host:
-            self._span_base["server.address"] = url_obj.host
-        if url_obj.port:
-            self._span_base["server.port"] = url_obj.port
-        if url_obj.database and self.system != "sqlite":
-            self._span_base["db.namespace"] = url_obj.database
+        self._span_base = span_attributes(self.system, url_obj)
         self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
             failure_threshold, recovery_timeout, failure_on=counts_against_breaker,
             context=self.context,
@@ -267,18 +262,8 @@ class AsyncResilientDatabase:
 
     def health(self) -> HealthReport:
         """A JSON-ready snapshot: state, breaker, last error (redacted) and pool counts."""
-        counts = pool_counts(self._engine.sync_engine if not self._closed else None)
-        dialect: Any = self._engine.dialect
-        version = getattr(dialect, "server_version_info", None)
-        return HealthReport.build(
-            self.system, self.name, self._tracker, self.breaker, address=self._address,
-            database=self._engine.url.database if self.system != "sqlite" else None,
-            driver=dialect.driver,
-            server_version=".".join(str(part) for part in version) if version else None,
-            pool={"idle": int(counts["idle"]), "in_use": int(counts["in_use"]),
-                  "overflow": int(counts["overflow"]),
-                  "max": None if counts["max"] == float("inf") else int(counts["max"])},
-        )
+        return database_health(self.system, self.name, self._tracker, self.breaker,
+                               self._address, self._engine.sync_engine, closed=self._closed)
 
     async def aclose(self) -> None:
         """Close the pooled connections (of an engine made here) and mark the client CLOSED.

@@ -34,10 +34,10 @@ from instrumented_clients.db._engine import (
     system_of,
     verb_of,
 )
+from instrumented_clients.db._health import database_health, span_attributes
 from instrumented_clients.db._pool_metrics import (
     bind_engine_pool_gauges,
     forget_series,
-    pool_counts,
 )
 from instrumented_clients.db._rules import (
     commit_or_report_ambiguity,
@@ -150,15 +150,7 @@ class ResilientDatabase:
         telemetry = self.telemetry
         self.context = ClientContext(system, self.name, self._clock, telemetry)
         telemetry.prepare(system, self.name, OPERATIONS)
-        url = self._engine.url
-        base: dict[str, Any] = {"db.system.name": system}
-        if url.host:
-            base["server.address"] = url.host
-        if url.port:
-            base["server.port"] = url.port
-        if url.database and system != "sqlite":
-            base["db.namespace"] = url.database
-        self._span_base = base
+        self._span_base = span_attributes(system, self._engine.url)
         self.breaker = resolve_breaker(self._breaker_option, lambda: CircuitBreaker(
             *self._breaker_settings, failure_on=counts_against_breaker, context=self.context,
         ))
@@ -403,18 +395,8 @@ class ResilientDatabase:
 
     def health(self) -> HealthReport:
         """A JSON-ready snapshot: state, breaker, last error (redacted) and pool counts."""
-        counts = pool_counts(self._engine if not self._closed else None)
-        dialect: Any = self._engine.dialect
-        version = getattr(dialect, "server_version_info", None)
-        return HealthReport.build(
-            self.system, self.name, self._tracker, self.breaker, address=self._address,
-            database=self._engine.url.database if self.system != "sqlite" else None,
-            driver=dialect.driver,
-            server_version=".".join(str(part) for part in version) if version else None,
-            pool={"idle": int(counts["idle"]), "in_use": int(counts["in_use"]),
-                  "overflow": int(counts["overflow"]),
-                  "max": None if counts["max"] == float("inf") else int(counts["max"])},
-        )
+        return database_health(self.system, self.name, self._tracker, self.breaker,
+                               self._address, self._engine, closed=self._closed)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop background reconnects, close pooled connections (of an engine made here) and
