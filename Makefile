@@ -42,6 +42,11 @@ demo: install services ## run the order-flow demo against the local services
 
 generate: $(STAMP) ## regenerate dashboards/ and alerts/ from the metric catalog
 	$(BIN)/instrumented-clients generate
+	# The per-client objective's promtool test runs on rules rendered with an override.
+	$(BIN)/python -c "from instrumented_clients.observability.generate import render_rules; \
+	from instrumented_clients.observability import DEFAULT_CONFIG; \
+	print(render_rules(DEFAULT_CONFIG.with_changes(client_objectives={'payments': 0.99})), end='')" \
+	> alerts/tests/client-objective/resilient-clients.rules.yml
 
 bench: install services ## run the benchmarks in bench/
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

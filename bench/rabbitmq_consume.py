@@ -8,7 +8,7 @@ pre-filled with ``--messages`` messages, then the clock runs from connecting to 
 
 - ``pika-blocking``: ``BlockingConnection``, prefetch 100, handler inline, one ack per message.
 - ``pika-select``: ``SelectConnection``, prefetch 100, handler inline on the I/O thread, one ack
-  per message (the raw ceiling, and what the seed's workers did - which starves heartbeats
+  per message (the raw ceiling, and what the in-house workers did - which starves heartbeats
   when a handler blocks).
 - ``resilient``: ``ResilientConsumer``, prefetch 100, handler in the worker pool, batched acks.
 - ``resilient-1w``: the same with ``workers=1``.
@@ -129,8 +129,9 @@ def resilient(workers: int | None) -> Callable[[str, int], float]:
                 seen += 1
 
         started = time.perf_counter()
-        consumer = ResilientConsumer(URL, queue=queue, handler=handler, telemetry=telemetry,
-                                     prefetch=PREFETCH, workers=workers, name="bench")
+        consumer = ResilientConsumer(URL, queue=queue, passive=True, handler=handler,
+                                     telemetry=telemetry, prefetch=PREFETCH, workers=workers,
+                                     name="bench")
         registry = telemetry.registry
         assert registry is not None
         labels = {"system": "rabbitmq", "client": "bench", "outcome": "ack"}

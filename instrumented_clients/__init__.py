@@ -2,10 +2,15 @@
 
 Every retry, connection-state change, circuit-breaker trip, buffered and dropped event and
 publisher confirm is a Prometheus metric and OpenTelemetry trace data.
+
+The names of the in-house retry helpers (``RetryConfig``, ``with_db_retry``, ...) live in
+:mod:`instrumented_clients.compat`.
 """
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
+from instrumented_clients._lazy import lazy_names
 from instrumented_clients.config import ConfigError
 from instrumented_clients.resilience import (
     BreakerState,
@@ -23,12 +28,9 @@ from instrumented_clients.resilience import (
     OverflowPolicy,
     ResilienceError,
     RetryBudget,
-    RetryConfig,
     RetryPolicy,
     is_transient,
-    is_transient_http_error,
     retry,
-    retry_async,
 )
 from instrumented_clients.telemetry import Telemetry, get_default_telemetry, set_default_telemetry
 
@@ -38,39 +40,36 @@ __version__ = "0.1.0"
 # ``import instrumented_clients`` works with the core dependencies alone.
 _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "instrumented_clients.db": (
-        "AsyncResilientDatabase", "CommitOutcomeUnknownError", "DatabaseConnectionRetry",
-        "DatabaseUnavailableError",
-        "ExecuteResult", "ResilientDatabase", "get_db_connection_retry", "is_transient_db_error",
-        "with_db_retry",
+        "AsyncResilientDatabase", "CommitOutcomeUnknownError", "DatabaseUnavailableError",
+        "ExecuteResult", "ResilientDatabase", "is_transient_db_error",
     ),
-    "instrumented_clients.redis": (
-        "AsyncResilientRedis", "RedisConnectionRetry", "ResilientRedis",
-        "get_redis_connection_retry", "with_redis_retry",
-    ),
+    "instrumented_clients.redis": ("AsyncResilientRedis", "ResilientRedis"),
     "instrumented_clients.rabbitmq": (
-        "IncomingMessage", "PublishResult", "RejectMessage", "ResilientConnection",
-        "ResilientConsumer", "ResilientPublisher", "Topology", "is_transient_rmq_error",
+        "IncomingMessage", "PublishResult", "RejectMessage", "ResilientConsumer",
+        "ResilientPublisher", "Topology", "is_transient_rmq_error",
     ),
     "instrumented_clients.health": (
         "HealthRegistry", "MetricsServer", "clear_multiprocess_dir", "make_asgi_app",
         "make_wsgi_app", "serve_metrics_and_health",
     ),
 }
-_LAZY: dict[str, str] = {
-    name: module for module, names in _LAZY_MODULES.items() for name in names
-}
+_load, _names = lazy_names(__name__, _LAZY_MODULES, globals())
+
+# Importable from here for one more release, with a DeprecationWarning.
+_MOVED_TO_COMPAT = frozenset({
+    "DatabaseConnectionRetry", "RedisConnectionRetry", "ResilientConnection", "RetryConfig",
+    "get_db_connection_retry", "get_redis_connection_retry", "is_transient_http_error",
+    "retry_async", "with_db_retry", "with_redis_retry",
+})
 
 if TYPE_CHECKING:
     from instrumented_clients.db import (
         AsyncResilientDatabase,
         CommitOutcomeUnknownError,
-        DatabaseConnectionRetry,
         DatabaseUnavailableError,
         ExecuteResult,
         ResilientDatabase,
-        get_db_connection_retry,
         is_transient_db_error,
-        with_db_retry,
     )
     from instrumented_clients.health import (
         HealthRegistry,
@@ -84,34 +83,28 @@ if TYPE_CHECKING:
         IncomingMessage,
         PublishResult,
         RejectMessage,
-        ResilientConnection,
         ResilientConsumer,
         ResilientPublisher,
         Topology,
         is_transient_rmq_error,
     )
-    from instrumented_clients.redis import (
-        AsyncResilientRedis,
-        RedisConnectionRetry,
-        ResilientRedis,
-        get_redis_connection_retry,
-        with_redis_retry,
-    )
+    from instrumented_clients.redis import AsyncResilientRedis, ResilientRedis
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'instrumented_clients' has no attribute {name!r}")
-    import importlib
+    if name in _MOVED_TO_COMPAT:
+        warnings.warn(
+            f"instrumented_clients.{name} is deprecated and will be removed in the next release: "
+            f"import it from instrumented_clients.compat",
+            DeprecationWarning, stacklevel=2)
+        from instrumented_clients import compat
 
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+        return getattr(compat, name)
+    return _load(name)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return _names()
 
 
 __all__ = [
@@ -126,7 +119,6 @@ __all__ = [
     "ConfigError",
     "ConnectionState",
     "ConnectionStateMachine",
-    "DatabaseConnectionRetry",
     "DatabaseUnavailableError",
     "ErrorCategory",
     "EventBuffer",
@@ -139,34 +131,25 @@ __all__ = [
     "MetricsServer",
     "OverflowPolicy",
     "PublishResult",
-    "RedisConnectionRetry",
     "RejectMessage",
     "ResilienceError",
-    "ResilientConnection",
     "ResilientConsumer",
     "ResilientDatabase",
     "ResilientPublisher",
     "ResilientRedis",
     "RetryBudget",
-    "RetryConfig",
     "RetryPolicy",
     "Telemetry",
     "Topology",
     "__version__",
     "clear_multiprocess_dir",
-    "get_db_connection_retry",
     "get_default_telemetry",
-    "get_redis_connection_retry",
     "is_transient",
     "is_transient_db_error",
-    "is_transient_http_error",
     "is_transient_rmq_error",
     "make_asgi_app",
     "make_wsgi_app",
     "retry",
-    "retry_async",
     "serve_metrics_and_health",
     "set_default_telemetry",
-    "with_db_retry",
-    "with_redis_retry",
 ]

@@ -73,4 +73,11 @@ if ! listening 5672; then
   rabbitmqctl await_startup >/dev/null 2>&1 || true
 fi
 
+# The local clusters of the failover tests (scripts/clusters.sh) run the same servers' binaries
+# themselves, even where the shared services above come from elsewhere.
+compgen -G "/usr/lib/postgresql/*/bin/pg_basebackup" >/dev/null || apt_install postgresql
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null \
+  || apt_install rabbitmq-server
+command -v runuser >/dev/null || apt_install util-linux
+
 log "PostgreSQL, MariaDB, Redis and RabbitMQ are up"

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "dashboards"
 RULES_PATH = ROOT / "alerts" / "resilient-clients.rules.yml"
 SCRAPE_LABELS = {"job", "instance"}
+SLO_LABELS = {"sloth_id", "sloth_service", "sloth_slo", "sloth_window"}
 _REGEX_META = re.compile(r"[\\.*+?()\[\]{}^$]")
 
 
@@ -77,7 +78,8 @@ def check_query(where: str, expr: str, recorded: set[str],
     names = read(expr)
     used: set[str] = set()
     problems: list[str] = []
-    all_labels = SCRAPE_LABELS | {"le"} | {label for spec in METRICS for label in spec.labels}
+    all_labels = (SCRAPE_LABELS | SLO_LABELS | {"le"}
+                  | {label for spec in METRICS for label in spec.labels})
     for label in names.grouping_labels - all_labels:
         problems.append(f"{where}: groups by unknown label {label!r}")
     for selector in names.selectors:

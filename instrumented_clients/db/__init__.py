@@ -1,4 +1,4 @@
-"""SQL databases through SQLAlchemy: ``ResilientDatabase`` and seed 003's database names.
+"""SQL databases through SQLAlchemy: ``ResilientDatabase`` and the in-house helpers' names.
 
 Needs the ``db`` extra (plus ``postgres`` for psycopg or ``mysql`` for PyMySQL).
 """

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "SQL_VERBS",
+    "address_of",
     "build_engine",
     "normalize_url",
     "system_of",
@@ -82,6 +83,24 @@ def normalize_url(url: str | URL, *, argument: str = "url", asynchronous: bool =
     return parsed
 
 
+def address_of(url: URL) -> str:
+    """``host:port`` of the server, or the comma-separated list of a libpq multi-host URL
+    (``?host=a:5432&host=b:5432``); no credentials."""
+    if url.host:
+        return f"{url.host}:{url.port}" if url.port else url.host
+    hosts = _listed(url.query.get("host"))
+    ports = _listed(url.query.get("port"))
+    if len(ports) == len(hosts):
+        hosts = [f"{host}:{port}" for host, port in zip(hosts, ports, strict=True)]
+    return ",".join(hosts)
+
+
+def _listed(value: str | tuple[str, ...] | None) -> list[str]:
+    """``host=a&host=b`` and ``host=a,b`` alike, as ``["a", "b"]``."""
+    values = (value,) if isinstance(value, str) else value or ()
+    return [item for text in values for item in text.split(",") if item]
+
+
 def build_engine(url: URL, options: Mapping[str, Any], *, argument: str = "url",
                  asynchronous: bool = False) -> Any:
     """``create_engine`` (``create_async_engine`` when ``asynchronous``) with pre-ping on and
@@ -107,6 +126,9 @@ def build_engine(url: URL, options: Mapping[str, Any], *, argument: str = "url",
             f"an installed driver: {error.name!r} is missing (install the package's "
             "'postgres', 'mysql' or 'asyncio' extra)",
         ) from None
+    except ArgumentError as error:  # e.g. a multi-host URL mixing its two forms
+        raise ConfigError(argument, url.render_as_string(hide_password=True),
+                          f"{_EXPECTED_URL} ({error})") from None
 
 
 def system_of(engine: Engine | AsyncEngine) -> str:

@@ -41,7 +41,7 @@ def default_db_policy(
     max_delay: float = DB_RETRY_MAX_DELAY.default,
     **options: Any,
 ) -> RetryPolicy:
-    """Seed 003's database schedule: 4 attempts (~1, 2, 4 s between them), ×0.5–1.5 jitter.
+    """The database schedule: 4 attempts (~1, 2, 4 s between them), ×0.5–1.5 jitter.
 
     ``options`` are further :class:`RetryPolicy` fields (``clock``, ``jitter_mode``, ...).
     """

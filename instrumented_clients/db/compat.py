@@ -1,15 +1,15 @@
-"""Seed 003's database names, as thin aliases over the real API.
+"""The in-house retry helpers' database names, as thin layers over the real API.
 
-Code written against the seed ports with an import change::
+Code written against those helpers ports with an import change::
 
-    from instrumented_clients.db import DatabaseConnectionRetry, with_db_retry
+    from instrumented_clients.compat import DatabaseConnectionRetry, with_db_retry
 
     retry = DatabaseConnectionRetry(max_retries=3)
     connection = retry.connect_with_retry(lambda: pymysql.connect(**config), "mysql-main")
     rows = retry.execute_with_retry(query, "fetch users")
 
-``max_retries`` counts *retries* as in the seed (3 → 4 attempts); the ``DB_RETRY_MAX_ATTEMPTS``
-variable counts *attempts*, first included, as DESIGN.md's table says. Raw driver errors
+``max_retries`` counts *retries*, as the in-house helpers did (3 → 4 attempts); the
+``DB_RETRY_MAX_ATTEMPTS`` variable counts *attempts*, the first included. Raw driver errors
 (psycopg, PyMySQL, sqlite3, mysql-connector) are classified by
 :func:`instrumented_clients.db.errors.classify`: authentication, configuration and programming
 errors are raised at once. The ``name`` arguments appear in log lines and error messages only;
@@ -42,15 +42,15 @@ _log = logging.getLogger("instrumented_clients.db")
 
 
 class DatabaseConnectionRetry:
-    """Seed 003's retry handler for database connections and operations.
+    """The in-house helpers' retry handler for database connections and operations.
 
     Args:
-        max_retries: retries after the first attempt (seed default 3).
+        max_retries: retries after the first attempt (default 3).
         base_delay: seconds before the first retry (1.0).
         max_delay: cap on one delay (30.0).
         exponential_base: growth between delays (2.0).
         client: the ``client`` label (low cardinality).
-        system: the ``system`` label (the seed targets MySQL).
+        system: the ``system`` label (default ``mysql``, as the in-house helpers assumed).
         breaker: optional circuit breaker around every call.
         telemetry: where metrics and spans go (default: the package's).
         policy: use this policy instead of the four numbers above.
@@ -111,7 +111,7 @@ def with_db_retry(
     max_delay: float = 30.0,
     **options: Any,
 ) -> Callable[[Callable[P, T]], Callable[P, T]]:
-    """Seed 003's decorator: retry the function on transient database errors.
+    """The in-house helpers' decorator: retry the function on transient database errors.
 
     ``options`` go to :class:`DatabaseConnectionRetry` (``client`` defaults to the function's
     qualified name, bounded by the code).
@@ -140,7 +140,7 @@ def get_db_connection_retry(
     environ: Mapping[str, str] | None = None,
     **options: Any,
 ) -> DatabaseConnectionRetry:
-    """Seed 003's factory: arguments win, then ``DB_RETRY_MAX_ATTEMPTS`` (attempts, first
+    """The in-house helpers' factory: arguments win, then ``DB_RETRY_MAX_ATTEMPTS`` (attempts, first
     included), ``DB_RETRY_BASE_DELAY`` and ``DB_RETRY_MAX_DELAY``, then 4 / 1 s / 30 s.
 
     Raises:

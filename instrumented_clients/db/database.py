@@ -6,8 +6,10 @@ breaker, metrics, span); driver errors are classified in :mod:`instrumented_clie
 Transaction rule: on a transient error (connection lost, 40001, 40P01 / MySQL 1213, MySQL 1205,
 57P01) the transaction is rolled back explicitly, and after the backoff the *whole* function runs
 again on a fresh connection. A connection lost *during COMMIT* is ambiguous — the server may have
-committed — so it raises :class:`CommitOutcomeUnknownError` and reruns only with
-``idempotent=True``. Authentication, syntax/programming and integrity errors are never retried.
+committed. On PostgreSQL the client then asks the server what became of the transaction
+(:mod:`instrumented_clients.db.commit_outcome`); where that cannot be settled, and on MySQL/MariaDB,
+it raises :class:`CommitOutcomeUnknownError` and reruns only with ``idempotent=True``.
+Authentication, syntax/programming and integrity errors are never retried.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from instrumented_clients.client import HealthReport, resolve_breaker, resolve_r
 from instrumented_clients.db._engine import (
     DEFAULT_DATABASE_URL,
     READ_VERBS,
+    address_of,
     as_statement,
     build_engine,
     detected_system,
@@ -49,6 +52,7 @@ from instrumented_clients.db._rules import (
     with_db_classifier,
 )
 from instrumented_clients.db._startup import connect_at_startup
+from instrumented_clients.db.commit_outcome import CommitOutcomeResolver
 from instrumented_clients.db.result import ExecuteResult
 from instrumented_clients.resilience import (
     CircuitBreaker,
@@ -93,6 +97,10 @@ class ResilientDatabase:
         telemetry: where metrics, spans and logs go (default: the package's).
         system: override the ``system`` label (default: from the URL and the server's version).
         engine_options: extra ``create_engine`` keyword arguments (``pool_size``, ...).
+        resolve_commit_outcome: PostgreSQL only: when the connection is lost during COMMIT, ask
+            the server whether the transaction committed instead of raising
+            :class:`CommitOutcomeUnknownError` (one extra round trip per writing transaction).
+            Default True.
 
     Raises:
         ConfigError: for a malformed URL or a missing driver, before any I/O.
@@ -113,6 +121,7 @@ class ResilientDatabase:
         system: str | None = None,
         engine_options: Mapping[str, Any] | None = None,
         required: bool = True,
+        resolve_commit_outcome: bool = True,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -130,8 +139,7 @@ class ResilientDatabase:
         self._system_fixed = system is not None or not (
             self._engine.dialect.name == "mysql" and system_of(self._engine) == "mysql")
         self._clock = self.policy.clock
-        url_obj = self._engine.url
-        self._address = f"{url_obj.host}:{url_obj.port}" if url_obj.port else (url_obj.host or "")
+        self._address = address_of(self._engine.url)
         self._span_base: dict[str, Any] = {}
         self._breaker_option = breaker
         self._breaker_settings = (failure_threshold, recovery_timeout)
@@ -141,6 +149,9 @@ class ResilientDatabase:
         self._text_cache: dict[str, TextClause] = {}
         self._closed = False
         self._setup_instruments(system or system_of(self._engine))
+        self._commit_resolver = (CommitOutcomeResolver(self._engine, self._clock)
+                                 if resolve_commit_outcome and self.system == "postgresql"
+                                 else None)
         _FORK_SAFE.add(self)
 
     # -- construction of the labelled pieces -----------------------------------------------------
@@ -282,6 +293,7 @@ class ResilientDatabase:
         *,
         idempotent: bool = False,
         isolation_level: str | None = None,
+        read_only: bool = False,
     ) -> T:
         """Run ``fn(connection)`` in one transaction; on a transient error, run all of it again.
 
@@ -293,11 +305,13 @@ class ResilientDatabase:
             idempotent: rerun even when the connection is lost during COMMIT (the first run may
                 have committed). Default False: raise :class:`CommitOutcomeUnknownError`.
             isolation_level: e.g. ``"SERIALIZABLE"``, ``"REPEATABLE READ"`` for this transaction.
+            read_only: ``fn`` writes nothing: no COMMIT outcome question is asked, and a
+                connection lost during COMMIT reruns it (there is nothing to apply twice).
         """
         if not self._system_fixed:
             self._settle_early()
-        result: T = self._transaction_guard.call(self._transaction_once, fn, idempotent,
-                                                 isolation_level)
+        result: T = self._transaction_guard.call(self._transaction_once, fn,
+                                                 idempotent or read_only, isolation_level)
         return result
 
     def _checkout(self) -> Connection:
@@ -335,7 +349,10 @@ class ResilientDatabase:
                     # Explicitly: MySQL's lock wait timeout (1205) undoes only the statement.
                     rollback_quietly(connection)
                     raise
-                commit_or_report_ambiguity(connection, idempotent)
+                if self._commit_resolver is None or idempotent:
+                    commit_or_report_ambiguity(connection, idempotent)
+                else:
+                    self._commit_resolver.commit(connection)
         except BaseException as error:
             self._note_failure(error)
             raise

@@ -1,8 +1,8 @@
 """The one place where SQL driver exceptions become :class:`ErrorCategory` values.
 
 Works for SQLAlchemy's wrappers (``sqlalchemy.exc.DBAPIError`` with ``.orig`` and
-``connection_invalidated``) and for raw DB-API exceptions alike, because the seed's decorators wrap
-plain driver calls. The decision is made, in this order, from:
+``connection_invalidated``) and for raw DB-API exceptions alike, because ``with_db_retry`` and
+``DatabaseConnectionRetry`` wrap plain driver calls. The decision is made, in this order, from:
 
 1. a TLS certificate or host name that does not verify, wrapped however the driver wraps it
    (PyMySQL's ``OperationalError`` raised from the ``ssl`` error, or libpq's message) →
@@ -60,14 +60,18 @@ class CommitOutcomeUnknownError(DatabaseError):
 
     Attributes:
         idempotent: whether the caller declared the work safe to run twice (then it is retried).
+        detail: why asking the server (PostgreSQL's COMMIT outcome resolution) did not settle it.
         __cause__: the driver's error.
     """
 
-    def __init__(self, cause: BaseException, *, idempotent: bool = False) -> None:
+    def __init__(self, cause: BaseException, *, idempotent: bool = False,
+                 detail: str | None = None) -> None:
         self.idempotent = idempotent
+        self.detail = detail
         super().__init__(
             "connection lost during COMMIT: the transaction may or may not have been committed "
             f"({type(cause).__name__}: {redact_text(str(cause)).strip()[:300]}). "
+            + (f"Asking the server did not settle it: {detail}. " if detail else "")
             + ("It is rerun: the caller declared it idempotent." if idempotent else
                "It is not rerun automatically; pass idempotent=True if running it twice is safe.")
         )
@@ -324,5 +328,5 @@ def _classify_driver(exc: BaseException) -> ErrorCategory | None:
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
-    """Seed 003's predicate: whether ``exc`` deserves another attempt."""
+    """Whether ``exc`` deserves another attempt (usable as ``RetryPolicy(retry_on=...)``)."""
     return classify(exc).is_transient

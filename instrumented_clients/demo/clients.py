@@ -93,7 +93,7 @@ def build_clients(settings: Settings, urls: dict[str, Any], *, prefix: str, tele
                   handler: Any, breaker_cooldown: float, stopping: threading.Event,
                   heartbeat: float | None = None) -> DemoClients:
     """Build the four clients. No constructor waits for the network unless
-    ``RABBITMQ_REQUIRED=true`` (then the publisher waits, as the seed asks, and raises
+    ``RABBITMQ_REQUIRED=true`` (then the publisher waits for the broker and raises
     ``BrokerUnavailableError`` when the reconnect policy is spent).
 
     Args:

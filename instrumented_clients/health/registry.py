@@ -126,7 +126,7 @@ class HealthRegistry:
     """The clients a service depends on, each required or optional, checked together.
 
     Args:
-        service: optional service name reported as ``service`` (seed 001's health output).
+        service: optional service name, reported as ``service``.
 
     Example::
 

@@ -16,7 +16,12 @@ from typing import Any
 import yaml
 
 from instrumented_clients.observability._cli import OneLineParser
-from instrumented_clients.observability.config import DEFAULT_CONFIG, ObservabilityConfig
+from instrumented_clients.observability.config import (
+    DEFAULT_CONFIG,
+    DEFAULT_GRAFANA_URL,
+    DEFAULT_RUNBOOK_URL_BASE,
+    ObservabilityConfig,
+)
 from instrumented_clients.observability.dashboards import build_all
 from instrumented_clients.observability.rules import alerts, build_rules
 from instrumented_clients.observability.runbooks import render_runbook
@@ -96,11 +101,23 @@ def _parser() -> OneLineParser:
     parser.add_argument("--out", default=".", help="output directory (default: .)")
     parser.add_argument("--time-scale", type=float, default=1.0, dest="time_scale",
                         help="multiply every for:, range and window (default: 1.0)")
+    parser.add_argument("--runbook-base-url", default=DEFAULT_RUNBOOK_URL_BASE,
+                        dest="runbook_url_base",
+                        help="absolute URL of the runbook pages; runbook_url is "
+                             f"<base>/<Alert>.md (default: {DEFAULT_RUNBOOK_URL_BASE})")
+    parser.add_argument("--grafana-url", default=DEFAULT_GRAFANA_URL, dest="grafana_url",
+                        help="absolute URL of the Grafana serving the dashboards, for "
+                             f"dashboard_url (default: {DEFAULT_GRAFANA_URL})")
+    parser.add_argument("--grouping-labels", default="", dest="grouping_labels",
+                        help="comma-separated labels above job kept by every aggregation and "
+                             "offered as dashboard variables, e.g. cluster,namespace "
+                             "(default: none)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry: ``generate [--namespace NS] [--out DIR] [--time-scale F]``.
+    """CLI entry: ``generate [--namespace NS] [--out DIR] [--time-scale F]
+    [--runbook-base-url URL] [--grafana-url URL] [--grouping-labels L1,L2]``.
 
     Returns 0 on success; on bad input prints one line to stderr and returns 2.
     """
@@ -110,7 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help (0) or a usage error, already printed on one line
         return int(exit_.code or 0)
     try:
-        written = generate(args.out, namespace=args.namespace, time_scale=args.time_scale)
+        config = DEFAULT_CONFIG.with_changes(
+            namespace=args.namespace, time_scale=args.time_scale,
+            runbook_url_base=args.runbook_url_base, grafana_url=args.grafana_url,
+            grouping_labels=tuple(label.strip() for label in args.grouping_labels.split(",")
+                                  if label.strip()))
+        written = generate(args.out, config=config)
     except (ValueError, OSError) as error:
         print(f"instrumented-clients generate: error: {error}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """Panel helpers: grafanalib behind a few functions, so a dashboard reads as a list of panels.
 
-Every panel queries ``{"type": "prometheus", "uid": "${datasource}"}``; positions and ids are
-assigned by :func:`build_dashboard` in reading order (rows span the width, panels flow left to
-right and wrap), so dashboard modules never count grid cells.
+Every panel queries ``{"type": "prometheus", "uid": "${datasource}"}`` and says what a healthy
+value looks like; positions and ids are assigned by :func:`build_dashboard` in reading order (rows
+span the width, panels flow left to right and wrap), so dashboard modules never count grid cells.
+Only grafanalib's public API is used: its objects' ``to_json_data()`` and a plain JSON encoder.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grafanalib import core as g
-from grafanalib._gen import DashboardEncoder
 
 __all__ = [
     "DATASOURCE",
+    "DataLink",
     "Panel",
     "Query",
     "build_dashboard",
@@ -62,6 +63,28 @@ class _Target:
         }
 
 
+@dataclass(frozen=True)
+class DataLink:
+    """A link from a series of a panel; ``url`` may use ``${__field.labels.<label>}``."""
+
+    title: str
+    url: str
+
+
+def _field_defaults(links: Sequence[DataLink], decimals: int | None) -> dict[str, Any] | None:
+    """Field options grafanalib has no argument for, through its ``extraJson``."""
+    defaults: dict[str, Any] = {}
+    if links:
+        defaults["links"] = [g.DataLink(link.title, link.url).to_json_data() for link in links]
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    return {"fieldConfig": {"defaults": defaults}} if defaults else None
+
+
+def _describe(description: str, healthy: str) -> str:
+    return f"{description} Healthy: {healthy}".strip()
+
+
 @dataclass
 class Panel:
     """A panel before layout: its grafanalib object (without gridPos/id) and its size."""
@@ -85,19 +108,23 @@ def timeseries(
     title: str,
     queries: Sequence[Query],
     *,
+    healthy: str,
     unit: str = "short",
     description: str = "",
     width: int = 12,
     height: int = 8,
     stacked: bool = False,
     bars: bool = False,
+    links: Sequence[DataLink] = (),
+    whole: bool = False,
 ) -> Panel:
-    """A TimeSeries panel. Latency panels pass queries with ``exemplar=True``."""
+    """A TimeSeries panel. Latency panels pass queries with ``exemplar=True``; ``whole`` shows
+    counts of discrete things without decimals."""
 
     def build(grid: g.GridPos, panel_id: int) -> g.TimeSeries:
         return g.TimeSeries(
             title=title,
-            description=description,
+            description=_describe(description, healthy),
             dataSource=DATASOURCE,
             targets=_targets(queries),
             gridPos=grid,
@@ -112,6 +139,7 @@ def timeseries(
             tooltipMode="multi",
             showPoints="never",
             spanNulls=True,
+            extraJson=_field_defaults(links, 0 if whole else None),
         )
 
     return Panel(build, width, height, queries=tuple(queries))
@@ -121,19 +149,22 @@ def stat(
     title: str,
     queries: Sequence[Query],
     *,
+    healthy: str,
     unit: str = "short",
     description: str = "",
     width: int = 6,
     height: int = 4,
     thresholds: Sequence[tuple[float | None, str]] = ((None, "green"),),
     reduce: str = "lastNotNull",
+    whole: bool = False,
+    links: Sequence[DataLink] = (),
 ) -> Panel:
     """A Stat panel, coloured by ``thresholds`` (``(None, colour)`` is the base step)."""
 
     def build(grid: g.GridPos, panel_id: int) -> g.Stat:
         return g.Stat(
             title=title,
-            description=description,
+            description=_describe(description, healthy),
             dataSource=DATASOURCE,
             targets=_targets(queries),
             gridPos=grid,
@@ -143,6 +174,8 @@ def stat(
             colorMode="background",
             graphMode="none",
             thresholds=_thresholds(thresholds),
+            decimals=0 if whole else None,
+            extraJson=_field_defaults(links, None),
         )
 
     return Panel(build, width, height, queries=tuple(queries))
@@ -153,9 +186,11 @@ def state_timeline(
     queries: Sequence[Query],
     *,
     states: Sequence[tuple[int, str, str]],
+    healthy: str,
     description: str = "",
     width: int = 12,
     height: int = 8,
+    links: Sequence[DataLink] = (),
 ) -> Panel:
     """A StateTimeline panel; ``states`` maps each numeric code to its text and colour."""
     mappings = [
@@ -171,7 +206,7 @@ def state_timeline(
     def build(grid: g.GridPos, panel_id: int) -> g.StateTimeline:
         return g.StateTimeline(
             title=title,
-            description=description,
+            description=_describe(description, healthy),
             dataSource=DATASOURCE,
             targets=_targets(queries),
             gridPos=grid,
@@ -181,6 +216,7 @@ def state_timeline(
             mergeValues=True,
             showValue="never",
             rowHeight=0.8,
+            extraJson=_field_defaults(links, None),
         )
 
     return Panel(build, width, height, queries=tuple(queries))
@@ -213,32 +249,68 @@ def _layout(panels: Iterable[Panel]) -> list[Any]:
     return built
 
 
-def _variables(metric: str, job_selector: str, system_regex: str) -> list[g.Template]:
-    job_filter = f"{{{job_selector}}}" if job_selector else ""
-    system_filter = ", ".join(m for m in (job_selector, 'job=~"$job"',
-                                          f'system=~"{system_regex}"') if m)
-    client_filter = ", ".join(m for m in (job_selector, 'job=~"$job"', 'system=~"$system"') if m)
+def _variables(metric: str, job_selector: str, system_regex: str,
+               grouping_labels: Sequence[str]) -> list[g.Template]:
+    """``datasource``, the grouping labels, ``job``, ``instance``, ``system``, ``client``: each
+    one's values are filtered by the variables before it."""
     common: dict[str, Any] = {
         "dataSource": DATASOURCE,
         "includeAll": True,
         "multi": True,
         "allValue": ".*",
         "default": "$__all",
-        "refresh": 2,  # on time-range change, so new clients appear
+        "refresh": 2,  # on time-range change, so new clients and processes appear
     }
-    return [
-        g.Template(name="datasource", label="Data source", query="prometheus",
-                   type="datasource", default="Prometheus"),
-        g.Template(name="job", label="Job", query=f"label_values({metric}{job_filter}, job)",
-                   **common),
-        # "All" means this dashboard's systems, not every system: the SQL dashboard's All is
-        # postgresql|mysql|..., never redis.
-        g.Template(name="system", label="System",
-                   query=f"label_values({metric}{{{system_filter}}}, system)",
-                   **{**common, "allValue": system_regex}),
-        g.Template(name="client", label="Client",
-                   query=f"label_values({metric}{{{client_filter}}}, client)", **common),
-    ]
+    variables = [g.Template(name="datasource", label="Data source", query="prometheus",
+                            type="datasource", default="Prometheus")]
+    matchers = [job_selector] if job_selector else []
+    chain = [(label, label.capitalize(), ".*") for label in grouping_labels]
+    # "All" of system means this dashboard's systems, not every system: the SQL dashboard's All
+    # is postgresql|mysql|..., never redis.
+    chain += [("job", "Job", ".*"), ("instance", "Instance", ".*"),
+              ("system", "System", system_regex), ("client", "Client", ".*")]
+    for name, label, all_value in chain:
+        own = [f'{name}=~"{all_value}"'] if all_value != ".*" else []
+        selector = ", ".join([*matchers, *own])
+        variables.append(g.Template(
+            name=name, label=label,
+            query=f"label_values({metric}{{{selector}}}, {name})" if selector
+            else f"label_values({metric}, {name})",
+            **{**common, "allValue": all_value}))
+        matchers.append(f'{name}=~"${name}"')
+    return variables
+
+
+def dashboard_link(title: str, uid: str) -> g.DashboardLink:
+    """A link to dashboard ``uid`` that carries the time range and every variable."""
+    return g.DashboardLink(title=title, type="link", uri=f"/d/{uid}", icon="dashboard",
+                           includeVars=True, keepTime=True,
+                           tooltip=f"{title}, same time range and selection")
+
+
+def alerts_annotation(expr: str) -> dict[str, Any]:
+    """An annotation of every firing alert the ``ALERTS`` series ``expr`` selects."""
+    return {
+        "name": "Firing alerts",
+        "datasource": DATASOURCE,
+        "enable": True,
+        "hide": False,
+        "iconColor": "red",
+        "expr": expr,
+        "step": "30s",
+        "titleFormat": "{{alertname}}",
+        "textFormat": "{{severity}}: {{system}} {{client}} {{instance}}",
+        "tagKeys": "severity",
+        "useValueForTime": False,
+    }
+
+
+def _to_json(value: Any) -> Any:
+    """grafanalib's objects serialise themselves through their public ``to_json_data()``."""
+    to_json_data = getattr(value, "to_json_data", None)
+    if to_json_data is None:
+        raise TypeError(f"cannot serialise {type(value).__name__} into a dashboard")
+    return to_json_data()
 
 
 def build_dashboard(
@@ -251,23 +323,29 @@ def build_dashboard(
     job_selector: str = "",
     system_regex: str = ".*",
     tags: Sequence[str] = (),
+    grouping_labels: Sequence[str] = (),
+    links: Sequence[g.DashboardLink] = (),
+    annotations: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The dashboard as JSON-ready data, with variables ``datasource``, ``job``, ``system`` and
-    ``client`` read from ``variable_metric``."""
+    """The dashboard as JSON-ready data, with the variables ``datasource``, the grouping labels,
+    ``job``, ``instance``, ``system`` and ``client`` read from ``variable_metric``."""
     dashboard = g.Dashboard(
         title=title,
         uid=uid,
         description=description,
         tags=list(tags),
         panels=_layout(panels),
-        templating=g.Templating(_variables(variable_metric, job_selector, system_regex)),
+        templating=g.Templating(_variables(variable_metric, job_selector, system_regex,
+                                           grouping_labels)),
+        links=list(links),
+        annotations=g.Annotations(list(annotations)),
         time=g.Time("now-1h", "now"),
         refresh="30s",
         timezone="browser",
         graphTooltip=1,  # shared crosshair: an outage lines up across panels
         schemaVersion=39,
     )
-    data: dict[str, Any] = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder))
+    data: dict[str, Any] = json.loads(json.dumps(dashboard.to_json_data(), default=_to_json))
     for variable in data["templating"]["list"]:
         if variable.get("includeAll"):  # Grafana's own form of a multi-value "All" selection
             variable["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}

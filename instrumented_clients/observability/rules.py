@@ -12,25 +12,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from instrumented_clients.observability.config import DEFAULT_CONFIG, ObservabilityConfig
-from instrumented_clients.telemetry.catalog import ERROR_OUTCOMES, SYSTEMS
+from instrumented_clients.observability.config import (
+    DEFAULT_CONFIG,
+    SYSTEM_DASHBOARDS,
+    ObservabilityConfig,
+)
+from instrumented_clients.observability.slo import (
+    PAGE_BURN,
+    SLO_WINDOWS,
+    TICKET_BURN,
+    burn_expr,
+    slo_rules,
+)
+from instrumented_clients.telemetry.catalog import ERROR_OUTCOMES
 
 __all__ = ["ALERT_NAMES", "SLO_WINDOWS", "Alert", "alerts", "build_rules", "recording_rules"]
 
-BY = "job, system, client"
 ERRORS = "|".join(ERROR_OUTCOMES)
-SLO_WINDOWS: dict[str, int] = {
-    "5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200,
-}
-# (factor, short window, long window) — the SRE workbook's multi-window, multi-burn-rate alerts.
-PAGE_BURN = ((14.4, "5m", "1h"), (6.0, "30m", "6h"))
-TICKET_BURN = ((3.0, "2h", "1d"), (1.0, "6h", "3d"))
 MINUTE = 60
+# Which labels an alert keeps, and so which dashboard variables its dashboard_url sets.
+INSTANCE = "instance"  # one client in one process: a per-process symptom
+CLIENT = "client"  # one client across its processes: the SLO
+JOB = "job"  # the scrape itself
 
 
 @dataclass(frozen=True)
 class Alert:
-    """One alerting rule. ``for_seconds`` and ``keep_firing_seconds`` are unscaled."""
+    """One alerting rule. ``for_seconds`` and ``keep_firing_seconds`` are unscaled.
+
+    ``scope`` says which labels the alert keeps (:data:`INSTANCE`, :data:`CLIENT` or :data:`JOB`);
+    ``dashboard`` is the stem of the dashboard its ``dashboard_url`` opens, or ``"system"`` for
+    the dashboard of the alert's own system.
+    """
 
     name: str
     expr: str
@@ -39,6 +52,8 @@ class Alert:
     description: str
     for_seconds: int = 0
     keep_firing_seconds: int = 0
+    scope: str = INSTANCE
+    dashboard: str = "overview"
 
     def to_rule(self, config: ObservabilityConfig) -> dict[str, Any]:
         rule: dict[str, Any] = {"alert": self.name, "expr": self.expr}
@@ -51,8 +66,41 @@ class Alert:
             "summary": self.summary,
             "description": self.description,
             "runbook_url": f"{config.runbook_url_base.rstrip('/')}/{self.name}.md",
+            "dashboard_url": dashboard_url(config, self.dashboard, kept_labels(config,
+                                                                               self.scope)),
         }
         return rule
+
+
+def kept_labels(config: ObservabilityConfig, scope: str) -> tuple[str, ...]:
+    """The labels an alert of ``scope`` keeps (besides ``severity``)."""
+    if scope == INSTANCE:
+        return config.labels("job", "instance", "system", "client")
+    if scope == CLIENT:
+        return config.labels("job", "system", "client")
+    return ()
+
+
+def _system_dashboard(config: ObservabilityConfig) -> str:
+    """A Go template that picks the dashboard of ``$labels.system``."""
+    systems_of: dict[str, list[str]] = {}
+    for system, stem in SYSTEM_DASHBOARDS.items():
+        systems_of.setdefault(stem, []).append(system)
+    *choices, (fallback, _) = systems_of.items()
+    text = ""
+    for index, (stem, systems) in enumerate(choices):
+        keyword = "if" if index == 0 else "else if"
+        names = " ".join(_q(system) for system in systems)
+        text += f"{{{{ {keyword} eq $labels.system {names} }}}}{config.dashboard_url(stem)}"
+    return text + f"{{{{ else }}}}{config.dashboard_url(fallback)}{{{{ end }}}}"
+
+
+def dashboard_url(config: ObservabilityConfig, stem: str, labels: tuple[str, ...]) -> str:
+    """An alert template that renders to dashboard ``stem`` (``"system"``: the alert's system's)
+    with its variables set to the alert's labels, URL-escaped."""
+    base = _system_dashboard(config) if stem == "system" else config.dashboard_url(stem)
+    query = "&".join(f"var-{label}={{{{ $labels.{label} | urlquery }}}}" for label in labels)
+    return f"{base}?{query}" if query else base
 
 
 class _Expr:
@@ -60,6 +108,7 @@ class _Expr:
 
     def __init__(self, config: ObservabilityConfig) -> None:
         self.c = config
+        self.by = config.instance_by
 
     def d(self, seconds: int) -> str:
         return self.c.duration(seconds)
@@ -67,10 +116,12 @@ class _Expr:
     def series(self, name: str, *matchers: str) -> str:
         return self.c.series(name, *matchers)
 
-    def rate_sum(self, name: str, seconds: int, *matchers: str, by: str = BY) -> str:
+    def rate_sum(self, name: str, seconds: int, *matchers: str, extra: str = "") -> str:
+        by = ", ".join(x for x in (extra, self.by) if x)
         return f"sum by ({by}) (rate({self.series(name, *matchers)}[{self.d(seconds)}]))"
 
-    def increase_sum(self, name: str, seconds: int, *matchers: str, by: str = BY) -> str:
+    def increase_sum(self, name: str, seconds: int, *matchers: str, extra: str = "") -> str:
+        by = ", ".join(x for x in (self.by, extra) if x)
         return f"sum by ({by}) (increase({self.series(name, *matchers)}[{self.d(seconds)}]))"
 
     def traffic(self, seconds: int) -> str:
@@ -100,55 +151,26 @@ class _Expr:
         clauses.append(f"(\n  {build(others)}\n) > {default:g}")
         return "(\n" + "\nor\n".join(clauses) + "\n)"
 
-    def burn(self, factors: tuple[tuple[float, str, str], ...]) -> str:
-        objective = self.c.record("slo_objective:ratio", level="system")
-        sel = self.c.selector()
-        parts = []
-        for factor, short, long in factors:
-            threshold = f"on (system) group_left () ({factor:g} * (1 - {objective}))"
-            parts.append(
-                f"(\n  {self.c.record('operations_errors:ratio_rate' + short)}{sel} > {threshold}"
-                f"\n  and\n  {self.c.record('operations_errors:ratio_rate' + long)}{sel} > "
-                f"{threshold}\n)"
-            )
-        return "\nor\n".join(parts)
-
 
 def _q(value: str) -> str:
     return f'"{value}"'
 
 
 def recording_rules(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[dict[str, Any]]:
-    """The SLO's error ratio per (job, system, client) over each window, and the objective per
-    system (so burn rates divide by the right budget)."""
-    e = _Expr(config)
-    rules: list[dict[str, Any]] = []
-    for system in dict.fromkeys((*SYSTEMS, *config.systems())):
-        rules.append({
-            "record": config.record("slo_objective:ratio", level="system"),
-            "expr": f"vector({config.for_system(system).slo_objective:g})",
-            "labels": {"system": system},
-        })
-    for window, seconds in SLO_WINDOWS.items():
-        rules.append({
-            "record": config.record(f"operations_errors:ratio_rate{window}"),
-            "expr": (
-                f"{e.rate_sum('operations_total', seconds, 'outcome=~' + _q(ERRORS))}\n/\n"
-                f"{e.rate_sum('operations_total', seconds, 'outcome!=' + _q('buffered'))}"
-            ),
-        })
-    return rules
+    """The SLO's recording rules (see :mod:`instrumented_clients.observability.slo`)."""
+    return slo_rules(config)
 
 
 def _guarded(e: _Expr, ratio: str) -> str:
-    return f"{ratio}\nand on ({BY})\n{e.traffic(5 * MINUTE)}"
+    return f"{ratio}\nand on ({e.by})\n{e.traffic(5 * MINUTE)}"
 
 
 def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
     """Every alert, in the order of the rules file."""
     e = _Expr(config)
     c = config
-    who = "{{ $labels.system }} client {{ $labels.client }} of job {{ $labels.job }}"
+    whole = "{{ $labels.system }} client {{ $labels.client }} of job {{ $labels.job }}"
+    who = whole + " on {{ $labels.instance }}"
     five = 5 * MINUTE
 
     def retry_ratio(matcher: str) -> str:
@@ -160,14 +182,14 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
                 f"  {e.rate_sum('operations_total', five, matcher, 'outcome!=' + _q('buffered'))}")
 
     def p99(matcher: str) -> str:
-        bucket = e.rate_sum('operation_duration_seconds_bucket', five, matcher, by=f"le, {BY}")
+        bucket = e.rate_sum('operation_duration_seconds_bucket', five, matcher, extra="le")
         return f"histogram_quantile(0.99, {bucket})"
 
     not_connected = _q("disconnected|connecting|failed")
     return [
         Alert(
             "ResilientClientConnectionDown",
-            f"sum by ({BY}) ({e.series('connection_state', 'state=~' + not_connected)}) > 0",
+            f"sum by ({e.by}) ({e.series('connection_state', 'state=~' + not_connected)}) > 0",
             "warning", "A resilient client has not been connected for 2 minutes.",
             f"The {who} has not been CONNECTED for 2 minutes; operations are buffered, retried "
             "or rejected until it reconnects.",
@@ -175,7 +197,7 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
         ),
         Alert(
             "ResilientClientConnectionFailed",
-            f"sum by ({BY}) ({e.series('connection_state', 'state=' + _q('failed'))}) > 0",
+            f"sum by ({e.by}) ({e.series('connection_state', 'state=' + _q('failed'))}) > 0",
             "critical", "A resilient client spent its reconnect policy.",
             f"The {who} is FAILED: every reconnect attempt of its policy failed. It keeps trying "
             "at the capped interval.",
@@ -183,7 +205,7 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
         ),
         Alert(
             "ResilientClientCircuitBreakerOpen",
-            f"sum by ({BY}) ({e.series('circuit_breaker_state', 'state!=' + _q('closed'))}) > 0",
+            f"sum by ({e.by}) ({e.series('circuit_breaker_state', 'state!=' + _q('closed'))}) > 0",
             "critical", "A circuit breaker has not been closed for 2 minutes.",
             f"The circuit breaker of the {who} has been open or half-open for 2 minutes: calls "
             "are refused without reaching the dependency.",
@@ -214,7 +236,7 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
         ),
         Alert(
             "ResilientClientRetriesExhausted",
-            f"{e.increase_sum('retries_exhausted_total', five, by=BY + ', operation')} > 0",
+            f"{e.increase_sum('retries_exhausted_total', five, extra='operation')} > 0",
             "warning", "Operations fail after their last allowed retry.",
             f"{{{{ $value | humanize }}}} {{{{ $labels.operation }}}} operations of the {who} "
             "failed on their last attempt in 5 minutes.",
@@ -230,7 +252,7 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
         ),
         Alert(
             "ResilientClientEventsDropped",
-            f"{e.increase_sum('buffer_dropped_events_total', five, by=BY + ', reason')} > 0",
+            f"{e.increase_sum('buffer_dropped_events_total', five, extra='reason')} > 0",
             "critical", "Buffered events were dropped: data was lost.",
             f"The {who} dropped {{{{ $value | humanize }}}} buffered events "
             "(reason {{ $labels.reason }}) in 5 minutes. They will not be delivered.",
@@ -238,7 +260,7 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
         ),
         Alert(
             "ResilientClientBufferNearlyFull",
-            f"max by ({BY}) (\n  {e.series('buffer_events')}\n  /\n  "
+            f"max by ({e.by}) (\n  {e.series('buffer_events')}\n  /\n  "
             f"{e.series('buffer_capacity_events')}\n) > {c.buffer_full_ratio:g}",
             "warning", "An event buffer is nearly full.",
             f"The buffer of the {who} is {{{{ $value | humanizePercentage }}}} full; events "
@@ -247,10 +269,11 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
         ),
         Alert(
             "ResilientClientPublishNacked",
-            f"{e.increase_sum('publish_confirms_total', five, 'outcome=~' + _q('nack|timeout'), by=BY + ', outcome')} > 0",  # noqa: E501
+            f"{e.increase_sum('publish_confirms_total', five, 'outcome=~' + _q('nack|timeout'), extra='outcome')} > 0",  # noqa: E501
             "warning", "The broker nacked publishes or did not confirm them in time.",
             f"{{{{ $value | humanize }}}} publishes of the {who} ended as "
             "{{ $labels.outcome }} in 5 minutes.",
+            dashboard="rabbitmq",
         ),
         Alert(
             "ResilientClientUnroutableMessages",
@@ -258,6 +281,7 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
             "warning", "Published messages were returned as unroutable.",
             f"The broker returned {{{{ $value | humanize }}}} messages of the {who} in 5 "
             "minutes: no queue is bound for their routing key.",
+            dashboard="rabbitmq",
         ),
         Alert(
             "ResilientClientReconnectChurn",
@@ -275,21 +299,23 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
         ),
         Alert(
             "ResilientClientPoolSaturated",
-            f"sum by ({BY}) ({e.series('pool_connections', 'state=' + _q('in_use'))})\n/\n"
-            f"sum by ({BY}) ({e.series('pool_max_connections')})\n"
+            f"sum by ({e.by}) ({e.series('pool_connections', 'state=' + _q('in_use'))})\n/\n"
+            f"sum by ({e.by}) ({e.series('pool_max_connections')})\n"
             f">= {c.pool_saturation_ratio:g}",
             "warning", "A connection pool is saturated.",
             f"The pool of the {who} has {{{{ $value | humanizePercentage }}}} of its connections "
             "in use; callers wait for a connection.",
             for_seconds=5 * MINUTE,
+            dashboard="system",
         ),
         Alert(
             "ResilientClientConnectionBlocked",
-            f"max by ({BY}) ({e.series('connection_blocked')}) > 0",
+            f"max by ({e.by}) ({e.series('connection_blocked')}) > 0",
             "warning", "The broker is blocking a connection.",
             f"The broker has blocked the connection of the {who} for 5 minutes (memory or disk "
             "alarm); publishes wait in the buffer.",
             for_seconds=5 * MINUTE,
+            dashboard="rabbitmq",
         ),
         Alert(
             "ResilientClientIllegalTransitions",
@@ -300,20 +326,20 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
         ),
         Alert(
             "ResilientClientErrorBudgetBurnFast",
-            e.burn(PAGE_BURN),
+            burn_expr(config, PAGE_BURN),
             "critical", "A resilient client burns its error budget fast.",
-            f"The {who} fails {{{{ $value | humanizePercentage }}}} of its operations: at this "
+            f"The {whole} fails {{{{ $value | humanizePercentage }}}} of its operations: at this "
             "rate its 30-day error budget is gone in days (14.4x over 5m and 1h, or 6x over 30m "
             "and 6h).",
-            for_seconds=2 * MINUTE,
+            for_seconds=2 * MINUTE, scope=CLIENT, dashboard="slo",
         ),
         Alert(
             "ResilientClientErrorBudgetBurnSlow",
-            e.burn(TICKET_BURN),
+            burn_expr(config, TICKET_BURN),
             "warning", "A resilient client burns its error budget steadily.",
-            f"The {who} fails {{{{ $value | humanizePercentage }}}} of its operations, burning "
+            f"The {whole} fails {{{{ $value | humanizePercentage }}}} of its operations, burning "
             "its error budget faster than it refills (3x over 2h and 1d, or 1x over 6h and 3d).",
-            for_seconds=15 * MINUTE,
+            for_seconds=15 * MINUTE, scope=CLIENT, dashboard="slo",
         ),
         Alert(
             "ResilientClientMetricsAbsent",
@@ -322,7 +348,7 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
             f"Prometheus has scraped no {c.metric('operations_total')} series"
             "{{ with $labels.job }} of job {{ . }}{{ end }} for 15 minutes: the services are "
             "down, not scraped, or no longer instrumented.",
-            for_seconds=15 * MINUTE,
+            for_seconds=15 * MINUTE, scope=JOB,
         ),
     ]
 

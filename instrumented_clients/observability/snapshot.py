@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,12 @@ class Series:
 
 
 def expand_query(expr: str, dashboard: dict[str, Any], *, rate_interval: str = "1m",
-                 time_range: str = "1h") -> str:
-    """``expr`` with Grafana's variables replaced: each template variable by its "All" value
-    (the ``allValue`` regex), ``$__rate_interval``/``$__interval`` and ``$__range`` by the given
-    durations."""
+                 time_range: str = "1h", selected: Mapping[str, str] | None = None) -> str:
+    """``expr`` with Grafana's variables replaced: each template variable by its value in
+    ``selected`` or else its "All" value (the ``allValue`` regex), ``$__rate_interval``/
+    ``$__interval`` and ``$__range`` by the given durations."""
     values = {"__rate_interval": rate_interval, "__interval": rate_interval,
-              "__range": time_range}
+              "__range": time_range, **(selected or {})}
     for variable in dashboard.get("templating", {}).get("list", []):
         values.setdefault(variable["name"], variable.get("allValue") or ".*")
 

@@ -1,18 +1,19 @@
-"""Seed 000's ``ResilientConnection``: your own blocking connection factory, made resilient.
+"""``ResilientConnection``: your own blocking connection factory, made resilient.
 
 For code built on ``pika.BlockingConnection`` (or anything with ``is_open``, ``channel()`` and
-``close()``) that wants the seed's behaviour with an import change::
+``close()``) that wants the in-house helpers' behaviour with an import change::
 
-    from instrumented_clients.rabbitmq import ResilientConnection
+    from instrumented_clients.compat import ResilientConnection
 
     connection = ResilientConnection(lambda: pika.BlockingConnection(params), name="worker")
     connection.execute(lambda channel: channel.basic_publish("", "jobs", b"..."))
 
 Before each use the connection is health-checked (open, and for pika's blocking connection
 ``process_data_events(0)`` services heartbeats and surfaces a dead peer); a failure invalidates
-it, so the retry starts from a fresh connection. Retries follow seed 000's policy (3 attempts,
-0.5 s doubling, 5 s cap) unless another is given. A blocking connection is not thread-safe: use
-one ``ResilientConnection`` per thread (calls on one instance are serialised by a lock).
+it, so the retry starts from a fresh connection. Retries follow the blocking publish
+policy (3 attempts, 0.5 s doubling, 5 s cap) unless another is given. A blocking connection
+is not thread-safe: use one ``ResilientConnection`` per thread (calls on one instance are
+serialised by a lock).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class ResilientConnection:
         factory: returns a new open connection (e.g. ``pika.BlockingConnection``).
         name: the ``client`` label.
         telemetry: metrics, spans and logs (default: the package's).
-        policy: retry policy for connecting and for :meth:`execute` (default: seed 000's).
+        policy: retry policy for connecting and for :meth:`execute` (default: 3 attempts, 0.5 s
+            doubling, 5 s cap).
         breaker: optional circuit breaker around both.
         health_check: ``health_check(connection) -> bool``; may raise (counts as unhealthy).
     """
@@ -121,7 +123,7 @@ class ResilientConnection:
 
     def execute(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(channel)``; on a transient failure invalidate the connection and retry on a
-        fresh one (the seed's "connection invalidation"). Permanent errors are raised at once.
+        fresh one ("connection invalidation"). Permanent errors are raised at once.
         """
         with self._lock:
             result: T = self._execute_guard.call(self._attempt, fn)

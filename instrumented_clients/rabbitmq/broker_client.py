@@ -30,5 +30,6 @@ class BrokerClient:
         return self.connection.state
 
     def check(self) -> bool:
-        """Whether the broker connection is ready now (its I/O thread makes the attempts)."""
-        return self.connection.connected
+        """One classified attempt: True when the connection is ready or the broker accepts a
+        short-lived connection now; False with ``last_error`` set otherwise. Never raises."""
+        return self.connection.probe()

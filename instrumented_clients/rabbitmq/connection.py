@@ -21,7 +21,7 @@ Interface, for a client built on :class:`RabbitConnection`:
   :meth:`~RabbitConnection.health` from any thread. :meth:`~RabbitConnection.close` closes the
   connection and stops the thread.
 
-Reconnects follow the :class:`~instrumented_clients.resilience.RetryPolicy` (defaults table:
+Reconnects follow the :class:`~instrumented_clients.resilience.RetryPolicy` (by default
 10 attempts, 1 s doubling to a 30 s cap). When the attempts are spent, or at once on a permanent
 error (wrong password, missing vhost), the state goes to FAILED; attempts continue every
 ``max_delay`` seconds and the state stays FAILED until one succeeds. URLs are tried in turn.
@@ -104,7 +104,7 @@ class RabbitConnection:
         urls: broker URL(s): a comma-separated string or a sequence, tried in turn.
         name: the ``client`` label and the default ``connection_name``.
         telemetry: an :class:`Instrumentation` (a :class:`~instrumented_clients.Telemetry`).
-        reconnect_policy: attempts/backoff before FAILED (default: the defaults table).
+        reconnect_policy: attempts/backoff before FAILED (default: 10 attempts, 1 s to 30 s).
         heartbeat: AMQP heartbeat in seconds (a dead peer is detected in about 2× this).
         connect_timeout: TCP connect timeout (pika's ``socket_timeout``).
         stack_timeout: whole handshake (TCP + TLS + AMQP) timeout.
@@ -354,7 +354,7 @@ class RabbitConnection:
         self.address = safe_address(url)
         try:
             self._connection = pika.SelectConnection(
-                self._parameters(url),
+                self.parameters(url),
                 on_open_callback=self.guarded(self._on_open),
                 on_open_error_callback=self.guarded(self._on_open_error),
                 on_close_callback=self.guarded(self._on_close),
@@ -364,7 +364,8 @@ class RabbitConnection:
             self._connection = None
             self._attempt_failed(exc)
 
-    def _parameters(self, url: str) -> Any:
+    def parameters(self, url: str) -> Any:
+        """pika's connection parameters for ``url`` with this connection's settings."""
         params = pika.URLParameters(url)
         params.heartbeat = round(self.heartbeat)
         params.socket_timeout = self.connect_timeout
@@ -376,6 +377,24 @@ class RabbitConnection:
         params.client_properties = {"connection_name": self.connection_name,
                                     "product": "instrumented-clients"}
         return params
+
+    def probe(self) -> bool:
+        """One classified attempt to reach the broker, apart from the I/O thread's connection.
+
+        True when this connection is ready, or when a short-lived blocking connection to the
+        first URL opens (the I/O thread connects on its own schedule). A failure is recorded as
+        ``last_error`` (redacted) without counting as a reconnect attempt.
+        """
+        if self.connected:
+            return True
+        try:
+            probe = pika.BlockingConnection(self.parameters(self.urls[0]))
+        except Exception as error:
+            self.tracker.record_failure(error)
+            return False
+        with contextlib.suppress(Exception):
+            probe.close()
+        return True
 
     def _on_open(self, connection: Any) -> None:
         if connection is not self._connection:

@@ -38,6 +38,7 @@ from instrumented_clients.client import resolve_breaker, resolve_retry
 from instrumented_clients.rabbitmq.connection import RabbitConnection, default_reconnect_policy
 from instrumented_clients.rabbitmq.consumer_config import ConsumerConfigMixin
 from instrumented_clients.rabbitmq.consumer_worker import HandlerRunnerMixin
+from instrumented_clients.rabbitmq.errors import reply_code_category
 from instrumented_clients.rabbitmq.incoming import (
     Delivery,
     DeliveryCounter,
@@ -81,8 +82,13 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
 
     Args:
         url: broker URL(s), comma-separated or a sequence; tried in turn.
-        queue: the queue name, or a :class:`~instrumented_clients.rabbitmq.topology.Queue` to
-            declare (with ``topology``) on every connect, reconnect and consumer cancellation.
+        queue: the queue to consume, declared (with ``topology``) on every connect, reconnect
+            and consumer cancellation: a :class:`~instrumented_clients.rabbitmq.topology.Queue`
+            as given, or a name, declared as ``Queue(name)`` (durable, classic) unless
+            ``topology`` already declares a queue of that name. A queue that cannot be consumed
+            (missing with ``passive=True``, access refused, declared elsewhere with other
+            arguments) keeps the consumer unhealthy, with the broker's reason in ``last_error``.
+        passive: only check that the queue exists (passive declare), never create or change it.
         handler: called in a worker thread, once per delivery.
         name: the ``client`` label and the connection's name.
         telemetry: where metrics, spans and logs go (default: the package's).
@@ -119,6 +125,7 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         *,
         queue: str | Queue,
         handler: Handler,
+        passive: bool = False,
         name: str = "consumer",
         telemetry: Telemetry | None = None,
         topology: Topology | None = None,
@@ -172,8 +179,8 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
                              "messaging.operation.name": "process",
                              "messaging.destination.name": self.queue_name},
         )
-        own = Topology(queues=(queue,)) if isinstance(queue, Queue) else Topology()
-        self.topology = (topology or Topology()).merged(own)
+        self.topology = (topology or Topology()).merged(
+            _own_queue(queue, passive, topology or Topology()))
         self.connection = RabbitConnection(
             url, name=name, telemetry=self.telemetry,
             reconnect_policy=reconnect_policy or default_reconnect_policy(clock=clock),
@@ -217,6 +224,7 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         self.channel_closed_by_broker = 0
         self.stale_settlements = 0
         self.last_error: str | None = None
+        self.queue_error: str | None = None  # the broker refused the queue; cleared on consume-ok
 
     # -- life cycle (any thread) -------------------------------------------------------------------
 
@@ -332,6 +340,7 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
             return
         self._consuming = True
         self._channel_failures = 0
+        self.queue_error = None
         _log.info("rabbitmq %s: consuming (prefetch %d)", self.name, self.prefetch)
 
     def _on_cancelled(self, _frame: Any) -> None:
@@ -357,6 +366,8 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
             self.last_error = redact_text(
                 f"channel closed by the broker: ({reason.reply_code}) {reason.reply_text}")[:500]
             _log.warning("rabbitmq %s: %s", self.name, self.last_error)
+            if not reply_code_category(reason.reply_code).is_transient:
+                self.queue_error = self.last_error
         self._needs_declare = True
         self._channel_failures += 1
         failures = self._channel_failures
@@ -493,3 +504,16 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
     def __repr__(self) -> str:
         return (f"ResilientConsumer({self.name!r}, queue={self.queue_name!r}, "
                 f"{self.connection.state.value})")
+
+
+def _own_queue(queue: str | Queue, passive: bool, topology: Topology) -> Topology:
+    """What the consumer declares for its queue besides ``topology``.
+
+    A name alone is a durable classic queue, unless ``topology`` declares that name already: two
+    declarations of one queue with different arguments would close the channel with 406.
+    """
+    if isinstance(queue, str):
+        if any(declared.name == queue for declared in topology.queues):
+            return Topology()
+        queue = Queue(queue)
+    return Topology(queues=(dataclasses.replace(queue, passive=True) if passive else queue,))

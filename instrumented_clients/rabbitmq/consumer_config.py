@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from instrumented_clients.client import HealthReport
 from instrumented_clients.rabbitmq.broker_client import BrokerClient
 from instrumented_clients.rabbitmq.settings import connection_settings_from_env
+from instrumented_clients.resilience.breaker import BreakerState
 from instrumented_clients.settings import RABBITMQ_PREFETCH
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class ConsumerConfigMixin(BrokerClient):
         channel_closed_by_broker: int
         stale_settlements: int
         last_error: str | None
+        queue_error: str | None
         _consuming: bool
         _in_flight: int
         _paused: bool
@@ -108,15 +110,19 @@ class ConsumerConfigMixin(BrokerClient):
         """State for a health endpoint; never a password.
 
         Without a breaker (``breaker=False``), ``circuit_breaker`` reads ``closed``: nothing
-        ever pauses.
+        ever pauses. ``healthy`` is False while the connection is down, the breaker is open, or
+        the broker refuses the queue (``queue_error``: missing, access refused, other arguments).
         """
         connection = self.connection
+        breaker_open = self.breaker is not None and self.breaker.state is BreakerState.OPEN
         report = HealthReport.build(
             SYSTEM, self.name, connection.tracker, self.breaker, address=connection.address,
             connected=connection.connected, blocked=connection.blocked,
             connection_name=connection.connection_name,
+            healthy=connection.connected and not breaker_open and self.queue_error is None,
             paused=self._paused,
-            queue=self.queue_name, consuming=self._consuming, in_flight=self._in_flight,
+            queue=self.queue_name, queue_error=self.queue_error, consuming=self._consuming,
+            in_flight=self._in_flight,
             prefetch=self.prefetch, workers=self.workers, max_deliveries=self.max_deliveries,
             cancellations=self.cancellations,
             channel_closed_by_broker=self.channel_closed_by_broker,

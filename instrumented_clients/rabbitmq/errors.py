@@ -220,7 +220,7 @@ def classify(exc: BaseException) -> ErrorCategory:
 
 
 def is_transient_rmq_error(exc: BaseException) -> bool:
-    """Seed 002's predicate: True when waiting and trying again can succeed.
+    """True when waiting and trying again can succeed.
 
     Usable as ``RetryConfig(exception_filter=is_transient_rmq_error)``.
     """

@@ -80,8 +80,8 @@ class OutgoingMessage:
 
 def new_message_id() -> str:
     """A random 128-bit id as 32 hex digits (uuid4's size). ``random`` rather than
-    ``os.urandom``: no system call (which would release the GIL on the hot path); the module
-    reseeds itself in a forked child."""
+    ``os.urandom``: no system call (which would release the GIL on the hot path); ``random``
+    re-initialises its state in a forked child."""
     return f"{random.getrandbits(128):032x}"
 
 

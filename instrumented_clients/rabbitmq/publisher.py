@@ -74,7 +74,7 @@ _FAMILIES = (
 
 
 def default_publish_policy(clock: Clock = SYSTEM_CLOCK) -> RetryPolicy:
-    """Seed 000's publish retry: 3 attempts, 0.5 s doubling, 5 s cap (the blocking form)."""
+    """The blocking form's publish retry: 3 attempts, 0.5 s doubling, 5 s cap."""
     return RetryPolicy(max_attempts=3, initial_delay=0.5, max_delay=5.0, classifier=classify,
                        clock=clock)
 
@@ -99,7 +99,7 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         overflow: ``drop_oldest`` (default), ``drop_newest``, ``block`` (publish waits up to
             ``block_timeout`` for room, then raises ``BufferFullError``) or ``raise``.
         on_drop: ``on_drop(message, reason)`` for every dropped message.
-        publish_policy: the blocking form's retry (default: seed 000's 3 × 0.5 s, cap 5 s).
+        publish_policy: the blocking form's retry (default: 3 attempts, 0.5 s doubling, cap 5 s).
         retry: the same as ``publish_policy`` (``False``: one attempt), the name every client
             shares.
         breaker: None (default): a breaker that opens after ``failure_threshold`` consecutive
@@ -273,7 +273,7 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         properties: Any = None,
         mandatory: bool = True,
     ) -> PublishResult:
-        """Publish and wait for the broker's ack, retrying on the publish policy (seed 000:
+        """Publish and wait for the broker's ack, retrying on the publish policy (default
         3 attempts, 0.5 s, 5 s cap), then raise.
 
         Not buffered: while disconnected each attempt fails with ``NotConnectedError``. Raises
@@ -298,7 +298,7 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
 
     def publish_event(self, event_type: str, data: Any, *, routing_key: str | None = None,
                       exchange: str | None = None) -> Future[PublishResult]:
-        """Seed 001's ``publish_event``: ``{"type", "data", "timestamp"}`` as JSON, routed by
+        """Publish an event as JSON, ``{"type", "data", "timestamp"}``, routed by
         ``routing_key`` (default: the event type) to ``event_exchange``."""
         if not isinstance(event_type, str) or not event_type:
             raise TypeError(f"event_type must be a non-empty str, got {event_type!r}")

@@ -30,13 +30,18 @@ class Exchange:
 @dataclass(frozen=True)
 class Queue:
     """A queue to declare. ``arguments`` carries e.g. ``x-queue-type``, ``x-dead-letter-exchange``,
-    ``x-delivery-limit``; :meth:`quorum` builds the usual quorum-queue form."""
+    ``x-delivery-limit``; :meth:`quorum` builds the usual quorum-queue form.
+
+    ``passive=True`` only checks that the queue exists (the broker answers 404 NOT_FOUND when it
+    does not) and changes nothing, for a queue someone else owns.
+    """
 
     name: str
     durable: bool = True
     exclusive: bool = False
     auto_delete: bool = False
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    passive: bool = False
 
     @classmethod
     def quorum(
@@ -121,6 +126,9 @@ def _declare_exchange(channel: Any, e: Exchange, callback: Callable[[Any], None]
 
 
 def _declare_queue(channel: Any, q: Queue, callback: Callable[[Any], None]) -> None:
+    if q.passive:
+        channel.queue_declare(q.name, passive=True, callback=callback)
+        return
     channel.queue_declare(q.name, durable=q.durable, exclusive=q.exclusive,
                           auto_delete=q.auto_delete, arguments=dict(q.arguments) or None,
                           callback=callback)

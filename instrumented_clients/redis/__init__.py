@@ -1,6 +1,6 @@
 """Redis: ``ResilientRedis`` (a ``redis.Redis`` with retries, breaker, state and telemetry), its
-asyncio twin ``AsyncResilientRedis`` (a ``redis.asyncio.Redis``), and
-seed 003's ``RedisConnectionRetry`` / ``with_redis_retry`` / ``get_redis_connection_retry``.
+asyncio twin ``AsyncResilientRedis`` (a ``redis.asyncio.Redis``), and the in-house helpers'
+``RedisConnectionRetry`` / ``with_redis_retry`` / ``get_redis_connection_retry``.
 
 Needs the ``redis`` extra (redis-py 8.1 or later 8.x).
 """

@@ -1,8 +1,8 @@
-"""Seed 003's Redis names, as thin aliases over the real API.
+"""The in-house retry helpers' Redis names, as thin layers over the real API.
 
-Code written against the seed ports with an import change::
+Code written against those helpers ports with an import change::
 
-    from instrumented_clients.redis import RedisConnectionRetry, with_redis_retry
+    from instrumented_clients.compat import RedisConnectionRetry, with_redis_retry
 
     retry = RedisConnectionRetry(max_retries=3)
     client = retry.connect_with_retry(lambda: redis.Redis(host="localhost"), "redis-cache")
@@ -11,9 +11,9 @@ Code written against the seed ports with an import change::
     @with_redis_retry(max_retries=3, base_delay=0.5)
     def get_cached_value(key): ...
 
-``max_retries`` counts retries, as in the seed, so ``max_retries=3`` is 4 attempts — the same as
-``REDIS_RETRY_MAX_ATTEMPTS=4`` (which counts attempts, the first included). Delays are 0.5 s
-doubling to a 10 s cap with ×0.5–1.5 jitter; errors are classified by
+``max_retries`` counts retries, as the in-house helpers did, so ``max_retries=3`` is 4
+attempts — the same as ``REDIS_RETRY_MAX_ATTEMPTS=4`` (which counts attempts, the first
+included). Delays are 0.5 s doubling to a 10 s cap with ×0.5–1.5 jitter; errors are classified by
 :func:`~instrumented_clients.redis.errors.classify` (authentication and programming errors are
 raised at once). Differences from :class:`~instrumented_clients.redis.ResilientRedis`, because
 the functions wrapped here are opaque:
@@ -24,7 +24,7 @@ the functions wrapped here are opaque:
   on a ``redis.Redis`` it returns, so each attempt is counted once instead of ten times.
 
 The ``name`` passed to ``connect_with_retry`` / ``execute_with_retry`` appears in log lines only,
-never as a metric label (the seed's ``"get my_key"`` contains a key): metrics carry the
+never as a metric label (a name such as ``"get my_key"`` contains a key): metrics carry the
 instance's ``name`` (the ``client`` label) and the operations ``connect`` / ``execute``.
 """
 
@@ -68,10 +68,10 @@ def _policy(
 
 
 class RedisConnectionRetry:
-    """Seed 003's Redis retry handler: connect and execute with exponential backoff and jitter.
+    """The in-house helpers' Redis retry handler: connect and execute with backoff and jitter.
 
     Args:
-        max_retries: retries after the first attempt (seed default 3, i.e. 4 attempts).
+        max_retries: retries after the first attempt (default 3, i.e. 4 attempts).
         base_delay: first delay in seconds (0.5).
         max_delay: cap on a delay (10 s).
         exponential_base: growth between delays (2).
@@ -162,7 +162,7 @@ def with_redis_retry(
     telemetry: Telemetry | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Callable[[Callable[P, T]], Callable[P, T]]:
-    """Seed 003's decorator for sync or async functions; the function must be safe to rerun.
+    """The in-house helpers' decorator, sync or async; the function must be safe to rerun.
 
     The ``client`` label is the function's qualified name and ``operation`` its name.
     """

@@ -60,8 +60,8 @@ class CircuitBreaker:
     """A thread-safe circuit breaker.
 
     Args:
-        failure_threshold: consecutive counted failures that open the breaker (seed 004: 5).
-        recovery_timeout: seconds the breaker stays open before probing (seed 004: 30).
+        failure_threshold: consecutive counted failures that open the breaker (default 5).
+        recovery_timeout: seconds the breaker stays open before probing (default 30).
         half_open_max_calls: probe calls admitted per half-open period; all must succeed to close.
         failure_rate_threshold: optional share of failures (0 < x <= 1) over the sliding window
             that also opens the breaker.

@@ -65,8 +65,9 @@ class EventBuffer(Generic[T]):
         max_age: seconds an item may wait before it is dropped as ``expired`` (None: forever).
         block_timeout: with ``BLOCK``, how long :meth:`put` waits for room before it raises
             :class:`BufferFullError`.
-        on_drop: called as ``on_drop(item, reason)`` for every dropped item (seed 001's fallback
-            path); its exceptions are swallowed so they cannot lose further items.
+        on_drop: called as ``on_drop(item, reason)`` for every dropped item (a fallback
+            path: log it, store it elsewhere); its exceptions are swallowed so they cannot lose
+            further items.
         system, client: labels for the reported events.
         clock, instrumentation: injected.
         context: the client's labels, clock and instrumentation, in place of ``system``,

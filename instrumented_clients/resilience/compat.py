@@ -1,13 +1,13 @@
-"""The seed documents' names, as thin aliases over the real API.
+"""The in-house retry helpers' names, as thin layers over the real API.
 
-Code written against seed 002 ports with an import change::
+Code written against those helpers ports with an import change::
 
-    from instrumented_clients import RetryConfig, retry, retry_async, is_transient_http_error
+    from instrumented_clients.compat import RetryConfig, retry, retry_async, is_transient_http_error
 
     @retry(RetryConfig(max_attempts=5, exception_filter=is_transient_http_error))
     def create_worker(): ...
 
-:class:`RetryConfig` keeps the seed's field names (``jitter`` is a switch, ``jitter_factor`` its
+:class:`RetryConfig` keeps the helpers' field names (``jitter`` is a switch, ``jitter_factor`` its
 size, ``exception_filter`` a predicate, ``on_retry(exception, attempt, delay)`` a callback) and
 converts to a :class:`~instrumented_clients.resilience.retry.RetryPolicy`; nothing else differs.
 """
@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryConfig:
-    """Seed 002's configuration object. Prefer :class:`RetryPolicy` in new code."""
+    """The in-house helpers' configuration object. Prefer :class:`RetryPolicy` in new code."""
 
     max_attempts: int = 3
     initial_delay: float = 1.0
@@ -40,7 +40,7 @@ class RetryConfig:
     jitter_factor: float = 0.1
     exception_filter: Callable[[BaseException], bool] | None = None
     on_retry: Callable[..., object] | None = None
-    """Called as ``on_retry(exception, attempt, delay)`` (seed 002), or ``on_retry(exception,
+    """Called as ``on_retry(exception, attempt, delay)``, or ``on_retry(exception,
     attempt)`` when it takes two arguments."""
 
     def to_policy(self) -> RetryPolicy:
@@ -64,10 +64,10 @@ class RetryConfig:
 
 
 def _accepts_three(callback: Callable[..., object]) -> bool:
-    """Whether ``callback`` can take (exception, attempt, delay); seed 002 passes all three."""
+    """Whether ``callback`` can take (exception, attempt, delay), as the in-house helpers passed."""
     try:
         signature = inspect.signature(callback)
-    except (TypeError, ValueError):  # builtins without a signature: give them the seed's form
+    except (TypeError, ValueError):  # builtins without a signature: pass all three
         return True
     try:
         signature.bind(None, 0, 0.0)
@@ -79,7 +79,7 @@ def _accepts_three(callback: Callable[..., object]) -> bool:
 def retry_async(
     config: RetryConfig | RetryPolicy | None = None, **options: Any
 ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
-    """Seed 002's async decorator: :func:`retry` handles coroutine functions the same way."""
+    """The in-house helpers' async decorator: :func:`retry` handles coroutines the same way."""
     policy = config.to_policy() if isinstance(config, RetryConfig) else config
     return retry(policy, **options)
 

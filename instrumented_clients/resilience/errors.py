@@ -219,7 +219,7 @@ def _status_of(exc: BaseException) -> int | None:
 
 
 def is_transient_http_error(error: BaseException | int) -> bool:
-    """Whether an HTTP failure is worth retrying (seed 002).
+    """Whether an HTTP failure is worth retrying.
 
     Accepts a status code or an exception. Transient: 502, 503, 504, connection errors and
     timeouts. Every other status (4xx included) is permanent.

@@ -49,7 +49,8 @@ RetryOn = Callable[[BaseException], bool] | type[BaseException] | tuple[type[Bas
 class JitterMode(str, enum.Enum):
     """How a delay is randomised (see AWS's "Exponential Backoff And Jitter").
 
-    - ``proportional``: ``delay × uniform(1 - jitter, 1 + jitter)`` (the seeds' ±10 %, ×0.5–1.5).
+    - ``proportional``: ``delay × uniform(1 - jitter, 1 + jitter)`` (±10 %
+      by default; ×0.5–1.5 for SQL and Redis).
     - ``full``: ``uniform(0, delay)``.
     - ``equal``: ``delay / 2 + uniform(0, delay / 2)``.
     - ``decorrelated``: ``uniform(initial_delay, previous × 3)``, capped.
@@ -87,7 +88,7 @@ class RetryPolicy:
         on_retry: callbacks (or one callback) receiving each :class:`RetryScheduled` before the
             wait; one that raises is logged and skipped, the retry goes on.
         clock: time source; :class:`~instrumented_clients.testing.FakeClock` in tests.
-        rng: random source for jitter (seed one for reproducible schedules).
+        rng: random source for jitter (``random.Random(7)`` for reproducible schedules).
     """
 
     max_attempts: int = 3
@@ -232,7 +233,7 @@ def _qualified_name(fn: Callable[..., Any]) -> str:
 
 
 def _target_name(fn: Callable[..., Any]) -> str:
-    """The name in log lines, as the seeds print it: ``create_worker``, not its qualname."""
+    """The name in log lines, as the in-house helpers print it: ``create_worker``."""
     return getattr(fn, "__name__", None) or _qualified_name(fn)
 
 
@@ -476,7 +477,7 @@ def retry(
     qualified name and ``operation`` to its name: both are bounded by the code, never by data.
     """
     if policy is not None and not isinstance(policy, RetryPolicy):
-        to_policy = getattr(policy, "to_policy", None)  # seed 002's RetryConfig
+        to_policy = getattr(policy, "to_policy", None)  # instrumented_clients.compat.RetryConfig
         if to_policy is not None:
             policy = to_policy()
         elif callable(policy):

@@ -1,4 +1,4 @@
-"""Logging sink: one line per retry in the seeds' form, rate-limited so an outage cannot flood.
+"""Logging sink: one line per retry in the in-house helpers' form, rate-limited.
 
 ``Attempt 2/5 failed for create_worker with ConnectionError: refused. Retrying in 2.1s...``
 

@@ -7,6 +7,9 @@ Modes, switchable while running:
 - ``blackhole``: accept and hold connections but forward nothing either way — the silent dead
   peer that only heartbeats detect. Leaving blackhole resets every socket it held.
 - ``latency``: forward with a delay added to every chunk.
+- ``drop_replies``: one way only — what the client sends reaches the server, what the server
+  answers is read and thrown away, so the server acts on a request (a COMMIT) whose reply the
+  client never gets. Leaving it resets every socket, as leaving blackhole does.
 
 :meth:`FaultProxy.cut` is an action, not a mode: it resets every open connection now.
 """
@@ -31,6 +34,10 @@ class ProxyMode(str, enum.Enum):
     REFUSE = "refuse"
     BLACKHOLE = "blackhole"
     LATENCY = "latency"
+    DROP_REPLIES = "drop_replies"
+
+
+_LOSSY = frozenset({ProxyMode.BLACKHOLE, ProxyMode.DROP_REPLIES})
 
 
 def _reset(sock: socket.socket) -> None:
@@ -67,11 +74,11 @@ class _Link:
         for sock in (self.downstream, self.upstream):
             sock.settimeout(0.05)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=self._pump, args=(self.upstream, self.downstream),
+        threading.Thread(target=self._pump, args=(self.upstream, self.downstream, True),
                          name="fault-proxy-pump", daemon=True).start()
-        self._pump(self.downstream, self.upstream)
+        self._pump(self.downstream, self.upstream, False)
 
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, replies: bool) -> None:
         proxy = self.proxy
         while not self.closed.is_set():
             if proxy.mode is ProxyMode.BLACKHOLE:
@@ -88,6 +95,9 @@ class _Link:
                 break
             if proxy.blackholed:  # re-read: the mode may have flipped during recv
                 continue  # bytes read just as the mode flipped are lost, as on a dead link
+            if replies and proxy.mode is ProxyMode.DROP_REPLIES:
+                proxy.bytes_dropped += len(data)
+                continue
             if proxy.mode is ProxyMode.LATENCY and proxy.latency > 0:
                 time.sleep(proxy.latency)
             try:
@@ -130,6 +140,7 @@ class FaultProxy:
         self.mode = ProxyMode.PASS
         self.latency = 0.0
         self.bytes_forwarded = 0
+        self.bytes_dropped = 0
         self.accepted = 0
         self._links: set[_Link] = set()
         self._lock = threading.Lock()
@@ -190,6 +201,10 @@ class FaultProxy:
     def blackhole(self) -> None:
         self._set_mode(ProxyMode.BLACKHOLE)
 
+    def drop_replies(self) -> None:
+        """Forward client → server, discard server → client (see the module docstring)."""
+        self._set_mode(ProxyMode.DROP_REPLIES)
+
     def add_latency(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError(f"latency must be >= 0 seconds, got {seconds!r}")
@@ -205,8 +220,8 @@ class FaultProxy:
         return len(links)
 
     def _set_mode(self, mode: ProxyMode) -> None:
-        if self.mode is ProxyMode.BLACKHOLE and mode is not ProxyMode.BLACKHOLE:
-            # Every connection open now went through the blackhole and may have lost bytes:
+        if self.mode in _LOSSY and mode is not self.mode:
+            # Every connection open now went through a lossy mode and may have lost bytes:
             # reset them all BEFORE forwarding resumes, so no half-delivered stream goes on.
             self.cut()
         self.mode = mode

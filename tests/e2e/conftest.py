@@ -52,6 +52,9 @@ def reachable(url: str) -> bool:
 
 @dataclass
 class Stack:
+    """Two workload processes with the same client names: ``metrics`` (instance ``faulted``)
+    reaches the services through the proxies, ``healthy`` directly and is never faulted."""
+
     prometheus: str
     alertmanager: str
     metrics: str
@@ -59,6 +62,8 @@ class Stack:
     rabbitmq: FaultProxy
     postgres: FaultProxy
     logs: Path
+    faulted: str
+    healthy: str
     started: float = field(default_factory=time.time)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -113,12 +118,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     processes = Processes(logs)
     proxies = [FaultProxy("127.0.0.1", port).start() for port in (6379, 5672, 5432)]
     redis_proxy, rabbitmq_proxy, postgres_proxy = proxies
-    metrics_port, prometheus_port, alertmanager_port = free_port(), free_port(), free_port()
+    metrics_port, healthy_port = free_port(), free_port()
+    prometheus_port, alertmanager_port = free_port(), free_port()
     try:
         processes.start("workload", [
             sys.executable, "-m", "tests.e2e.workload", "--metrics-port", str(metrics_port),
             "--redis-port", str(redis_proxy.port), "--rabbitmq-port", str(rabbitmq_proxy.port),
             "--postgres-port", str(postgres_proxy.port),
+        ], cwd=ROOT)
+        processes.start("workload-healthy", [
+            sys.executable, "-m", "tests.e2e.workload", "--metrics-port", str(healthy_port),
+            "--redis-port", "6379", "--rabbitmq-port", "5672", "--postgres-port", "5432",
         ], cwd=ROOT)
         shutil.copy(ROOT / "alertmanager" / "alertmanager.yml", root / "alertmanager.yml")
         processes.start("alertmanager", [
@@ -133,7 +143,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "alerting": {"alertmanagers": [
                 {"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
             "scrape_configs": [{"job_name": "workload", "static_configs": [
-                {"targets": [f"127.0.0.1:{metrics_port}"]}]}],
+                {"targets": [f"127.0.0.1:{metrics_port}", f"127.0.0.1:{healthy_port}"]}]}],
         }
         (root / "prometheus.yml").write_text(yaml.safe_dump(config))
         processes.start("prometheus", [
@@ -145,8 +155,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack = Stack(f"http://127.0.0.1:{prometheus_port}",
                       f"http://127.0.0.1:{alertmanager_port}",
                       f"http://127.0.0.1:{metrics_port}/metrics",
-                      redis_proxy, rabbitmq_proxy, postgres_proxy, logs)
-        for url in (stack.metrics, f"{stack.prometheus}/-/ready",
+                      redis_proxy, rabbitmq_proxy, postgres_proxy, logs,
+                      faulted=f"127.0.0.1:{metrics_port}", healthy=f"127.0.0.1:{healthy_port}")
+        for url in (stack.metrics, f"http://{stack.healthy}/metrics", f"{stack.prometheus}/-/ready",
                     f"{stack.alertmanager}/-/ready"):
             wait_until(functools.partial(reachable, url), 30, interval=0.2,
                        message=functools.partial(not_up, stack, url))
@@ -163,19 +174,28 @@ class OutageReport:
     resolved_after: float
     started: float
     ended: float
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """Every alert in Alertmanager once the watched ones fired, inhibited ones included."""
 
 
 WATCHED = ("ResilientClientCircuitBreakerOpen", "ResilientClientConnectionDown",
            "ResilientClientEventsDropped")
+# Present as well before the faults are lifted: the Redis client's error ratio (inhibited by its
+# connection-down alert) and its error budget burn (per client, across both processes).
+ALSO_AWAITED = ("ResilientClientHighErrorRatio", "ResilientClientErrorBudgetBurnFast")
+
+
+def _redis_cache(alert: dict[str, Any]) -> bool:
+    return alert["labels"].get("system") == "redis" and alert["labels"].get("client") == "cache"
 
 
 @pytest.fixture(scope="session")
 def outage(stack: Stack) -> OutageReport:
     """Cut Redis and RabbitMQ (and reset PostgreSQL connections) until the alerts fire in
     Alertmanager, restore them, and wait until the alerts resolve."""
-    wait_until(lambda: stack.query(
-        'sum(rate(resilient_client_operations_total{outcome="success"}[5s])) > 0'), 30,
-        interval=0.5, message=lambda: f"no traffic scraped\n{stack.log_tail()}")
+    wait_until(lambda: len(stack.query(
+        'sum by (instance) (rate(resilient_client_operations_total{outcome="success"}[5s])) > 0'
+    )) == 2, 30, interval=0.5, message=lambda: f"no traffic scraped\n{stack.log_tail()}")
     started = time.time()
     # RabbitMQ first goes silent (a blackhole: publishes are written, never confirmed) and only
     # then refuses: the messages unconfirmed when the link dies are re-sent after the restore.
@@ -195,18 +215,22 @@ def outage(stack: Stack) -> OutageReport:
         interval=0.3)
     stack.rabbitmq.refuse()
 
-    def watched_firing() -> dict[str, list[dict[str, Any]]] | None:
-        alerts = [a for a in stack.alerts() if a["labels"]["alertname"] in WATCHED]
+    def watched_firing() -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]] | None:
+        everything = stack.alerts()
+        alerts = [a for a in everything if a["labels"]["alertname"] in WATCHED]
         active = {name: [a for a in alerts if a["labels"]["alertname"] == name
                          and a["status"]["state"] == "active"] for name in WATCHED}
-        return active if all(active.values()) else None
+        awaited = all(any(a["labels"]["alertname"] == name and _redis_cache(a)
+                          for a in everything) for name in ALSO_AWAITED)
+        return (active, everything) if all(active.values()) and awaited else None
 
-    firing = wait_until(watched_firing, 60, interval=0.5,
-                        message=lambda: f"alerts now: {stack.alerts()}\n{stack.log_tail()}")
-    assert firing is not None
+    peak = wait_until(watched_firing, 60, interval=0.5,
+                      message=lambda: f"alerts now: {stack.alerts()}\n{stack.log_tail()}")
+    assert peak is not None
+    firing, everything = peak
     stack.redis.pass_through()
     stack.rabbitmq.pass_through()
     restored = time.time()
     wait_until(lambda: not [a for a in stack.alerts() if a["labels"]["alertname"] in WATCHED],
                90, interval=0.5, message=lambda: f"still firing: {stack.alerts()}")
-    return OutageReport(firing, time.time() - restored, started, time.time())
+    return OutageReport(firing, time.time() - restored, started, time.time(), everything)

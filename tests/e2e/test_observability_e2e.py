@@ -9,11 +9,14 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from instrumented_clients.observability.snapshot import expand_query, query_range, render_dashboard
+from instrumented_clients.testing import wait_until
 from tests.e2e.conftest import WATCHED, OutageReport, Stack
 from tests.observability_helpers import ROOT, all_panels, dashboards
 
@@ -50,21 +53,99 @@ def test_the_real_clients_report_resends_consumption_and_pools(stack: Stack,
         assert total(f'resilient_client_pool_wait_seconds_count{{system="{system}"}}') > 0, system
 
 
-def test_every_dashboard_query_returns_data(stack: Stack, outage: OutageReport) -> None:
+@pytest.mark.parametrize("instance", ["All", "faulted"])
+def test_every_dashboard_query_returns_data(stack: Stack, outage: OutageReport,
+                                            instance: str) -> None:
     end = time.time()
     empty = []
     checked = 0
+    selected = {} if instance == "All" else {"instance": stack.faulted}
     for stem, dashboard in dashboards().items():
         for panel in all_panels(dashboard):
             for target in panel.get("targets", []):
                 expr = expand_query(target["expr"], dashboard, rate_interval="10s",
-                                    time_range=f"{int(end - stack.started)}s")
+                                    time_range=f"{int(end - stack.started)}s",
+                                    selected=selected)
                 series = query_range(stack.prometheus, expr, stack.started, end, 2)
                 checked += 1
                 if not series:
                     empty.append(f"{stem} / {panel['title']}: {expr}")
+                elif selected and "$instance" in target["expr"]:
+                    # Only the selected process, whenever the series says which one it is.
+                    assert {s.labels.get("instance", stack.faulted) for s in series} == {
+                        stack.faulted}, (stem, panel["title"])
     assert checked > 80
     assert empty == []
+
+
+def test_per_process_alerts_name_the_faulted_instance_only(stack: Stack,
+                                                           outage: OutageReport) -> None:
+    # The Redis client's error ratio besides the watched alerts. (The consumer's ratio alert
+    # can fire on both processes: its handler rejects one message in 17, 5.9 % > 5 %.)
+    seen = [a for a in outage.alerts if a["labels"]["alertname"] in WATCHED
+            or (a["labels"]["alertname"] == "ResilientClientHighErrorRatio"
+                and a["labels"]["client"] == "cache")]
+    assert {a["labels"]["alertname"] for a in seen} == {*WATCHED,
+                                                        "ResilientClientHighErrorRatio"}
+    # The healthy process has the same client names: only the label tells them apart.
+    assert {a["labels"]["instance"] for a in seen} == {stack.faulted}
+
+
+def test_the_slo_alert_covers_the_client_across_its_processes(outage: OutageReport) -> None:
+    burn = [a for a in outage.alerts
+            if a["labels"]["alertname"] == "ResilientClientErrorBudgetBurnFast"
+            and (a["labels"]["system"], a["labels"]["client"]) == ("redis", "cache")]
+    assert len(burn) == 1
+    assert "instance" not in burn[0]["labels"]
+    assert burn[0]["annotations"]["dashboard_url"].endswith(
+        "/d/resilient-clients-slo?var-job=workload&var-system=redis&var-client=cache")
+
+
+def test_connection_down_inhibits_the_ratio_alert_of_the_same_instance(
+        stack: Stack, outage: OutageReport) -> None:
+    def one(name: str) -> dict[str, Any]:
+        (alert,) = [a for a in outage.alerts if a["labels"]["alertname"] == name
+                    and (a["labels"]["system"], a["labels"]["client"]) == ("redis", "cache")]
+        return alert
+
+    ratio, down = one("ResilientClientHighErrorRatio"), one("ResilientClientConnectionDown")
+    assert ratio["labels"]["instance"] == down["labels"]["instance"] == stack.faulted
+    assert ratio["status"]["state"] == "suppressed"
+    assert ratio["status"]["inhibitedBy"] == [down["fingerprint"]]
+
+
+def test_inhibition_holds_for_the_same_instance_only(stack: Stack,
+                                                    outage: OutageReport) -> None:
+    """Alerts posted to the real Alertmanager (job ``inhibition-check``, apart from the
+    workload's): process a is down, processes a and b both fail; only a's ratio alert is
+    silenced, b's still notifies."""
+    now = datetime.now(UTC)
+
+    def alert(name: str, instance: str) -> dict[str, Any]:
+        return {"labels": {"alertname": name, "severity": "warning", "job": "inhibition-check",
+                           "instance": instance, "system": "redis", "client": "cache"},
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(minutes=2)).isoformat()}
+
+    body = json.dumps([alert("ResilientClientConnectionDown", "a"),
+                       alert("ResilientClientHighErrorRatio", "a"),
+                       alert("ResilientClientHighErrorRatio", "b")]).encode()
+    request = urllib.request.Request(f"{stack.alertmanager}/api/v2/alerts", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+    def posted() -> dict[tuple[str, str], dict[str, Any]] | None:
+        mine = {(a["labels"]["alertname"], a["labels"]["instance"]): a for a in stack.alerts()
+                if a["labels"].get("job") == "inhibition-check"}
+        return mine if len(mine) == 3 else None
+
+    alerts = wait_until(posted, 10, interval=0.2)
+    assert alerts is not None
+    down = alerts["ResilientClientConnectionDown", "a"]
+    assert alerts["ResilientClientHighErrorRatio", "a"]["status"] == {
+        "state": "suppressed", "inhibitedBy": [down["fingerprint"]], "silencedBy": []}
+    assert alerts["ResilientClientHighErrorRatio", "b"]["status"]["state"] == "active"
 
 
 def test_exemplars_reach_prometheus(stack: Stack, outage: OutageReport) -> None:
@@ -93,7 +174,7 @@ def test_the_workload_scrape_passes_promtool_check_metrics(stack: Stack) -> None
 
 def test_snapshots_render_every_panel(stack: Stack, outage: OutageReport, tmp_path: Path) -> None:
     keep = os.environ.get("INSTRUMENTED_CLIENTS_SNAPSHOT_DIR")
-    for stem in ("overview", "rabbitmq"):
+    for stem in ("overview", "rabbitmq", "slo"):
         path = ROOT / "dashboards" / f"{stem}.json"
         written = render_dashboard(path, stack.prometheus, tmp_path / stem,
                                    start=outage.started - 20, end=time.time(),

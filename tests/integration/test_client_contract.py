@@ -187,3 +187,17 @@ def test_consumer_stop_still_works_with_a_deprecation_warning() -> None:
         consumer.stop(timeout=0)
     assert [w.category for w in caught] == [DeprecationWarning]
     assert consumer.state is ConnectionState.CLOSED
+
+
+UNREACHABLE_URLS = {"publisher": CLOSED_PORT_AMQP, "consumer": CLOSED_PORT_AMQP,
+                    "redis": "redis://127.0.0.1:1/0",
+                    "database": "postgresql+psycopg://postgres@127.0.0.1:1/test"}
+
+
+def test_check_is_one_classified_attempt_that_never_raises(kind: str, build: Factory) -> None:
+    client = build(UNREACHABLE_URLS[kind])
+    assert client.check() is False
+    report = client.health()
+    assert report.connected is False
+    assert "refused" in (report.last_error or "").lower()
+    assert client.check() is False  # again, no exception, nothing cached

@@ -48,6 +48,18 @@ def command(connection: redis.Connection, *args: object) -> object:
     return connection.read_response()
 
 
+def leave_lossy_mode(proxy: FaultProxy, held: socket.socket) -> None:
+    """Switch back to pass-through: the held socket is reset (or closed), never resumed with a
+    late reply."""
+    proxy.pass_through()
+    held.settimeout(5)
+    try:
+        data = held.recv(64)
+    except ConnectionResetError:
+        data = b""
+    assert data == b""
+
+
 def test_pass_through(proxy: FaultProxy, key: str) -> None:
     connection = connect(proxy)
     try:
@@ -134,17 +146,40 @@ def test_leaving_blackhole_resets_the_held_sockets(proxy: FaultProxy, key: str) 
         held.settimeout(0.3)
         with pytest.raises(TimeoutError):
             held.recv(64)
-        proxy.pass_through()
-        held.settimeout(5)
-        try:
-            data = held.recv(64)
-        except ConnectionResetError:
-            data = b""
-        assert data == b""  # reset (or closed), never a late reply
+        leave_lossy_mode(proxy, held)
     wait_until(lambda: proxy.connections == 0, timeout=10)
     direct = redis.Redis(*REDIS)
     try:
         assert direct.get(key) is None
+    finally:
+        direct.close()
+
+
+def test_drop_replies_lets_requests_through_but_no_answer_back(
+    proxy: FaultProxy, key: str
+) -> None:
+    direct = redis.Redis(*REDIS)
+    try:
+        with socket.create_connection((proxy.host, proxy.port), timeout=5) as held:
+            held.sendall(b"PING\r\n")
+            assert held.recv(64) == b"+PONG\r\n"
+            proxy.drop_replies()
+            assert proxy.mode is ProxyMode.DROP_REPLIES
+            held.sendall(f"SET {key} applied\r\n".encode())
+            # The server acted on the request...
+            wait_until(lambda: direct.get(key) == b"applied", timeout=5)
+            # ...and its reply was read by the proxy and thrown away, never delivered.
+            wait_until(lambda: proxy.bytes_dropped >= len(b"+OK\r\n"), timeout=5)
+            held.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                held.recv(64)
+            leave_lossy_mode(proxy, held)
+        wait_until(lambda: proxy.connections == 0, timeout=10)
+        fresh = connect(proxy)
+        try:
+            assert command(fresh, "GET", key) == b"applied"
+        finally:
+            fresh.disconnect()
     finally:
         direct.close()
 

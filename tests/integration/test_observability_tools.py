@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from instrumented_clients.observability import DEFAULT_CONFIG
 from tests.observability_helpers import ROOT
 
 pytestmark = pytest.mark.integration
@@ -40,6 +42,30 @@ def test_promtool_unit_tests_pass() -> None:
     result = run("promtool", "test", "rules", *files)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(files)
+
+
+def test_promtool_unit_tests_of_a_per_client_objective_pass() -> None:
+    directory = ROOT / "alerts" / "tests" / "client-objective"
+    result = run("promtool", "test", "rules", "client-objective.yml", cwd=directory)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_30_day_tests_tell_a_ratio_of_sums_from_an_average(tmp_path: Path) -> None:
+    """Proof the uneven-traffic case can fail: Sloth's average of 5-minute ratios misses it."""
+    (tmp_path / "tests").mkdir()
+    rules = (ROOT / "alerts" / "resilient-clients.rules.yml").read_text()
+    start = rules.index("sum_over_time(", rules.index("record: slo:sli_error:ratio_rate30d"))
+    end = rules.index(",\n", start)
+    ratio_of_sums = rules[start:end]
+    assert "settled:rate1h[30d:1h]" in ratio_of_sums
+    average = ("avg without (sloth_window, sloth_id, sloth_service, sloth_slo) "
+               "(avg_over_time(slo:sli_error:ratio_rate5m[30d:1h])))")
+    (tmp_path / "resilient-clients.rules.yml").write_text(rules.replace(ratio_of_sums, average))
+    shutil.copy(ROOT / "alerts" / "tests" / "slo-period.yml", tmp_path / "tests")
+    result = run("promtool", "test", "rules", "tests/slo-period.yml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "uneven" in result.stdout + result.stderr
 
 
 def test_promtool_unit_tests_catch_a_broken_threshold(tmp_path: Path) -> None:
@@ -94,6 +120,10 @@ def test_docker_compose_config_is_valid() -> None:
         "rabbitmq", "redis", "postgres", "demo", "prometheus", "alertmanager", "grafana"}
     config = run("docker-compose", "-f", "docker-compose.yml", "config").stdout
     assert "--enable-feature=exemplar-storage" in config
+    # The retention covers the SLO period, or the 30-day budget would silently shrink.
+    retention = re.search(r"--storage\.tsdb\.retention\.time=(\d+)d", config)
+    assert retention, config
+    assert int(retention.group(1)) >= DEFAULT_CONFIG.slo_period_days
 
 
 def test_snapshot_reports_an_unreachable_prometheus_in_one_line(

@@ -14,6 +14,7 @@ from typing import Any
 import pika
 import pytest
 
+from instrumented_clients.health import HealthRegistry
 from instrumented_clients.rabbitmq import Exchange, Queue, Topology, default_reconnect_policy
 from instrumented_clients.rabbitmq.consumer import ResilientConsumer
 from instrumented_clients.rabbitmq.incoming import IncomingMessage
@@ -482,3 +483,93 @@ def test_stop_leaves_a_handler_that_misses_the_deadline_unacked(
     assert consumed(telemetry, consumer, "ack") == 1
     wait_until(lambda: admin.message_count(queue) == 1, 10)
     assert admin.drain(queue) == ["stuck"]
+
+
+# -- a queue given by name ----------------------------------------------------------------------
+
+
+def test_a_queue_given_by_name_is_declared_and_consumed(
+    admin: Admin, make_consumer: Callable[..., ResilientConsumer],
+) -> None:
+    queue = admin.name("by-name")
+    admin.queues.append(queue)
+    handler = Handler()
+    consumer = make_consumer(queue=queue, handler=handler)
+    wait_until(lambda: consumer.consuming, 10)
+    admin.publish(queue, ["first", "second"])
+    wait_until(lambda: handler.done_set() == {"first", "second"}, 10)
+    declared = admin.channel.queue_declare(queue, passive=True)  # exists now: no 404
+    assert declared.method.queue == queue
+    health = consumer.health()
+    assert health["healthy"] is True
+    assert health["queue_error"] is None
+
+
+def test_a_passive_consumer_of_a_missing_queue_is_unhealthy_until_the_queue_exists(
+    admin: Admin, make_consumer: Callable[..., ResilientConsumer],
+) -> None:
+    queue = admin.name("passive")
+    admin.queues.append(queue)
+    handler = Handler()
+    consumer = make_consumer(queue=queue, passive=True, handler=handler)
+    registry = HealthRegistry()
+    registry.register(consumer, required=True)
+    wait_until(lambda: "NOT_FOUND" in (consumer.health()["last_error"] or ""), 10)
+    health = consumer.health()
+    assert health["state"] != "connected"
+    assert health["healthy"] is False
+    assert not consumer.consuming
+    report = registry.check()
+    assert report["status"] == "unhealthy"
+    assert not registry.ready()
+    assert f"no queue '{queue}'" in report["issues"][0]
+    # Passive: the consumer never created it.
+    probe = admin.connection.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+        probe.queue_declare(queue, passive=True)
+
+    admin.channel.queue_declare(queue, durable=True)  # someone else creates it: consumed
+    wait_until(lambda: consumer.consuming, 15)
+    assert registry.ready()
+    admin.publish(queue, ["late"])
+    wait_until(lambda: handler.done_set() == {"late"}, 10)
+
+
+def test_a_queue_deleted_under_a_passive_consumer_makes_it_unhealthy(
+    admin: Admin, make_consumer: Callable[..., ResilientConsumer],
+) -> None:
+    queue = admin.name("deleted")
+    admin.queues.append(queue)
+    admin.channel.queue_declare(queue, durable=True)
+    consumer = make_consumer(queue=queue, passive=True, handler=Handler())
+    registry = HealthRegistry()
+    registry.register(consumer, required=True)
+    wait_until(lambda: consumer.consuming, 10)
+    assert registry.ready()
+
+    admin.channel.queue_delete(queue)
+    wait_until(lambda: consumer.health()["queue_error"] is not None, 10)
+    health = consumer.health()
+    assert "NOT_FOUND" in health["queue_error"]
+    assert health["connected"] is True  # the connection itself is fine
+    assert health["healthy"] is False
+    assert not registry.ready()
+
+    admin.channel.queue_declare(queue, durable=True)
+    wait_until(lambda: consumer.consuming, 15)
+    assert consumer.health()["queue_error"] is None
+    assert registry.ready()
+
+
+def test_a_queue_declared_elsewhere_with_other_arguments_is_reported(
+    admin: Admin, make_consumer: Callable[..., ResilientConsumer],
+) -> None:
+    queue = admin.name("mismatch")
+    admin.queues.append(queue)
+    admin.channel.queue_declare(queue, durable=False)  # the consumer would declare it durable
+    consumer = make_consumer(queue=queue, handler=Handler())
+    wait_until(lambda: "PRECONDITION_FAILED" in (consumer.health()["last_error"] or ""), 10)
+    health = consumer.health()
+    assert health["healthy"] is False
+    assert health["state"] == "failed"  # a 406 does not heal by retrying
+    assert not consumer.consuming

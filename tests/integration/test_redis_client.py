@@ -1,4 +1,4 @@
-"""ResilientRedis against the real Redis: commands, pipelines, telemetry, auth, seed names."""
+"""ResilientRedis against the real Redis: commands, pipelines, telemetry, auth, legacy names."""
 
 from __future__ import annotations
 
@@ -132,28 +132,28 @@ def test_redis_py_retries_are_off_so_one_failure_is_exactly_our_attempts(
     assert outcome(telemetry, "attempts", "get", "failure_after_retry") == 1
 
 
-def test_seed_compat_against_real_redis(prefix: str, telemetry: CapturedTelemetry) -> None:
+def test_compat_names_against_real_redis(prefix: str, telemetry: CapturedTelemetry) -> None:
     handler = RedisConnectionRetry(max_retries=3, telemetry=telemetry)
     client = handler.connect_with_retry(lambda: redis.Redis(host="127.0.0.1", port=6379),
                                         "redis-cache")
     try:
         assert client.connection_pool.connection_kwargs["retry"].get_retries() == 0
-        client.set(f"{prefix}:seed", "v")
-        assert handler.execute_with_retry(lambda: client.get(f"{prefix}:seed"),
+        client.set(f"{prefix}:legacy", "v")
+        assert handler.execute_with_retry(lambda: client.get(f"{prefix}:legacy"),
                                           "get my_key") == b"v"
 
         @with_redis_retry(max_retries=2, base_delay=0.01, telemetry=telemetry)
         def get_cached_value(key: str) -> bytes | None:
             return client.get(key)  # type: ignore[return-value]
 
-        assert get_cached_value(f"{prefix}:seed") == b"v"
+        assert get_cached_value(f"{prefix}:legacy") == b"v"
     finally:
         client.close()
     assert outcome(telemetry, "redis", "connect", "success") == 1
     assert outcome(telemetry, "redis", "execute", "success") == 1
 
 
-def test_seed_connect_with_retry_gives_up_on_refused_port(telemetry: CapturedTelemetry) -> None:
+def test_compat_connect_with_retry_gives_up_on_refused_port(telemetry: CapturedTelemetry) -> None:
     clock = FakeClock()
     handler = RedisConnectionRetry(max_retries=2, clock=clock, telemetry=telemetry)
     port = free_port()
@@ -163,7 +163,7 @@ def test_seed_connect_with_retry_gives_up_on_refused_port(telemetry: CapturedTel
     assert outcome(telemetry, "redis", "connect", "failure_after_retry") == 1
 
 
-def test_seed_connect_with_retry_does_not_multiply_a_resilient_clients_attempts(
+def test_compat_connect_with_retry_does_not_multiply_a_resilient_clients_attempts(
     telemetry: CapturedTelemetry,
 ) -> None:
     clock = FakeClock()
@@ -171,7 +171,7 @@ def test_seed_connect_with_retry_does_not_multiply_a_resilient_clients_attempts(
     made: list[ResilientRedis] = []
 
     def connect() -> ResilientRedis:
-        made.append(ResilientRedis(dead.url(URL), name="seeded", telemetry=telemetry))
+        made.append(ResilientRedis(dead.url(URL), name="adopted", telemetry=telemetry))
         return made[-1]
 
     with FaultProxy("127.0.0.1", free_port()) as dead:

@@ -66,7 +66,7 @@ def test_invalid_settings_are_named(kwargs: dict[str, Any], field: str) -> None:
         CircuitBreaker(**kwargs)
 
 
-def test_defaults_follow_seed_004() -> None:
+def test_defaults_are_five_failures_and_thirty_seconds() -> None:
     breaker = CircuitBreaker()
     assert (breaker.failure_threshold, breaker.recovery_timeout) == (5, 30.0)
     assert breaker.half_open_max_calls == 1

@@ -23,7 +23,8 @@ from tests.observability_helpers import (
 
 DASHBOARDS = dashboards()
 EXPECTED = {"overview", "rabbitmq", "redis", "sql", "slo"}
-GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__all", "__value"}
+GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__all", "__value", "__field",
+                    "__url_time_range"}
 MODERN_TYPES = {"timeseries", "stat", "state-timeline", "row"}
 
 
@@ -32,13 +33,18 @@ def test_the_five_dashboards_are_committed() -> None:
 
 
 @pytest.mark.parametrize("stem", sorted(EXPECTED))
-def test_dashboard_has_uid_title_and_the_four_variables(stem: str) -> None:
+def test_dashboard_has_uid_title_and_the_five_variables(stem: str) -> None:
     dashboard = DASHBOARDS[stem]
     assert dashboard["uid"]
     assert len(dashboard["uid"]) <= 40
     assert dashboard["title"]
     names = [variable["name"] for variable in dashboard["templating"]["list"]]
-    assert names == ["datasource", "job", "system", "client"]
+    assert names == ["datasource", "job", "instance", "system", "client"]
+    instance = dashboard["templating"]["list"][2]
+    assert instance["multi"]
+    assert instance["includeAll"]
+    assert instance["query"] == ('label_values(resilient_client_operations_total{job=~"$job"}, '
+                                 "instance)")
     uids = [d["uid"] for d in DASHBOARDS.values()]
     assert len(set(uids)) == len(uids)
 
@@ -74,7 +80,7 @@ def test_only_defined_variables_are_used(stem: str) -> None:
     used = set(re.findall(r"\$\{?(\w+)", text))
     assert used - GRAFANA_BUILTINS <= defined, used - GRAFANA_BUILTINS - defined
     # The variables are used, too: a dashboard ignoring $client would show every client.
-    assert {"job", "system", "client", "datasource"} <= used
+    assert {"job", "instance", "system", "client", "datasource"} <= used
 
 
 @pytest.mark.parametrize("stem", sorted(EXPECTED))

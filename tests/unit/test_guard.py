@@ -1,4 +1,5 @@
-"""Guard, the retry decorator, on_retry callbacks, the seed aliases and the retry budget."""
+"""Guard, the retry decorator, on_retry callbacks, the compatibility names and the retry
+budget."""
 
 from __future__ import annotations
 
@@ -14,12 +15,10 @@ from instrumented_clients import (
     Guard,
     JitterMode,
     RetryBudget,
-    RetryConfig,
     RetryPolicy,
-    is_transient_http_error,
     retry,
-    retry_async,
 )
+from instrumented_clients.compat import RetryConfig, is_transient_http_error, retry_async
 from instrumented_clients.resilience import ErrorCategory
 from instrumented_clients.resilience.events import (
     RetriesExhausted,
@@ -269,7 +268,7 @@ def test_retry_with_breaker_fails_fast_once_open(
     assert fn.calls["n"] == 2  # type: ignore[attr-defined]  # no network touched
 
 
-# -- seed 002 aliases ----------------------------------------------------------------------
+# -- compatibility names -------------------------------------------------------------------
 
 
 def test_retry_config_defaults_and_conversion() -> None:

@@ -1,4 +1,4 @@
-"""LoggingSink: the seeds' retry line, structured fields, rate limiting, no secrets."""
+"""LoggingSink: the in-house helpers' retry line, structured fields, rate limiting, no secrets."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def retry_event(error: BaseException, *, client: str = "workers", attempt: int =
                           "create_worker")
 
 
-def test_retry_line_has_the_seed_form(
+def test_retry_line_has_the_documented_form(
     logger: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = LoggingSink(logger, clock=FakeClock())
@@ -50,7 +50,7 @@ def test_retry_line_has_the_seed_form(
     assert record.suppressed == 0  # type: ignore[attr-defined]
 
 
-def test_guard_logs_the_seed_line_with_the_function_name(
+def test_guard_logs_the_retry_line_with_the_function_name(
     logger: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock()

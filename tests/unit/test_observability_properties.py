@@ -29,7 +29,7 @@ def test_format_duration_rounds_up_to_a_valid_whole_second_duration(seconds: flo
 @given(st.lists(st.tuples(st.booleans(), st.integers(1, 24), st.integers(1, 10)), max_size=25))
 def test_layout_never_overlaps_and_stays_in_the_grid(shapes: list[tuple[bool, int, int]]) -> None:
     panels = [row(f"row {i}") if is_row else
-              timeseries(f"p{i}", [Query("up")], width=width, height=height)
+              timeseries(f"p{i}", [Query("up")], healthy="-", width=width, height=height)
               for i, (is_row, width, height) in enumerate(shapes)]
     built = build_dashboard(uid="u", title="t", description="", panels=panels,
                             variable_metric="up")

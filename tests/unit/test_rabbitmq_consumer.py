@@ -21,7 +21,7 @@ from instrumented_clients.rabbitmq.incoming import (
     plan_acks,
     poison_key,
 )
-from instrumented_clients.rabbitmq.topology import Queue
+from instrumented_clients.rabbitmq.topology import Queue, Topology
 from instrumented_clients.resilience import RetryPolicy
 from instrumented_clients.testing import CapturedTelemetry, FakeClock
 
@@ -280,6 +280,27 @@ def test_bad_arguments_fail_at_construction(kwargs: dict[str, Any], match: str,
                                  "telemetry": telemetry, "auto_start": False, **kwargs}
     with pytest.raises(ValueError, match=match):
         ResilientConsumer(**arguments)
+
+
+@pytest.mark.parametrize(("queue", "passive", "topology", "declared"), [
+    ("jobs", False, Topology(), (Queue("jobs"),)),
+    ("jobs", True, Topology(), (Queue("jobs", passive=True),)),
+    (Queue("jobs", durable=False), True, Topology(), (Queue("jobs", durable=False, passive=True),)),
+    # The topology declares the named queue already: declaring it twice could conflict (406).
+    ("jobs", False, Topology(queues=(Queue.quorum("jobs"),)), (Queue.quorum("jobs"),)),
+    ("jobs", False, Topology(queues=(Queue("dead"),)), (Queue("dead"), Queue("jobs"))),
+])
+def test_the_consumers_queue_is_declared_once(
+    queue: str | Queue, passive: bool, topology: Topology, declared: tuple[Queue, ...],
+    telemetry: CapturedTelemetry,
+) -> None:
+    consumer = ResilientConsumer(URL, queue=queue, passive=passive, handler=print,
+                                 topology=topology, telemetry=telemetry, auto_start=False)
+    try:
+        assert tuple(consumer.connection.topology.queues) == declared
+        assert consumer.queue_name == "jobs"
+    finally:
+        consumer.close(timeout=0)
 
 
 def test_a_handler_that_is_not_callable_is_a_type_error(telemetry: CapturedTelemetry) -> None:

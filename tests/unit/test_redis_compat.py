@@ -1,4 +1,4 @@
-"""Seed 003's RedisConnectionRetry / with_redis_retry / get_redis_connection_retry."""
+"""The compatibility names RedisConnectionRetry / with_redis_retry / get_redis_connection_retry."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class FakeClient:
         self.closed = True
 
 
-def test_seed_defaults(clock: FakeClock, telemetry: CapturedTelemetry) -> None:
+def test_compat_defaults(clock: FakeClock, telemetry: CapturedTelemetry) -> None:
     handler = RedisConnectionRetry(clock=clock, telemetry=telemetry)
     assert handler.max_retries == 3
     assert handler.policy.max_attempts == 4

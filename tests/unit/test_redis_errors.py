@@ -64,7 +64,7 @@ def test_classify_maps_each_redis_error(error: BaseException, category: ErrorCat
         (rx.WatchError("x"), False),
     ],
 )
-def test_only_the_seed_transient_errors_are_transient(error: Exception, transient: bool) -> None:
+def test_only_the_listed_transient_errors_are_transient(error: Exception, transient: bool) -> None:
     assert classify(error).is_transient is transient
 
 

@@ -1,4 +1,4 @@
-"""RetryPolicy: validation, the seeds' schedules, jitter bounds, the retry decision."""
+"""RetryPolicy: validation, the default schedules, jitter bounds, the retry decision."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_invalid_policy_names_field_and_value(
         assert fragment in str(info.value)
 
 
-def test_defaults_follow_the_seeds() -> None:
+def test_the_defaults() -> None:
     policy = RetryPolicy()
     assert (policy.max_attempts, policy.initial_delay, policy.max_delay) == (3, 1.0, 60.0)
     assert (policy.exponential_base, policy.jitter) == (2.0, 0.1)
@@ -72,7 +72,7 @@ def test_replace_validates_again() -> None:
         policy.replace(max_attempts=0)
 
 
-# -- the schedules of the seed documents, exactly ---------------------------------------------
+# -- the default schedules, exactly -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_replace_validates_again() -> None:
         (1, 60, 11, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]),
     ],
 )
-def test_seed_schedules(initial: float, cap: float, attempts: int, expected: list[float]) -> None:
+def test_schedules(initial: float, cap: float, attempts: int, expected: list[float]) -> None:
     policy = RetryPolicy(initial_delay=initial, max_delay=cap, max_attempts=attempts)
     assert list(policy.delays()) == expected
 
@@ -161,7 +161,7 @@ def test_proportional_jitter_is_ten_percent_by_default() -> None:
     assert max(samples) - min(samples) > 0.3  # it does vary
 
 
-def test_seeded_rng_gives_reproducible_delays() -> None:
+def test_a_fixed_rng_gives_reproducible_delays() -> None:
     first = [RetryPolicy(rng=random.Random(3)).backoff(n) for n in range(1, 6)]
     second = [RetryPolicy(rng=random.Random(3)).backoff(n) for n in range(1, 6)]
     assert first == second

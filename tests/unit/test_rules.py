@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from instrumented_clients.observability import ObservabilityConfig, SystemThresholds, generate
-from instrumented_clients.observability.config import format_duration
+from instrumented_clients.observability.config import DEFAULT_RUNBOOK_URL_BASE, format_duration
 from instrumented_clients.observability.generate import main, render_rules
 from instrumented_clients.observability.rules import ALERT_NAMES, SLO_WINDOWS
 from tests.observability_helpers import ROOT, check_query, recorded_names, rule_queries, rules
@@ -49,8 +49,8 @@ def test_alert_style_follows_mixtool_lint(alert: dict) -> None:
     assert "{{" not in summary, summary
     assert summary.endswith("."), summary
     assert "$labels" in annotations["description"]
-    assert annotations["runbook_url"] == f"docs/runbooks/{name}.md"
-    assert (ROOT / annotations["runbook_url"]).is_file()
+    assert annotations["runbook_url"] == f"{DEFAULT_RUNBOOK_URL_BASE}/{name}.md"
+    assert (ROOT / "docs" / "runbooks" / f"{name}.md").is_file()
 
 
 def test_every_runbook_belongs_to_an_alert() -> None:
@@ -61,7 +61,8 @@ def test_every_runbook_belongs_to_an_alert() -> None:
 def test_design_expressions_are_kept() -> None:
     by_name = {alert["alert"]: alert for alert in ALERTS}
     down = by_name["ResilientClientConnectionDown"]
-    assert down["expr"] == ('sum by (job, system, client) (resilient_client_connection_state'
+    assert down["expr"] == ("sum by (job, instance, system, client) "
+                            "(resilient_client_connection_state"
                             '{state=~"disconnected|connecting|failed"}) > 0')
     assert down["for"] == "2m"
     breaker = by_name["ResilientClientCircuitBreakerOpen"]
@@ -86,11 +87,12 @@ def test_design_expressions_are_kept() -> None:
 
 def test_recording_rules_cover_every_slo_window() -> None:
     recorded = recorded_names(RULES)
-    for window in SLO_WINDOWS:
-        name = f"job_system_client:resilient_client_operations_errors:ratio_rate{window}"
+    for window in (*SLO_WINDOWS, "30d"):
+        name = f"slo:sli_error:ratio_rate{window}"
         assert name in recorded
     ratio = next(r for g in RULES["groups"] for r in g["rules"]
                  if r.get("record", "").endswith("ratio_rate5m"))
+    assert ratio["labels"] == {"sloth_window": "5m"}
     assert 'outcome=~"failure|failure_after_retry|rejected"' in ratio["expr"]
     assert 'outcome!="buffered"' in ratio["expr"]
 
@@ -104,7 +106,7 @@ def test_ratio_alerts_use_per_system_thresholds_and_a_traffic_guard() -> None:
     assert ") > 0.3" in retry
     assert 'system!~"redis"' in retry
     assert ") > 0.1" in retry
-    assert "and on (job, system, client)" in retry
+    assert "and on (job, instance, system, client)" in retry
     assert "> 0.1" in retry.split("and on")[1]
 
 

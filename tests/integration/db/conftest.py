@@ -23,6 +23,7 @@ import trustme
 from instrumented_clients.db import ResilientDatabase
 from instrumented_clients.resilience import RetryPolicy
 from instrumented_clients.testing import CapturedTelemetry
+from scripts.local_clusters.postgres_pair import PostgresPair
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MARIADB_URL = "mysql://root@127.0.0.1:3306/test"
@@ -184,3 +185,25 @@ def pg_tls_server() -> Iterator[PgTLSServer]:
                        "-c ssl_key_file={root}/server.key",
     ) as (port, root):
         yield PgTLSServer(port, root / "ca.pem", root / "other-ca.pem")
+
+
+@pytest.fixture(scope="session")
+def postgres_pair_session() -> Iterator[PostgresPair]:
+    """A PostgreSQL primary with a synchronous standby on ports of their own, once per session."""
+    pair = PostgresPair(Path(tempfile.mkdtemp(prefix="ic-pg-pair-")))
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.stop()
+
+
+@pytest.fixture
+def postgres_pair(postgres_pair_session: PostgresPair) -> PostgresPair:
+    """The session's pair, as new: rebuilt when an earlier test promoted or stopped a node."""
+    pair = postgres_pair_session
+    pristine = (pair.primary is pair.nodes[0] and all(pair.running(n) for n in pair.nodes)
+                and pair.replication_is_sync())
+    if not pristine:
+        pair.rebuild()
+    return pair

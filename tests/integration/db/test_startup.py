@@ -1,4 +1,4 @@
-"""Start-up with and without the database, the breaker, and seed 003's names on real drivers."""
+"""Start-up with and without the database, the breaker, the compatibility names; real drivers."""
 
 from __future__ import annotations
 
@@ -127,8 +127,8 @@ def test_the_breaker_opens_and_fails_fast_then_closes_again(
                            operation="execute", outcome="rejected") == 1
 
 
-def test_seed_compat_with_raw_drivers(telemetry: CapturedTelemetry) -> None:
-    retry = DatabaseConnectionRetry(max_retries=3, base_delay=0.01, client="seed-raw",
+def test_compat_names_with_raw_drivers(telemetry: CapturedTelemetry) -> None:
+    retry = DatabaseConnectionRetry(max_retries=3, base_delay=0.01, client="legacy-raw",
                                     telemetry=telemetry)
     connection = retry.connect_with_retry(
         lambda: pymysql.connect(host="127.0.0.1", user="root", database="test"), "mysql-main")
@@ -141,7 +141,7 @@ def test_seed_compat_with_raw_drivers(telemetry: CapturedTelemetry) -> None:
         assert retry.execute_with_retry(fetch, "fetch answer") == (42,)
     finally:
         connection.close()
-    assert telemetry.value("operations_total", system="mysql", client="seed-raw",
+    assert telemetry.value("operations_total", system="mysql", client="legacy-raw",
                            operation="connect", outcome="success") == 1
 
     attempts: list[int] = []

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import random
-import socket
 import subprocess
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 
 from instrumented_clients.rabbitmq import default_reconnect_policy
+from instrumented_clients.rabbitmq.message import PublishResult
 from instrumented_clients.rabbitmq.publisher import ResilientPublisher
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
+from instrumented_clients.testing import free_port as port_outside_ephemeral_range
+from scripts.local_clusters.rabbitmq_cluster import RabbitCluster
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -106,29 +111,6 @@ def admin() -> Iterator[Admin]:
     helper.close()
 
 
-def port_outside_ephemeral_range() -> int:
-    """A free port below the kernel's ephemeral range.
-
-    ``FaultProxy.refuse()`` closes its listener; a port from the ephemeral range can then be
-    taken as the source port of any outgoing connection on the machine (or by a client's
-    self-connect), and the proxy could not listen again.
-    """
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
-            low = int(handle.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
-
-
 @pytest.fixture
 def proxy() -> Iterator[FaultProxy]:
     fault_proxy = FaultProxy("127.0.0.1", 5672, listen_port=port_outside_ephemeral_range())
@@ -158,7 +140,7 @@ def make_publisher(
 
 @pytest.fixture(autouse=True)
 def no_illegal_transitions(telemetry: CapturedTelemetry) -> Iterator[None]:
-    """Every test ends with no illegal state transition counted (DESIGN.md)."""
+    """Every test ends with no illegal state transition counted."""
     yield
     assert telemetry.registry is not None
     total = sum(
@@ -190,3 +172,68 @@ def connected(publisher: ResilientPublisher) -> bool:
 def wait_connected(publisher: ResilientPublisher, timeout: float = 10.0) -> None:
     wait_until(lambda: connected(publisher), timeout,
                message=lambda: f"publisher not connected: {publisher.health()}")
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """Three RabbitMQ nodes clustered on ports of their own, once per session."""
+    cluster = RabbitCluster(Path(tempfile.mkdtemp(prefix="ic-rabbit-cluster-")))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+class PacedLoad:
+    """``threads`` producers, each publishing ``per_thread`` messages (ids ``"<thread>-<i>"``) at
+    ``rate`` msg/s; records every future, when it resolved, and any error a producer met."""
+
+    def __init__(self, publisher: ResilientPublisher, routing_key: str, *, threads: int,
+                 per_thread: int, rate: float, persistent: bool = False) -> None:
+        self.publisher = publisher
+        self.routing_key = routing_key
+        self.per_thread = per_thread
+        self.rate = rate
+        self.delivery_mode = 2 if persistent else None
+        self.futures: dict[str, Future[PublishResult]] = {}
+        self.resolved_at: dict[str, float] = {}
+        self.errors: list[BaseException] = []
+        self._published = 0
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._produce, args=(t,))
+                         for t in range(threads)]
+        self.expected = {f"{t}-{i}" for t in range(threads) for i in range(per_thread)}
+
+    @property
+    def published(self) -> int:
+        with self._lock:
+            return self._published
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self, timeout: float = 60) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _produce(self, thread: int) -> None:
+        started = time.monotonic()
+        try:
+            for i in range(self.per_thread):
+                delay = started + i / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # pacing the workload, not waiting for a condition
+                message_id = f"{thread}-{i}"
+                future = self.publisher.publish(
+                    message_id.encode(), self.routing_key,
+                    properties=pika.BasicProperties(message_id=message_id,
+                                                    delivery_mode=self.delivery_mode))
+                future.add_done_callback(lambda _, message_id=message_id: self.resolved_at
+                                         .setdefault(message_id, time.monotonic()))
+                self.futures[message_id] = future
+                with self._lock:
+                    self._published += 1
+        except BaseException as exc:  # reported by the test thread
+            self.errors.append(exc)

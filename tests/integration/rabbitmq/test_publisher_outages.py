@@ -214,8 +214,8 @@ def test_publish_sync_survives_a_short_cut(
     make_publisher: MakePublisher, admin: Admin, proxy: FaultProxy
 ) -> None:
     queue = admin.queue("sync-cut")
-    # Seed 000's policy waits 0.5 s + 1 s in all; a reconnect on a loaded 2-core machine can take
-    # longer, so the test gives the blocking form more attempts of the same shape.
+    # The default blocking policy waits 0.5 s + 1 s in all; a reconnect on a loaded 2-core
+    # machine can take longer, so the test gives the blocking form more attempts of the same shape.
     policy = default_publish_policy().replace(max_attempts=8, max_delay=1.0)
     publisher = make_publisher(proxy.url(AMQP_URL), publish_policy=policy)
     wait_connected(publisher)

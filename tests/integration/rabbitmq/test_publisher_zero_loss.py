@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import Future
 
 import pika
 import pytest
 
 from instrumented_clients.rabbitmq import default_reconnect_policy
-from instrumented_clients.rabbitmq.message import PublishResult
 from instrumented_clients.rabbitmq.publisher import ResilientPublisher
 from instrumented_clients.resilience import ConnectionState
 from instrumented_clients.resilience.events import ReconnectFinished
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
-from tests.integration.rabbitmq.conftest import AMQP_URL, Admin, broker_stopped, wait_connected
+from tests.integration.rabbitmq.conftest import (
+    AMQP_URL,
+    Admin,
+    PacedLoad,
+    broker_stopped,
+    wait_connected,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,50 +38,28 @@ def test_every_message_arrives_through_cuts_and_a_broker_restart(
                                max_pending_events=THREADS * PER_THREAD,
                                reconnect_policy=default_reconnect_policy(200, 0.1, 1.0))
     wait_connected(publisher)
-    futures: dict[str, Future[PublishResult]] = {}
-    published = [0]
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-
-    def produce(thread: int) -> None:
-        started = time.monotonic()
-        try:
-            for i in range(PER_THREAD):
-                delay = started + i / RATE_PER_THREAD - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)  # pacing the workload, not waiting for a condition
-                message_id = f"{thread}-{i}"
-                futures[message_id] = publisher.publish(
-                    message_id.encode(), queue,
-                    properties=pika.BasicProperties(message_id=message_id))
-                with lock:
-                    published[0] += 1
-        except BaseException as exc:
-            errors.append(exc)
-
-    producers = [threading.Thread(target=produce, args=(t,)) for t in range(THREADS)]
-    for producer in producers:
-        producer.start()
+    load = PacedLoad(publisher, queue, threads=THREADS, per_thread=PER_THREAD,
+                     rate=RATE_PER_THREAD)
+    load.start()
     try:
         for count in CUT_AT:
-            wait_until(lambda count=count: published[0] >= count, 30)
+            wait_until(lambda count=count: load.published >= count, 30)
             proxy.blackhole()  # messages go out and stay unconfirmed ...
             wait_until(lambda: publisher.in_flight >= 5, 5)
             proxy.cut()  # ... then the connection is reset under them
             proxy.pass_through()
             wait_until(lambda: publisher.connection.state is ConnectionState.CONNECTED
                        and publisher.ready, 15)
-        wait_until(lambda: published[0] >= RESTART_AT, 30)
+        wait_until(lambda: load.published >= RESTART_AT, 30)
         with broker_stopped():
             wait_until(lambda: publisher.connection.state is not ConnectionState.CONNECTED, 15)
     finally:
-        for producer in producers:
-            producer.join(60)
-    assert not errors
+        load.join(60)
+    assert not load.errors
 
     outcomes: dict[str, int] = {}
     republished = 0
-    for message_id, future in list(futures.items()):
+    for message_id, future in list(load.futures.items()):
         try:
             outcome = future.result(60).outcome
         except Exception as exc:
@@ -91,7 +71,7 @@ def test_every_message_arrives_through_cuts_and_a_broker_restart(
                                    properties=pika.BasicProperties(message_id=message_id))
 
     admin.reconnect()
-    expected = {f"{t}-{i}" for t in range(THREADS) for i in range(PER_THREAD)}
+    expected = load.expected
     received = admin.drain(queue, len(expected) * 2, until_ids=expected)
     received_ids = [message_id for message_id, _ in received]
     missing = expected - set(received_ids)

@@ -1,4 +1,4 @@
-"""Seed 000's ResilientConnection over a user's own pika.BlockingConnection factory."""
+"""ResilientConnection over a user's own pika.BlockingConnection factory."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_reconnects_after_a_cut_and_retries_the_operation(
     admin: Admin, proxy: FaultProxy, telemetry: CapturedTelemetry
 ) -> None:
-    queue = admin.queue("seed000")
+    queue = admin.queue("blocking")
     made: list[Any] = []
 
     def factory() -> Any:
@@ -36,7 +36,7 @@ def test_reconnects_after_a_cut_and_retries_the_operation(
             confirming.add(id(channel))
         channel.basic_publish("", queue, body)
 
-    with ResilientConnection(factory, name="seed", telemetry=telemetry) as resilient:
+    with ResilientConnection(factory, name="legacy", telemetry=telemetry) as resilient:
         resilient.execute(lambda channel: publish(channel, b"one"))
         proxy.cut()
         resilient.execute(lambda channel: publish(channel, b"two"))
@@ -48,7 +48,7 @@ def test_reconnects_after_a_cut_and_retries_the_operation(
     assert admin.message_count(queue) == 2
     # Either the health check saw the reset (a plain success on a fresh connection) or the
     # publish failed and was retried on one; never a failure.
-    outcomes = {outcome: telemetry.value("operations_total", system="rabbitmq", client="seed",
+    outcomes = {outcome: telemetry.value("operations_total", system="rabbitmq", client="legacy",
                                          operation="publish", outcome=outcome)
                 for outcome in ("success", "success_after_retry", "failure",
                                 "failure_after_retry")}
@@ -59,16 +59,16 @@ def test_reconnects_after_a_cut_and_retries_the_operation(
         resilient.channel()
 
 
-def test_gives_up_after_the_seed_policy_while_down(
+def test_gives_up_after_the_default_policy_while_down(
     proxy: FaultProxy, telemetry: CapturedTelemetry
 ) -> None:
     proxy.refuse()
     resilient = ResilientConnection(
         lambda: pika.BlockingConnection(pika.URLParameters(proxy.url(AMQP_URL))),
-        name="seed-down", telemetry=telemetry)
+        name="legacy-down", telemetry=telemetry)
     with pytest.raises(pika_errors.AMQPConnectionError):
         resilient.channel()
-    assert telemetry.value("retries_total", system="rabbitmq", client="seed-down",
+    assert telemetry.value("retries_total", system="rabbitmq", client="legacy-down",
                            operation="connect", error_type="connection") == 2
     resilient.close()
 
@@ -76,14 +76,14 @@ def test_gives_up_after_the_seed_policy_while_down(
 def test_permanent_channel_error_is_not_retried(admin: Admin,
                                                 telemetry: CapturedTelemetry) -> None:
     resilient = ResilientConnection(
-        lambda: pika.BlockingConnection(pika.URLParameters(AMQP_URL)), name="seed-404",
+        lambda: pika.BlockingConnection(pika.URLParameters(AMQP_URL)), name="legacy-404",
         telemetry=telemetry)
     try:
         missing = admin.name("missing-queue")
         with pytest.raises(pika_errors.ChannelClosedByBroker) as info:
             resilient.execute(lambda channel: channel.queue_declare(missing, passive=True))
         assert info.value.reply_code == 404
-        assert telemetry.value("retries_total", system="rabbitmq", client="seed-404",
+        assert telemetry.value("retries_total", system="rabbitmq", client="legacy-404",
                                operation="publish", error_type="not_found") is None
         # The next call gets a fresh channel on the same connection.
         resilient.execute(lambda channel: channel.queue_declare(missing, auto_delete=True))

@@ -1,4 +1,4 @@
-"""Seed 003's names: DatabaseConnectionRetry, with_db_retry, get_db_connection_retry."""
+"""The compatibility names: DatabaseConnectionRetry, with_db_retry, get_db_connection_retry."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from instrumented_clients.testing import CapturedTelemetry, FakeClock
 
 
 def handler(clock: FakeClock, telemetry: CapturedTelemetry) -> DatabaseConnectionRetry:
-    return DatabaseConnectionRetry(policy=default_db_policy(clock=clock), client="seed",
+    return DatabaseConnectionRetry(policy=default_db_policy(clock=clock), client="legacy",
                                    telemetry=telemetry)
 
 
@@ -34,7 +34,7 @@ def test_connect_with_retry_retries_connection_errors_then_returns_the_connectio
     assert handler(clock, telemetry).connect_with_retry(connect, "mysql-main") == "connection"
     assert len(attempts) == 3
     assert len(clock.sleeps) == 2
-    assert telemetry.value("retries_total", system="mysql", client="seed", operation="connect",
+    assert telemetry.value("retries_total", system="mysql", client="legacy", operation="connect",
                            error_type="connection") == 2
 
 
@@ -64,12 +64,12 @@ def test_execute_with_retry_gives_up_after_max_retries(
 
     with pytest.raises(pymysql.err.OperationalError):
         handler(clock, telemetry).execute_with_retry(query, "fetch users")
-    assert len(attempts) == 4  # seed: 3 retries after the first try
-    assert telemetry.value("retries_exhausted_total", system="mysql", client="seed",
+    assert len(attempts) == 4  # max_retries=3: 3 retries after the first try
+    assert telemetry.value("retries_exhausted_total", system="mysql", client="legacy",
                            operation="execute") == 1
 
 
-def test_seed_defaults_are_three_retries_and_one_second() -> None:
+def test_compat_defaults_are_three_retries_and_one_second() -> None:
     retry = DatabaseConnectionRetry()
     assert retry.max_retries == 3
     assert retry.policy.max_attempts == 4

@@ -308,3 +308,26 @@ def test_from_env_defaults_to_the_sqlite_demo_database(
     finally:
         database.close()
     assert (tmp_path / "instrumented-clients-demo.db").exists()
+
+
+@pytest.mark.parametrize(("url", "address"), [
+    ("postgresql://app:secret@db:5433/orders", "db:5433"),
+    ("postgresql://app@/orders?host=pg-1:5432&host=pg-2:5432&target_session_attrs=read-write",
+     "pg-1:5432,pg-2:5432"),
+    ("postgresql://app:secret@/orders?host=pg-1,pg-2&port=5432,5433", "pg-1:5432,pg-2:5433"),
+])
+def test_health_names_every_host_of_a_multi_host_url_without_credentials(
+    url: str, address: str
+) -> None:
+    db = ResilientDatabase(url, name="multi")
+    try:
+        assert db.health()["address"] == address
+        assert "secret" not in repr(db)
+    finally:
+        db.close()
+
+
+def test_a_multi_host_url_mixing_its_two_forms_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"url.*host=h1,h2,h3") as caught:
+        ResilientDatabase("postgresql://app:secret@/orders?host=a:1&host=b&port=2")
+    assert "secret" not in str(caught.value)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pika import exceptions as pika_errors
 
-from instrumented_clients import RetryConfig, retry
+from instrumented_clients.compat import RetryConfig, retry
 from instrumented_clients.rabbitmq import errors
 from instrumented_clients.rabbitmq.errors import classify, is_transient_rmq_error
 from instrumented_clients.resilience import ErrorCategory
@@ -73,7 +73,7 @@ def test_missing_exchange_name_is_read_from_the_reply_text() -> None:
     assert errors.missing_exchange("NOT_FOUND - no queue 'q' in vhost '/'") is None
 
 
-def test_seed_002_exception_filter_works_with_retry(clock: object) -> None:
+def test_retry_config_exception_filter_works_with_retry(clock: object) -> None:
     calls = []
 
     @retry(RetryConfig(max_attempts=3, initial_delay=0.0, jitter=False,

@@ -1,0 +1,222 @@
+"""PostgreSQL: find out whether a COMMIT whose reply was lost took effect, instead of guessing.
+
+Before COMMIT the client reads ``pg_current_xact_id_if_assigned()`` — NULL when the work wrote
+nothing, so read-only work has nothing to lose — and, once per connection, the backend's pid and
+its server's WAL timeline. When the connection is lost with COMMIT in flight, a *new* connection
+asks ``pg_xact_status(xid)``:
+
+- ``committed``: the work is done; its result is returned and it is not run again;
+- ``aborted``: nothing was applied; the attempt fails with the connection error and is rerun as
+  for any transient error;
+- ``in progress``: the old backend has not noticed yet (or waits for a synchronous standby); it
+  is terminated with ``pg_terminate_backend`` — only while it still holds that transaction — and
+  the question is asked again, until ``timeout``;
+- NULL (the id is too old to tell), an error, the answer of a server on another timeline (a
+  promoted standby may never have seen the transaction, or may reuse its id), or the timeout:
+  :class:`CommitOutcomeUnknownError`, as without resolution.
+
+MySQL and MariaDB have no such question (XA RECOVER covers only XA transactions): their lost
+COMMITs raise :class:`CommitOutcomeUnknownError` and are rerun only when declared idempotent.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy.engine import Connection, Engine
+
+from instrumented_clients.db._rules import rollback_quietly
+from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
+from instrumented_clients.resilience import ErrorCategory
+from instrumented_clients.resilience.clock import Clock
+
+__all__ = ["CommitMarker", "CommitOutcome", "CommitOutcomeResolver"]
+
+_log = logging.getLogger("instrumented_clients.db")
+
+_XID_SQL: Final = "SELECT pg_current_xact_id_if_assigned()::text"
+# The timeline of the server's WAL; NULL on a standby, where nothing can commit anyway.
+_TIMELINE_SQL: Final = (
+    "CASE WHEN pg_is_in_recovery() THEN NULL "
+    "ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END")
+_SESSION_SQL: Final = f"SELECT pg_backend_pid(), {_TIMELINE_SQL}"
+_STATUS_SQL: Final = f"SELECT pg_xact_status(%s::text::xid8), {_TIMELINE_SQL}"
+# The pid alone could by now belong to another session: terminate it only while it holds our xid.
+_TERMINATE_SQL: Final = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE pid = %s AND backend_xid = %s::text::xid")
+_SESSION_KEY: Final = "instrumented_clients.pg_session"
+_MIN_SERVER: Final = (13,)  # pg_current_xact_id_if_assigned and pg_xact_status(xid8)
+
+
+def _first_row(connection: Connection, sql: str) -> tuple[str | None, ...]:
+    """The first row of ``sql``, as text, inside the connection's open transaction.
+
+    psycopg 3's libpq connection runs it in one C call: this is on every writing transaction's
+    path, and the cursor machinery would cost more client CPU than the round trip itself.
+    """
+    dbapi: Any = connection.connection.dbapi_connection
+    pgconn = getattr(dbapi, "pgconn", None)
+    if pgconn is None:  # another driver: through its cursor
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(sql)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return tuple(None if value is None else str(value) for value in row)
+    from psycopg import OperationalError, pq
+
+    result = pgconn.exec_(sql.encode())
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        message = (result.error_message or pgconn.error_message).decode(errors="replace")
+        raise OperationalError(message.strip() or "the connection is lost")
+    values = (result.get_value(0, column) for column in range(result.nfields))
+    return tuple(None if value is None else bytes(value).decode() for value in values)
+
+
+class CommitOutcome(str, enum.Enum):
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitMarker:
+    """What identifies a transaction after its connection is gone."""
+
+    xid: int | None  # None: no id was assigned, the work wrote nothing
+    backend_pid: int
+    timeline: str | None  # None: not known (a standby), so no answer can be trusted
+
+
+class CommitOutcomeResolver:
+    """COMMIT with resolution of a lost reply, for one PostgreSQL engine.
+
+    Args:
+        engine: the client's engine; the question goes over a new connection made from its URL
+            (libpq multi-host URLs included), never over a pooled one.
+        clock: sleeps between questions while the transaction is still in progress.
+        timeout: how long to keep asking before giving up (UNKNOWN).
+    """
+
+    def __init__(self, engine: Engine, clock: Clock, timeout: float = 5.0) -> None:
+        if timeout <= 0:
+            raise ValueError(f"commit resolution timeout must be > 0 seconds, got {timeout!r}")
+        self._engine = engine
+        self._clock = clock
+        self.timeout = timeout
+        self._supported: bool | None = None  # decided by the server's version at first use
+
+    # -- before COMMIT ----------------------------------------------------------------------------
+
+    def mark(self, connection: Connection) -> CommitMarker | None:
+        """The transaction's id, backend pid and timeline; one round trip per transaction."""
+        if self._supported is None:
+            version = connection.dialect.server_version_info or ()
+            self._supported = tuple(version) >= _MIN_SERVER
+        if not self._supported:
+            return None
+        info = connection.connection.info
+        session: Any = info.get(_SESSION_KEY)
+        if session is None:
+            session = _first_row(connection, _SESSION_SQL)
+            if session[1] is not None:  # a standby's answer would go stale on promotion
+                info[_SESSION_KEY] = session
+        xid = _first_row(connection, _XID_SQL)[0]
+        return CommitMarker(None if xid is None else int(xid), int(session[0]), session[1])
+
+    def commit(self, connection: Connection) -> CommitOutcome | None:
+        """Mark, COMMIT, and resolve a lost reply; None when COMMIT answered normally.
+
+        Raises:
+            CommitOutcomeUnknownError: the outcome could not be established.
+            Exception: the driver's connection error when the transaction did not commit (the
+                caller's retry reruns it), or any error the server answered with.
+        """
+        try:
+            marker = self.mark(connection)
+        except BaseException:
+            rollback_quietly(connection)  # before COMMIT: an ordinary failed attempt
+            raise
+        try:
+            connection.commit()
+            return None
+        except Exception as error:
+            if classify(error) is not ErrorCategory.CONNECTION:
+                raise  # e.g. 40001 at COMMIT: the server said it rolled back
+            outcome, detail = (self.resolve(marker) if marker is not None
+                               else (CommitOutcome.UNKNOWN, "server older than 13"))
+            if outcome is CommitOutcome.COMMITTED:
+                _log.info("connection lost during COMMIT; the server says it committed: "
+                          "not rerun (%s)", detail)
+                return outcome
+            if outcome is CommitOutcome.ABORTED:
+                _log.info("connection lost during COMMIT; the server says it did not commit: "
+                          "rerun (%s)", detail)
+                raise
+            raise CommitOutcomeUnknownError(error, detail=detail) from error
+
+    # -- after a lost COMMIT ----------------------------------------------------------------------
+
+    def resolve(self, marker: CommitMarker) -> tuple[CommitOutcome, str]:
+        """Ask a new connection what became of ``marker``'s transaction, and why we think so."""
+        if marker.xid is None:
+            return CommitOutcome.ABORTED, "no transaction id: nothing was written"
+        if marker.timeline is None:
+            return CommitOutcome.UNKNOWN, "the transaction's timeline is unknown"
+        clock = self._clock
+        deadline = clock.monotonic() + self.timeout
+        delay = 0.01
+        try:
+            dbapi = self._connect()
+        except Exception as error:
+            return CommitOutcome.UNKNOWN, f"could not ask: {type(error).__name__}"
+        try:
+            while True:
+                status, timeline = self._query(dbapi, _STATUS_SQL, (str(marker.xid),))
+                if timeline != marker.timeline:
+                    return CommitOutcome.UNKNOWN, (
+                        f"the server answering is on timeline {timeline}, the transaction ran "
+                        f"on {marker.timeline} (failover)")
+                if status == "committed":
+                    return CommitOutcome.COMMITTED, f"pg_xact_status({marker.xid}) = committed"
+                if status == "aborted":
+                    return CommitOutcome.ABORTED, f"pg_xact_status({marker.xid}) = aborted"
+                if status != "in progress":
+                    return CommitOutcome.UNKNOWN, f"pg_xact_status({marker.xid}) = {status}"
+                self._query(dbapi, _TERMINATE_SQL,
+                            (marker.backend_pid, str(marker.xid & 0xFFFFFFFF)))
+                if clock.monotonic() >= deadline:
+                    return CommitOutcome.UNKNOWN, (
+                        f"transaction {marker.xid} still in progress after {self.timeout} s")
+                clock.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        except Exception as error:
+            return CommitOutcome.UNKNOWN, f"the question failed: {type(error).__name__}"
+        finally:
+            try:
+                dbapi.close()
+            except Exception:  # closing a connection we only asked through; nothing to keep
+                _log.debug("closing the resolution connection failed", exc_info=True)
+
+    def _connect(self) -> Any:
+        dialect = self._engine.dialect
+        args, options = dialect.create_connect_args(self._engine.url)
+        options = dict(options)
+        options.setdefault("connect_timeout", max(1, round(self.timeout)))
+        dbapi = dialect.connect(*args, **options)
+        dbapi.autocommit = True
+        return dbapi
+
+    @staticmethod
+    def _query(dbapi: Any, sql: str, parameters: tuple[Any, ...]) -> Any:
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(sql, parameters)
+            return cursor.fetchone()
+        finally:
+            cursor.close()

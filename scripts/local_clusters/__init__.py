@@ -1,0 +1,1 @@
+"""Local clusters for failover tests: a RabbitMQ cluster, a PostgreSQL primary + standby."""

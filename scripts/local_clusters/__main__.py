@@ -1,0 +1,64 @@
+"""Start, stop and inspect the local clusters: ``python -m instrumented_clients.testing.clusters``.
+
+Usage: ``clusters [--dir DIR] (start|stop|status) (rabbitmq|postgres)``. ``start`` prints the
+status (ports, URLs) as JSON; the clusters live under ``DIR`` (default: a directory in the
+system's temporary directory) until ``stop`` removes them. ``scripts/clusters.sh`` runs this.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from scripts.local_clusters.postgres_pair import PostgresPair
+from scripts.local_clusters.rabbitmq_cluster import RabbitCluster
+
+__all__ = ["main"]
+
+_USAGE = "usage: clusters [--dir DIR] (start|stop|status) (rabbitmq|postgres)"
+_DEFAULT_DIR = Path(tempfile.gettempdir()) / "instrumented-clients-clusters"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    base = _DEFAULT_DIR
+    if len(arguments) >= 2 and arguments[0] == "--dir":
+        base = Path(arguments[1])
+        del arguments[:2]
+    if len(arguments) != 2 or arguments[0] not in ("start", "stop", "status") or \
+            arguments[1] not in ("rabbitmq", "postgres"):
+        print(_USAGE, file=sys.stderr)
+        return 2
+    action, kind = arguments
+    root = base / kind
+    state_file = root / ("cluster.json" if kind == "rabbitmq" else "pair.json")
+    cluster: RabbitCluster | PostgresPair
+    if action == "start":
+        if state_file.exists():
+            print(f"{kind}: already started under {root}; stop it first", file=sys.stderr)
+            return 1
+        root.mkdir(parents=True, exist_ok=True)
+        cluster = RabbitCluster(root) if kind == "rabbitmq" else PostgresPair(root)
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+    elif not state_file.exists():
+        print(f"{kind}: not started (nothing under {root})", file=sys.stderr)
+        return 1 if action == "status" else 0
+    else:
+        cluster = RabbitCluster.load(root) if kind == "rabbitmq" else PostgresPair.load(root)
+        if action == "stop":
+            cluster.stop()
+            print(f"{kind}: stopped and removed {root}")
+            return 0
+    print(json.dumps(cluster.status(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
