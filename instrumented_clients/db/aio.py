@@ -32,6 +32,7 @@ from instrumented_clients.client import HealthReport, resolve_breaker, resolve_r
 from instrumented_clients.db._engine import (
     DEFAULT_DATABASE_URL,
     READ_VERBS,
+    address_of,
     as_statement,
     build_engine,
     normalize_url,
@@ -113,7 +114,7 @@ class AsyncResilientDatabase:
         self.context = ClientContext(self.system, name, self._clock, self.telemetry)
         self.telemetry.prepare(self.system, name, _OPERATIONS)
         url_obj = self._engine.url
-        self._address = f"{url_obj.host}:{url_obj.port}" if url_obj.port else (url_obj.host or "")
+        self._address = address_of(url_obj)
         self._span_base = span_attributes(self.system, url_obj)
         self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
             failure_threshold, recovery_timeout, failure_on=counts_against_breaker,
