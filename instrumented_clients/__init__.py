@@ -40,10 +40,10 @@ __version__ = "0.1.0"
 # ``import instrumented_clients`` works with the core dependencies alone.
 _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "instrumented_clients.db": (
-        "CommitOutcomeUnknownError", "DatabaseUnavailableError", "ExecuteResult",
-        "ResilientDatabase", "is_transient_db_error",
+        "AsyncResilientDatabase", "CommitOutcomeUnknownError", "DatabaseUnavailableError",
+        "ExecuteResult", "ResilientDatabase", "is_transient_db_error",
     ),
-    "instrumented_clients.redis": ("ResilientRedis",),
+    "instrumented_clients.redis": ("AsyncResilientRedis", "ResilientRedis"),
     "instrumented_clients.rabbitmq": (
         "IncomingMessage", "PublishResult", "RejectMessage", "ResilientConsumer",
         "ResilientPublisher", "Topology", "is_transient_rmq_error",
@@ -64,6 +64,7 @@ _MOVED_TO_COMPAT = frozenset({
 
 if TYPE_CHECKING:
     from instrumented_clients.db import (
+        AsyncResilientDatabase,
         CommitOutcomeUnknownError,
         DatabaseUnavailableError,
         ExecuteResult,
@@ -87,7 +88,7 @@ if TYPE_CHECKING:
         Topology,
         is_transient_rmq_error,
     )
-    from instrumented_clients.redis import ResilientRedis
+    from instrumented_clients.redis import AsyncResilientRedis, ResilientRedis
 
 
 def __getattr__(name: str) -> Any:
@@ -107,6 +108,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AsyncResilientDatabase",
+    "AsyncResilientRedis",
     "BreakerState",
     "BufferFullError",
     "BufferStats",

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.elements import TextClause
 
 from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_url
 from instrumented_clients.settings import DATABASE_URL
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -34,6 +38,14 @@ _DEFAULT_DRIVERS: Final = {
     "mysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
 }
+# For AsyncResilientDatabase: asyncio drivers (psycopg's async mode is named postgresql+psycopg).
+_DEFAULT_ASYNC_DRIVERS: Final = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "mysql": "mysql+aiomysql",
+    "mariadb": "mariadb+aiomysql",
+    "sqlite": "sqlite+aiosqlite",
+}
 
 _EXPECTED_URL: Final = (
     "a SQLAlchemy database URL such as postgresql://user:password@host:5432/dbname, "
@@ -50,8 +62,9 @@ SQL_VERBS: Final = frozenset({
 READ_VERBS: Final = frozenset({"SELECT", "SHOW", "EXPLAIN", "DESCRIBE", "VALUES", "PRAGMA"})
 
 
-def normalize_url(url: str | URL, *, argument: str = "url") -> URL:
-    """Parse ``url`` and pick this package's driver when the URL names none.
+def normalize_url(url: str | URL, *, argument: str = "url", asynchronous: bool = False) -> URL:
+    """Parse ``url`` and pick this package's driver (an asyncio one when ``asynchronous``)
+    when the URL names none.
 
     Raises:
         ConfigError: naming ``argument``, the URL with its password masked, and the expected form.
@@ -64,7 +77,7 @@ def normalize_url(url: str | URL, *, argument: str = "url") -> URL:
         raise ConfigError(argument, redact_url(raw), _EXPECTED_URL) from None
     if port is not None and not 0 < port < 65536:
         raise ConfigError(argument, redact_url(raw), _EXPECTED_URL)
-    driver = _DEFAULT_DRIVERS.get(parsed.drivername)
+    driver = (_DEFAULT_ASYNC_DRIVERS if asynchronous else _DEFAULT_DRIVERS).get(parsed.drivername)
     if driver is not None:
         parsed = parsed.set(drivername=driver)
     return parsed
@@ -88,15 +101,22 @@ def _listed(value: str | tuple[str, ...] | None) -> list[str]:
     return [item for text in values for item in text.split(",") if item]
 
 
-def build_engine(url: URL, options: Mapping[str, Any], *, argument: str = "url") -> Engine:
-    """``create_engine`` with pre-ping on and parameters hidden from error messages and logs.
+def build_engine(url: URL, options: Mapping[str, Any], *, argument: str = "url",
+                 asynchronous: bool = False) -> Any:
+    """``create_engine`` (``create_async_engine`` when ``asynchronous``) with pre-ping on and
+    parameters hidden from error messages and logs.
 
     No I/O happens here; a dialect or driver that is not installed fails now, not at connect.
     """
     settings: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     settings.update(options)
+    factory: Any = create_engine
+    if asynchronous:
+        from sqlalchemy.ext.asyncio import create_async_engine  # the asyncio extra only
+
+        factory = create_async_engine
     try:
-        return create_engine(url, **settings)
+        return factory(url, **settings)
     except NoSuchModuleError:
         raise ConfigError(argument, url.render_as_string(hide_password=True),
                           _EXPECTED_URL + " (unknown dialect or driver)") from None
@@ -104,14 +124,14 @@ def build_engine(url: URL, options: Mapping[str, Any], *, argument: str = "url")
         raise ConfigError(
             argument, url.render_as_string(hide_password=True),
             f"an installed driver: {error.name!r} is missing (install the package's "
-            "'postgres' or 'mysql' extra)",
+            "'postgres', 'mysql' or 'asyncio' extra)",
         ) from None
     except ArgumentError as error:  # e.g. a multi-host URL mixing its two forms
         raise ConfigError(argument, url.render_as_string(hide_password=True),
                           f"{_EXPECTED_URL} ({error})") from None
 
 
-def system_of(engine: Engine) -> str:
+def system_of(engine: Engine | AsyncEngine) -> str:
     """OpenTelemetry's ``db.system.name`` for the engine, as far as is known before connecting.
 
     A ``mysql://`` URL may reach MariaDB; that is only known once connected (see
@@ -125,7 +145,7 @@ def system_of(engine: Engine) -> str:
     return name or "other_sql"
 
 
-def detected_system(engine: Engine) -> str:
+def detected_system(engine: Engine | AsyncEngine) -> str:
     """Like :func:`system_of`, using the server version once the dialect has connected."""
     dialect: Any = engine.dialect
     if dialect.name == "mysql" and getattr(dialect, "is_mariadb", False):

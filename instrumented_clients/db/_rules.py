@@ -9,7 +9,12 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
-from instrumented_clients.resilience import ErrorCategory, RetryPolicy, classify_exception
+from instrumented_clients.resilience import (
+    ConnectionTracker,
+    ErrorCategory,
+    RetryPolicy,
+    classify_exception,
+)
 from instrumented_clients.settings import (
     DB_RETRY_BASE_DELAY,
     DB_RETRY_MAX_ATTEMPTS,
@@ -17,10 +22,12 @@ from instrumented_clients.settings import (
 )
 
 __all__ = [
+    "commit_failure",
     "commit_or_report_ambiguity",
     "counts_against_breaker",
     "db_policy_from_env",
     "default_db_policy",
+    "note_failure",
     "rollback_quietly",
     "with_db_classifier",
 ]
@@ -80,6 +87,31 @@ def commit_or_report_ambiguity(connection: Connection, idempotent: bool) -> None
     try:
         connection.commit()
     except Exception as error:
-        if classify(error) is ErrorCategory.CONNECTION:
-            raise CommitOutcomeUnknownError(error, idempotent=idempotent) from error
-        raise  # e.g. 40001 at COMMIT: the server said it rolled back, so a rerun is safe
+        raise commit_failure(error, idempotent) from error
+
+
+def commit_failure(error: Exception, idempotent: bool) -> Exception:
+    """What a failed COMMIT raises (the COMMIT rule, for the sync and the asyncio client).
+
+    A connection lost while COMMIT was in flight is ambiguous — the server may have committed —
+    so it becomes :class:`CommitOutcomeUnknownError`, retried only when ``idempotent``. Any
+    other error is raised as it is (e.g. 40001 at COMMIT: the server said it rolled back, so a
+    rerun is safe).
+    """
+    if classify(error) is ErrorCategory.CONNECTION:
+        return CommitOutcomeUnknownError(error, idempotent=idempotent)
+    return error
+
+
+def note_failure(tracker: ConnectionTracker, error: BaseException) -> None:
+    """Record a failed attempt in the connection state: a lost connection is a reconnect
+    attempt, another transient error a failure in a row; an error the server answered with
+    shows it reachable and changes nothing."""
+    cause = error.__cause__ if isinstance(error, CommitOutcomeUnknownError) else error
+    category = classify(cause) if isinstance(cause, BaseException) else ErrorCategory.UNKNOWN
+    if not category.is_transient or not isinstance(cause, BaseException):
+        return
+    if category is ErrorCategory.CONNECTION:
+        tracker.failed(cause, category, attempt=True, reason=f"{category.value} error")
+    else:
+        tracker.record_failure(cause)

@@ -38,22 +38,22 @@ from instrumented_clients.db._engine import (
     system_of,
     verb_of,
 )
+from instrumented_clients.db._health import database_health, span_attributes
 from instrumented_clients.db._pool_metrics import (
     bind_engine_pool_gauges,
     forget_series,
-    pool_counts,
 )
 from instrumented_clients.db._rules import (
     commit_or_report_ambiguity,
     counts_against_breaker,
     db_policy_from_env,
     default_db_policy,
+    note_failure,
     rollback_quietly,
     with_db_classifier,
 )
 from instrumented_clients.db._startup import connect_at_startup
 from instrumented_clients.db.commit_outcome import CommitOutcomeResolver
-from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
 from instrumented_clients.db.result import ExecuteResult
 from instrumented_clients.db.spans import describe_error, query_attributes
 from instrumented_clients.resilience import (
@@ -61,7 +61,6 @@ from instrumented_clients.resilience import (
     ClientContext,
     ConnectionState,
     ConnectionTracker,
-    ErrorCategory,
     Guard,
     RetryPolicy,
 )
@@ -168,15 +167,7 @@ class ResilientDatabase:
         telemetry = self.telemetry
         self.context = ClientContext(system, self.name, self._clock, telemetry)
         telemetry.prepare(system, self.name, OPERATIONS)
-        url = self._engine.url
-        base: dict[str, Any] = {"db.system.name": system}
-        if url.host:
-            base["server.address"] = url.host
-        if url.port:
-            base["server.port"] = url.port
-        if url.database and system != "sqlite":
-            base["db.namespace"] = url.database
-        self._span_base = base
+        self._span_base = span_attributes(system, self._engine.url)
         self.breaker = resolve_breaker(self._breaker_option, lambda: CircuitBreaker(
             *self._breaker_settings, failure_on=counts_against_breaker, context=self.context,
         ))
@@ -345,14 +336,7 @@ class ResilientDatabase:
 
     def _execute_once(self, statement: Any, parameters: Any, idempotent: bool) -> ExecuteResult:
         def work(connection: Connection) -> ExecuteResult:
-            result = connection.execute(statement, parameters)
-            returns_rows = result.returns_rows
-            rows = result.all() if returns_rows else []
-            primary_key = None
-            if result.context.isinsert and not result.context.executemany:
-                primary_key = result.inserted_primary_key
-            return ExecuteResult(rows, result.rowcount, returns_rows,
-                                 tuple(result.keys()) if returns_rows else (), primary_key)
+            return ExecuteResult.of(connection.execute(statement, parameters))
 
         return self._run_committed(work, idempotent)
 
@@ -398,14 +382,7 @@ class ResilientDatabase:
     # -- connection state -------------------------------------------------------------------------
 
     def _note_failure(self, error: BaseException) -> None:
-        cause = error.__cause__ if isinstance(error, CommitOutcomeUnknownError) else error
-        category = classify(cause) if isinstance(cause, BaseException) else ErrorCategory.UNKNOWN
-        if not category.is_transient or not isinstance(cause, BaseException):
-            return  # the server answered: it is reachable
-        if category is ErrorCategory.CONNECTION:
-            self._tracker.failed(cause, category, attempt=True, reason=f"{category.value} error")
-        else:
-            self._tracker.record_failure(cause)
+        note_failure(self._tracker, error)
 
     def _note_success(self, reason: str) -> None:
         self._tracker.succeeded(reason)
@@ -454,18 +431,8 @@ class ResilientDatabase:
 
     def health(self) -> HealthReport:
         """A JSON-ready snapshot: state, breaker, last error (redacted) and pool counts."""
-        counts = pool_counts(self._engine if not self._closed else None)
-        dialect: Any = self._engine.dialect
-        version = getattr(dialect, "server_version_info", None)
-        return HealthReport.build(
-            self.system, self.name, self._tracker, self.breaker, address=self._address,
-            database=self._engine.url.database if self.system != "sqlite" else None,
-            driver=dialect.driver,
-            server_version=".".join(str(part) for part in version) if version else None,
-            pool={"idle": int(counts["idle"]), "in_use": int(counts["in_use"]),
-                  "overflow": int(counts["overflow"]),
-                  "max": None if counts["max"] == float("inf") else int(counts["max"])},
-        )
+        return database_health(self.system, self.name, self._tracker, self.breaker,
+                               self._address, self._engine, closed=self._closed)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop background reconnects, close pooled connections (of an engine made here) and

@@ -44,6 +44,17 @@ class ExecuteResult:
         self.columns = tuple(columns)
         self.inserted_primary_key = inserted_primary_key
 
+    @classmethod
+    def of(cls, result: Any) -> ExecuteResult:
+        """Read a SQLAlchemy ``CursorResult`` (the sync or the asyncio one) to the end."""
+        returns_rows = result.returns_rows
+        rows = result.all() if returns_rows else []
+        primary_key = None
+        if result.context.isinsert and not result.context.executemany:
+            primary_key = result.inserted_primary_key
+        return cls(rows, result.rowcount, returns_rows,
+                   tuple(result.keys()) if returns_rows else (), primary_key)
+
     def all(self) -> list[Row[Any]]:
         """Every row."""
         return list(self.rows)

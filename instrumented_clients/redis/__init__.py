@@ -1,10 +1,11 @@
-"""Redis: ``ResilientRedis`` (a ``redis.Redis`` with retries, breaker, state and telemetry) and
-the in-house helpers' ``RedisConnectionRetry`` / ``with_redis_retry`` /
-``get_redis_connection_retry``.
+"""Redis: ``ResilientRedis`` (a ``redis.Redis`` with retries, breaker, state and telemetry), its
+asyncio twin ``AsyncResilientRedis`` (a ``redis.asyncio.Redis``), and the in-house helpers'
+``RedisConnectionRetry`` / ``with_redis_retry`` / ``get_redis_connection_retry``.
 
 Needs the ``redis`` extra (redis-py 8.1 or later 8.x).
 """
 
+from instrumented_clients.redis.aio import AsyncResilientPipeline, AsyncResilientRedis
 from instrumented_clients.redis.client import ResilientRedis, counts_against_redis
 from instrumented_clients.redis.commands import CommandKind, command_kind, command_label
 from instrumented_clients.redis.compat import (
@@ -18,6 +19,8 @@ from instrumented_clients.redis.settings import DEFAULT_URL, default_policy
 
 __all__ = [
     "DEFAULT_URL",
+    "AsyncResilientPipeline",
+    "AsyncResilientRedis",
     "CommandKind",
     "RedisConnectionRetry",
     "ResilientPipeline",

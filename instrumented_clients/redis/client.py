@@ -37,73 +37,36 @@ have retried (attempts, deadline or budget spent), CONNECTED again on the next s
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import logging
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import redis
-from opentelemetry.semconv.attributes.db_attributes import DB_OPERATION_NAME
 from redis.connection import ConnectionPool
 
-from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
-from instrumented_clients.config import ConfigError
-from instrumented_clients.redaction import redact_text, redact_url
-from instrumented_clients.redis import commands
-from instrumented_clients.redis.commands import CommandKind
-from instrumented_clients.redis.connection import adopt_pool, strict_checkout
-from instrumented_clients.redis.errors import (
-    StaleConnectionError,
-    classify,
-    is_refused_by_server,
-    was_unsent,
+from instrumented_clients.client import HealthReport
+from instrumented_clients.redis.connection import strict_checkout
+from instrumented_clients.redis.core import (
+    RedisCore,
+    counts_against_redis,
+    env_arguments,
+    resolve_pool,
 )
+from instrumented_clients.redis.guards import idempotent as writes_idempotent
+from instrumented_clients.redis.guards import writes_opted_in
 from instrumented_clients.redis.pipeline import ResilientPipeline
-from instrumented_clients.redis.pool_metrics import (
-    bind_pool_count_gauges,
-    bind_pool_metrics,
-    pool_counts,
-    unbind_pool_gauges,
-)
-from instrumented_clients.redis.settings import (
-    DEFAULT_URL,
-    URL_EXPECTED,
-    default_policy,
-    policy_from_env,
-    validate_url,
-)
-from instrumented_clients.redis.tracking import SYSTEM, attempt_failed, call_failed
+from instrumented_clients.redis.tracking import SYSTEM
 from instrumented_clients.resilience import (
-    SYSTEM_CLOCK,
     CircuitBreaker,
-    ClientContext,
     ConnectionState,
     ConnectionTracker,
-    ErrorCategory,
     Guard,
     RetryBudget,
     RetryPolicy,
-    classify_exception,
 )
 from instrumented_clients.resilience.clock import Clock
-from instrumented_clients.resilience.events import RetryScheduled
-from instrumented_clients.settings import REDIS_URL
-from instrumented_clients.telemetry import Telemetry, get_default_telemetry
+from instrumented_clients.telemetry import Telemetry
 
 __all__ = ["ResilientRedis", "counts_against_redis"]
-
-_log = logging.getLogger("instrumented_clients.redis")
-
-# What a command name looks like (GET, CLIENT, JSON.GET): anything else is named "redis" so
-# that a garbled first argument cannot mint span names.
-_COMMAND_NAME: Final = re.compile(r"[A-Z][A-Z0-9_.|-]{0,39}")
-_PREPARED_OPERATIONS: Final = ("get", "set", "pipeline", "transaction", "ping", "other")
-_MAX_CACHED_NAMES: Final = 512
-
-_writes_opted_in: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
-    "instrumented_clients_redis_retry_writes", default=False
-)
 
 
 class ResilientRedis(redis.Redis):
@@ -157,67 +120,33 @@ class ResilientRedis(redis.Redis):
         required: bool = True,
         **connection_options: Any,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if connection_pool is not None and (url is not None or connection_options):
-            raise ValueError(
-                "connection_pool cannot be combined with url or connection options "
-                f"({', '.join(sorted(connection_options)) or 'url'}): configure the pool instead"
-            )
-        owns_pool = connection_pool is None
-        if connection_pool is None:
-            url = validate_url(DEFAULT_URL if url is None else url)
-            connection_options.setdefault("health_check_interval", health_check_interval)
-            try:
-                connection_pool = ConnectionPool.from_url(url, **connection_options)
-            except (ValueError, TypeError) as error:
-                raise ConfigError(
-                    "url", redact_url(url), f"{URL_EXPECTED} ({redact_text(str(error))})"
-                ) from None
-        adopt_pool(connection_pool)
+        connection_pool, owns_pool = resolve_pool(
+            ConnectionPool, name, connection_pool, url, health_check_interval, connection_options)
         super().__init__(
             connection_pool=connection_pool, single_connection_client=single_connection_client
         )
         self.auto_close_connection_pool = owns_pool
-
-        self.name = name
-        self.required = bool(required)
-        self.retry_writes = bool(retry_writes)
-        self._telemetry = telemetry or get_default_telemetry()
-        self._telemetry.prepare(SYSTEM, name, _PREPARED_OPERATIONS)
-        kwargs = connection_pool.connection_kwargs
-        host, port = kwargs.get("host"), kwargs.get("port")
-        self.address = f"{host}:{port}" if host else str(kwargs.get("path", ""))
-        self.db = int(kwargs.get("db", 0) or 0)
-        self._span_base: dict[str, Any] = {"db.system.name": SYSTEM, "db.namespace": str(self.db)}
-        if host:
-            self._span_base.update({"server.address": str(host), "server.port": int(port or 6379)})
-
-        given = retry if isinstance(retry, RetryPolicy) else policy
-        self._clock = clock or (given.clock if given is not None else SYSTEM_CLOCK)
-        self.context = ClientContext(SYSTEM, name, self._clock, self._telemetry)
-        base = resolve_retry(retry, policy, lambda: default_policy(clock=self._clock))
-        changes: dict[str, Any] = {}
-        if base.classifier is classify_exception:
-            changes["classifier"] = classify  # the generic one knows nothing of redis-py
-        if clock is not None and base.clock is not clock:
-            changes["clock"] = clock
-        self.policy = base.replace(**changes) if changes else base
-        self._policies = self._make_policies(self.policy)
-        self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
-            failure_threshold, recovery_timeout, failure_on=counts_against_redis,
-            context=self.context,
-        ))
-        self.budget = budget
-
-        self._tracker = ConnectionTracker(self.context)
-        bind_pool_metrics(self._telemetry, SYSTEM, name, connection_pool, owned=owns_pool)
-        self._pool_gauges_bound = True
-        self._guards: dict[Any, Guard] = {}
-        self._guards_by_mode: dict[tuple[str, str, str], Guard] = {}
-        self._check_guard = self._make_guard(
-            "ping", "PING", self._policies["read"].replace(max_attempts=1)
+        core = self._core = RedisCore(
+            connection_pool, name=name, required=required, policy=policy, retry=retry,
+            breaker=breaker, budget=budget, telemetry=telemetry, retry_writes=retry_writes,
+            clock=clock, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout,
+            owns_pool=owns_pool,
         )
+        self.name = name
+        self.required = core.required
+        self.context = core.context
+        self.policy = core.policy
+        self.breaker = core.breaker
+        self.budget = budget
+        self.address = core.address
+        self.db = core.db
+        self._tracker = core.tracker
+        self._guards = core.guards.by_name
+
+    @property
+    def retry_writes(self) -> bool:
+        """Whether writes are retried after ambiguous failures too (for idempotent use)."""
+        return self._core.guards.retry_writes
 
     # -- construction helpers ---------------------------------------------------------------
 
@@ -235,84 +164,20 @@ class ResilientRedis(redis.Redis):
             ConfigError: a variable that does not parse, naming it, its value and what was
                 expected.
         """
-        url = validate_url(REDIS_URL.read(environ), REDIS_URL.env)
-        if overrides.get("policy") is None:
-            overrides["policy"] = policy_from_env(
-                environ, clock=overrides.get("clock") or SYSTEM_CLOCK)
-        if "connection_pool" not in overrides:
-            overrides.setdefault("url", url)
-        return cls(name=name, **overrides)
-
-    def _make_policies(self, base: RetryPolicy) -> dict[str, RetryPolicy]:
-        def unapplied(error: BaseException) -> bool:
-            return (was_unsent(error) or is_refused_by_server(error)) and base.should_retry(error)
-
-        def unsent(error: BaseException) -> bool:
-            return was_unsent(error) and base.should_retry(error)
-
-        hooks = (*base.retry_callbacks, self._on_retry)
-        return {
-            "read": base.replace(on_retry=hooks),
-            "write": base.replace(retry_on=unapplied, on_retry=hooks),  # a single command
-            # A pipeline: a refusal by the server may cover only part of it.
-            "batch": base.replace(retry_on=unsent, on_retry=hooks),
-            "blocking": base.replace(retry_on=unsent, on_retry=hooks),
-        }
-
-    def _make_guard(self, operation: str, span_name: str, policy: RetryPolicy) -> Guard:
-        # The command is the span's name and db.operation.name, labelled or not: Redis's
-        # commands are a bounded set (the metric label keeps its smaller allow-list).
-        attributes = dict(self._span_base)
-        if span_name != SYSTEM:
-            attributes[DB_OPERATION_NAME] = span_name
-        return Guard(
-            policy, breaker=self.breaker, budget=self.budget, context=self.context,
-            operation=operation, span_name=span_name,
-            span_attributes=attributes, target=f"{SYSTEM}/{self.name} {span_name}",
-        )
-
-    def _mode_guard(self, label: str, span_name: str, mode: str) -> Guard:
-        key = (label, span_name, mode)
-        guard = self._guards_by_mode.get(key)
-        if guard is None:
-            guard = self._guards_by_mode[key] = self._make_guard(
-                label, span_name, self._policies[mode]
-            )
-        return guard
-
-    def _guard_for(self, args: Sequence[Any]) -> Guard:
-        """The Guard of one command (slow path: the first call of a name, or opted-in writes)."""
-        name = commands.normalise(args[0])
-        label = commands.command_label(name)
-        kind = commands.command_kind(name, args)
-        opted_in = _writes_opted_in.get()
-        if kind is CommandKind.READ or (kind is CommandKind.WRITE and self.retry_writes):
-            mode = "read"
-        elif kind is CommandKind.WRITE:
-            mode = "read" if opted_in else "write"
-        else:
-            mode = "blocking"
-        guard = self._mode_guard(label, name if _COMMAND_NAME.fullmatch(name) else SYSTEM, mode)
-        # XREAD's kind depends on its arguments; an opted-in call must not fill the shared cache.
-        cacheable = name not in ("XREAD", "XREADGROUP") and not opted_in
-        if cacheable and len(self._guards) < _MAX_CACHED_NAMES:
-            # An unhashable command name is resolved on every call.
-            with contextlib.suppress(TypeError):
-                self._guards[args[0]] = guard
-        return guard
+        return cls(name=name, **env_arguments(environ, overrides))
 
     def policy_for(self, *command: Any) -> RetryPolicy:
         """The retry policy a command (as passed to ``execute_command``) runs under here and
         now: it shows the write-retry rule, e.g. ``policy_for("INCR", "k")``."""
-        return self._guard_for(command).policy
+        return self._core.guards.for_command(command).policy
 
     # -- the hot path -----------------------------------------------------------------------
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run one command through its Guard (retry, breaker, metrics, span)."""
         guard = self._guards.get(args[0])
-        if guard is None or _writes_opted_in.get():
-            guard = self._guard_for(args)
+        if guard is None or writes_opted_in.get():
+            guard = self._core.guards.for_command(args)
         tracker = self._tracker
         if not tracker.connected:
             tracker.attempt_started()
@@ -320,12 +185,12 @@ class ResilientRedis(redis.Redis):
         try:
             result = guard.call(self._execute_command, *args, **options)
         except BaseException as error:
-            self._call_failed(guard, error)
+            self._core.call_failed(guard, error)
             raise
         finally:
             strict_checkout.reset(token)
         if not tracker.connected:
-            self._attempt_succeeded()
+            self._core.attempt_succeeded()
         return result
 
     def _run(self, guard: Guard, fn: Callable[[], Any]) -> Any:
@@ -337,12 +202,12 @@ class ResilientRedis(redis.Redis):
         try:
             result = guard.call(fn)
         except BaseException as error:
-            self._call_failed(guard, error)
+            self._core.call_failed(guard, error)
             raise
         finally:
             strict_checkout.reset(token)
         if not tracker.connected:
-            self._attempt_succeeded()
+            self._core.attempt_succeeded()
         return result
 
     # -- connection state (slow paths only) -------------------------------------------------
@@ -354,29 +219,6 @@ class ResilientRedis(redis.Redis):
         """The connection state (see :mod:`instrumented_clients.redis.tracking`)."""
         return self._tracker.state
 
-    def _on_retry(self, event: RetryScheduled) -> None:
-        """An attempt failed and another follows (the policies' ``on_retry`` hook)."""
-        try:
-            attempt_failed(self._tracker, self.connection_pool, event.error)
-            self._tracker.attempt_started()
-        except Exception:  # bookkeeping must never change the outcome of a call
-            _log.exception("redis client %r: connection state bookkeeping failed", self.name)
-
-    def _attempt_succeeded(self) -> None:
-        try:
-            if self._tracker.succeeded("command succeeded") and not self._pool_gauges_bound:
-                # Used again after close(): the pool gauges follow it again.
-                bind_pool_count_gauges(self._telemetry, SYSTEM, self.name, self.connection_pool)
-                self._pool_gauges_bound = True
-        except Exception:  # a successful call must not fail on bookkeeping
-            _log.exception("redis client %r: connection state bookkeeping failed", self.name)
-
-    def _call_failed(self, guard: Guard, error: BaseException) -> None:
-        try:
-            call_failed(self._tracker, self.connection_pool, guard, error)
-        except Exception:  # the caller must see the original error, not a bookkeeping one
-            _log.exception("redis client %r: connection state bookkeeping failed", self.name)
-
     # -- pipelines --------------------------------------------------------------------------
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ResilientPipeline:
@@ -386,23 +228,7 @@ class ResilientRedis(redis.Redis):
         )
 
     def _pipeline_guard(self, transactional: bool, stack: Sequence[Any]) -> Guard:
-        kinds: set[CommandKind] = set()
-        for name in {args[0] for args, _ in stack}:  # a 100-command batch has few distinct names
-            normalised = commands.normalise(name)
-            if normalised in ("XREAD", "XREADGROUP"):  # the kind depends on the arguments
-                kinds.update(commands.command_kind(normalised, args)
-                             for args, _ in stack if args[0] == name)
-            else:
-                kinds.add(commands.command_kind(normalised))
-        if CommandKind.BLOCKING in kinds:
-            mode = "blocking"
-        elif CommandKind.WRITE not in kinds or self.retry_writes or _writes_opted_in.get():
-            mode = "read"
-        else:
-            mode = "batch"
-        if transactional:
-            return self._mode_guard("transaction", "MULTI", mode)
-        return self._mode_guard("pipeline", "PIPELINE", mode)
+        return self._core.guards.for_pipeline(transactional, stack)
 
     # -- opt-in, health ---------------------------------------------------------------------
 
@@ -411,11 +237,8 @@ class ResilientRedis(redis.Redis):
     def idempotent() -> Iterator[None]:
         """Within the block, writes (and pipelines) are retried like reads: use it for writes
         that are safe to apply twice (``SET`` of a fixed value, ``SADD``, ``DEL``)."""
-        token = _writes_opted_in.set(True)
-        try:
+        with writes_idempotent():
             yield
-        finally:
-            _writes_opted_in.reset(token)
 
     def check(self) -> bool:
         """One ``PING``, no retry (through the breaker); True when Redis answered."""
@@ -426,17 +249,11 @@ class ResilientRedis(redis.Redis):
         return True
 
     def _run_check(self) -> Any:
-        return self._run(self._check_guard, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
+        return self._run(self._core.guards.check, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
 
     def health(self) -> HealthReport:
         """A snapshot for health endpoints: no URL, no password."""
-        counts = pool_counts(self.connection_pool)  # what the pool gauges read, too
-        return HealthReport.build(
-            SYSTEM, self.name, self._tracker, self.breaker, address=self.address, db=self.db,
-            retry_writes=self.retry_writes,
-            pool={"in_use": int(counts["in_use"]), "idle": int(counts["idle"]),
-                  "max": int(counts["max"])},
-        )
+        return self._core.health()
 
     def close(self, timeout: float | None = None) -> None:
         """Release the connections, as ``redis.Redis.close()`` does; idempotent.
@@ -457,26 +274,9 @@ class ResilientRedis(redis.Redis):
         try:
             super().close()
         finally:
-            unbind_pool_gauges(self._telemetry, SYSTEM, self.name)
-            self._pool_gauges_bound = False
-            tracker.closed_now("close() called", reusable=True)
+            self._core.closed()
 
     def __repr__(self) -> str:
         return (f"ResilientRedis(name={self.name!r}, address={self.address!r}, db={self.db}, "
                 f"state={self._tracker.state.value})")
 
-
-def counts_against_redis(error: BaseException) -> bool:
-    """Whether a failure counts toward the default circuit breaker.
-
-    Counted: what shows Redis unreachable or unresponsive — failures to connect (refused,
-    connect timeout, handshake), timeouts, and the server's own "busy" refusals. Not counted by
-    itself: an established connection that drops under a command, or a pooled connection found
-    dead (a network blip, a server restart, ``CLIENT KILL``). One such event fails every command
-    in flight at once, which would open the breaker on a single blip; the reconnection that
-    follows is what is counted.
-    """
-    category = classify(error)
-    if not category.is_transient or isinstance(error, StaleConnectionError):
-        return False
-    return category is not ErrorCategory.CONNECTION or was_unsent(error)

@@ -25,13 +25,26 @@ import threading
 from typing import Any, Final
 
 from redis import exceptions as rx
+from redis.asyncio.connection import AbstractConnection as AsyncAbstractConnection
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.connection import AbstractConnection, ConnectionPool
+from redis.connection import AbstractConnection
+from redis.driver_info import DriverInfo
 from redis.retry import Retry
+from redis.utils import get_lib_version
 
 from instrumented_clients.redis.errors import StaleConnectionError, mark_unsent
 
-__all__ = ["SendTrackingMixin", "adopt_pool", "no_retry", "strict_checkout", "tracked_class"]
+__all__ = [
+    "AsyncSendTrackingMixin",
+    "SendTrackingMixin",
+    "adopt_pool",
+    "no_retry",
+    "strict_checkout",
+    "tracked_class",
+]
+
+_REDIS_PY_VERSION: Final[str] = get_lib_version()  # type: ignore[no-untyped-call]  # once
 
 strict_checkout: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
     "instrumented_clients_redis_strict_checkout", default=False
@@ -39,9 +52,13 @@ strict_checkout: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
 """True while a guarded attempt runs: a dead pooled connection then fails the attempt."""
 
 
-def no_retry() -> Retry:
-    """redis-py's retry object that never retries (a fresh one: pools mutate what they hold)."""
-    return Retry(NoBackoff(), 0)
+def no_retry(asynchronous: bool = False) -> Retry | AsyncRetry:
+    """redis-py's retry object that never retries (a fresh one: pools mutate what they hold).
+
+    ``redis.asyncio`` needs its own ``Retry`` class: given the sync one, its connections fail
+    on the first retry they attempt instead of making none.
+    """
+    return AsyncRetry(NoBackoff(), 0) if asynchronous else Retry(NoBackoff(), 0)
 
 
 class SendTrackingMixin:
@@ -59,6 +76,24 @@ class SendTrackingMixin:
     def _send_ping(self) -> None:
         try:
             super()._send_ping()  # type: ignore[misc]
+        except BaseException as error:
+            mark_unsent(error)
+            raise
+
+
+class AsyncSendTrackingMixin:
+    """:class:`SendTrackingMixin` for ``redis.asyncio`` connections."""
+
+    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as error:
+            mark_unsent(error)
+            raise
+
+    async def _send_ping(self) -> None:
+        try:
+            await super()._send_ping()  # type: ignore[misc]
         except BaseException as error:
             mark_unsent(error)
             raise
@@ -87,29 +122,65 @@ def _can_read_of(connection_class: type[Any]) -> Any:
     return can_read
 
 
+def _async_can_read_of(connection_class: type[Any]) -> Any:
+    base_can_read = connection_class.can_read
+
+    async def can_read(self: Any) -> bool:
+        try:
+            readable: bool = await base_can_read(self)
+        except (rx.ConnectionError, rx.TimeoutError, OSError) as error:
+            if strict_checkout.get():
+                self._close()  # no await: the socket is dead, and closing must not block
+                raise mark_unsent(StaleConnectionError(
+                    f"pooled connection was closed while idle: {error}")) from error
+            raise
+        # The asyncio parser reports a peer's close as "has data" and a reset not at all; the
+        # pool would then reconnect unseen, or write into the dead socket.
+        reader = self._reader
+        if (strict_checkout.get() and reader is not None
+                and (reader.exception() is not None or reader.at_eof())):
+            self._close()
+            raise mark_unsent(StaleConnectionError("pooled connection was closed while idle"))
+        return readable
+
+    return can_read
+
+
 _tracked: dict[type[Any], type[Any]] = {}
 _tracked_lock = threading.Lock()
 
 
 def tracked_class(connection_class: type[Any]) -> type[Any]:
     """``connection_class`` with :class:`SendTrackingMixin` (made once per class)."""
-    if issubclass(connection_class, SendTrackingMixin):
+    if issubclass(connection_class, (SendTrackingMixin, AsyncSendTrackingMixin)):
         return connection_class
+    asynchronous = issubclass(connection_class, AsyncAbstractConnection)
+    mixin = AsyncSendTrackingMixin if asynchronous else SendTrackingMixin
+    can_read = (_async_can_read_of if asynchronous else _can_read_of)(connection_class)
     with _tracked_lock:
         tracked = _tracked.get(connection_class)
         if tracked is None:
             tracked = type(
                 f"Tracked{connection_class.__name__}",
-                (SendTrackingMixin, connection_class),
-                {"__module__": __name__, "can_read": _can_read_of(connection_class)},
+                (mixin, connection_class),
+                {"__module__": __name__, "can_read": can_read},
             )
             _tracked[connection_class] = tracked
         return tracked
 
 
-def adopt_pool(pool: ConnectionPool) -> None:
-    """Turn redis-py's retries off on ``pool`` and track sends on the connections it makes next."""
-    retry = no_retry()
+def adopt_pool(pool: Any) -> None:
+    """Turn redis-py's retries off on ``pool`` (sync or asyncio) and track sends on the
+    connections it makes next."""
+    connection_class = getattr(pool, "connection_class", None)
+    asynchronous = isinstance(connection_class, type) and issubclass(
+        connection_class, AsyncAbstractConnection)
+    retry = no_retry(asynchronous)
+    given = {"driver_info", "lib_name", "lib_version"} & set(pool.connection_kwargs)
+    if asynchronous and not given:
+        # Otherwise every new connection reads the package metadata from disk (a blocking
+        # importlib.metadata look-up) on the event loop.
+        pool.connection_kwargs["driver_info"] = DriverInfo(lib_version=_REDIS_PY_VERSION)
     # ConnectionPool.set_retry does this for its own lists only: BlockingConnectionPool keeps its
     # connections elsewhere and the set_retry it inherits raises (redis-py 8.1).
     pool.connection_kwargs["retry"] = retry
@@ -117,6 +188,7 @@ def adopt_pool(pool: ConnectionPool) -> None:
         for connection in getattr(pool, attribute, None) or ():
             if connection is not None:
                 connection.retry = retry
-    connection_class = getattr(pool, "connection_class", None)
-    if isinstance(connection_class, type) and issubclass(connection_class, AbstractConnection):
+    if isinstance(connection_class, type) and issubclass(
+        connection_class, (AbstractConnection, AsyncAbstractConnection)
+    ):
         pool.connection_class = tracked_class(connection_class)

@@ -12,6 +12,7 @@ function, and which is never retried here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -22,7 +23,31 @@ from redis.connection import ConnectionPool
 if TYPE_CHECKING:
     from instrumented_clients.redis.client import ResilientRedis
 
-__all__ = ["ResilientPipeline"]
+__all__ = ["ResilientPipeline", "replayer"]
+
+
+def replayer(pipe: Any) -> Callable[[], None]:
+    """A function to call before each attempt of ``pipe.execute()``: from the second attempt on,
+    it puts back the batch the previous attempt's ``reset()`` emptied (sync or asyncio). The first
+    attempt gives the guard's span, when one records, the batch size."""
+    queued = list(pipe.command_stack)
+    scripts = set(pipe.scripts)
+    explicit = pipe.explicit_transaction
+    first = True
+
+    def before_attempt() -> None:
+        nonlocal first
+        if first and len(queued) > 1:
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attribute(DB_OPERATION_BATCH_SIZE, len(queued))
+        if not first:
+            pipe.command_stack = list(queued)
+            pipe.scripts = set(scripts)
+            pipe.explicit_transaction = explicit
+        first = False
+
+    return before_attempt
 
 
 class ResilientPipeline(Pipeline):
@@ -47,23 +72,11 @@ class ResilientPipeline(Pipeline):
         owner = self._owner
         # ``transaction`` is an instance flag here, shadowing Redis.transaction() (hence vars()).
         transactional = bool(vars(self)["transaction"]) or self.explicit_transaction
-        guard = owner._pipeline_guard(transactional, stack)
-        queued = list(stack)
-        scripts = set(self.scripts)
-        explicit = self.explicit_transaction
-        first = True
+        guard = owner._core.guards.for_pipeline(transactional, stack)
+        before_attempt = replayer(self)
 
         def attempt() -> list[Any]:
-            nonlocal first
-            if first and len(queued) > 1:
-                span = trace.get_current_span()  # the guard's, when traced
-                if span.is_recording():
-                    span.set_attribute(DB_OPERATION_BATCH_SIZE, len(queued))
-            if not first:  # the previous attempt's reset() emptied the pipeline
-                self.command_stack = list(queued)
-                self.scripts = set(scripts)
-                self.explicit_transaction = explicit
-            first = False
+            before_attempt()
             result: list[Any] = Pipeline.execute(self, raise_on_error)
             return result
 

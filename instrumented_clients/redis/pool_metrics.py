@@ -14,6 +14,7 @@ The gauges themselves are the shared ones of :mod:`instrumented_clients.telemetr
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 import weakref
 from typing import Any
@@ -56,6 +57,17 @@ def bind_pool_metrics(telemetry: Telemetry, system: str, client: str, pool: Any,
         return
     wait = metrics["pool_wait_seconds"].labels(system, client)
     get_connection = pool.get_connection
+    if inspect.iscoroutinefunction(get_connection):  # a redis.asyncio pool
+
+        @functools.wraps(get_connection)
+        async def timed_aget_connection(*args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            connection = await get_connection(*args, **kwargs)
+            wait.observe(time.monotonic() - started)
+            return connection
+
+        pool.get_connection = timed_aget_connection
+        return
 
     @functools.wraps(get_connection)
     def timed_get_connection(*args: Any, **kwargs: Any) -> Any:

@@ -20,6 +20,7 @@ All of this runs on slow paths only: the hot path reads one boolean, ``tracker.c
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Final
 
 import redis
@@ -28,7 +29,7 @@ from instrumented_clients.redis.errors import StaleConnectionError, classify, wa
 from instrumented_clients.resilience import CircuitOpenError, ErrorCategory, Guard
 from instrumented_clients.resilience.tracker import ConnectionTracker
 
-__all__ = ["SYSTEM", "attempt_failed", "call_failed"]
+__all__ = ["SYSTEM", "attempt_failed", "call_failed", "drop_idle_connections"]
 
 SYSTEM: Final = "redis"
 _CONNECTION_TROUBLE: Final = frozenset({ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT})
@@ -39,11 +40,20 @@ _REFUSED_AT_CONNECT: Final = {
 }
 
 
+def drop_idle_connections(pool: Any) -> None:
+    """Close the idle connections of a sync or asyncio pool, without awaiting anything."""
+    if inspect.iscoroutinefunction(pool.disconnect):
+        for connection in list(getattr(pool, "_available_connections", ())):
+            connection._close()  # the asyncio pool's disconnect() is a coroutine
+    else:
+        pool.disconnect(inuse_connections=False)
+
+
 def attempt_failed(tracker: ConnectionTracker, pool: Any, error: BaseException) -> None:
     """Account for one failed attempt."""
     if isinstance(error, StaleConnectionError):
         # Its idle siblings were opened to the same server and are most likely dead too.
-        pool.disconnect(inuse_connections=False)
+        drop_idle_connections(pool)
     category = classify(error)
     if category in _CONNECTION_TROUBLE:
         # A command in flight on a dropped link, or another dead idle connection, is not a

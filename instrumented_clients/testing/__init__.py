@@ -5,6 +5,14 @@ from instrumented_clients.testing.capture import CapturedTelemetry
 from instrumented_clients.testing.clock import FakeClock
 from instrumented_clients.testing.ports import free_port
 from instrumented_clients.testing.proxy import FaultProxy, ProxyMode
-from instrumented_clients.testing.wait import wait_until
+from instrumented_clients.testing.wait import await_until, wait_until
 
-__all__ = ["CapturedTelemetry", "FakeClock", "FaultProxy", "ProxyMode", "free_port", "wait_until"]
+__all__ = [
+    "CapturedTelemetry",
+    "FakeClock",
+    "FaultProxy",
+    "ProxyMode",
+    "await_until",
+    "free_port",
+    "wait_until",
+]

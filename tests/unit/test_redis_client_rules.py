@@ -96,17 +96,18 @@ def test_pipeline_rule(client: ResilientRedis) -> None:
     reads = [(("GET", "a"), {}), (("HGETALL", "b"), {})]
     writes = [*reads, (("INCR", "c"), {})]
     blocking = [(("BLPOP", "k", 0), {})]
+    guards = client._core.guards
     for transactional in (True, False):
-        read_guard = client._pipeline_guard(transactional, reads)
-        write_guard = client._pipeline_guard(transactional, writes)
+        read_guard = guards.for_pipeline(transactional, reads)
+        write_guard = guards.for_pipeline(transactional, writes)
         assert read_guard.operation == ("transaction" if transactional else "pipeline")
         assert read_guard.policy.should_retry(SENT)
         assert not write_guard.policy.should_retry(SENT)
         assert not write_guard.policy.should_retry(LOADING)  # may cover part of the batch only
         assert write_guard.policy.should_retry(unsent())
         with client.idempotent():
-            assert client._pipeline_guard(transactional, writes).policy.should_retry(SENT)
-            assert not client._pipeline_guard(transactional, blocking).policy.should_retry(SENT)
+            assert guards.for_pipeline(transactional, writes).policy.should_retry(SENT)
+            assert not guards.for_pipeline(transactional, blocking).policy.should_retry(SENT)
 
 
 def test_default_policy_follows_the_defaults_table(client: ResilientRedis) -> None:

@@ -31,10 +31,13 @@ from typing import Final
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 CACHE_ROOT: Final = REPO_ROOT / ".cache"
 SUITES: Final = ("tests/test_commands.py", "tests/test_pipeline.py")
+ASYNC_SUITES: Final = ("tests/test_asyncio/test_commands.py", "tests/test_asyncio/test_pipeline.py")
 SUITE_DB: Final = 9
 """The suites FLUSHDB after every test: they get a database nobody else uses."""
 
 CLIENTS: Final = ("redis.Redis", "ResilientRedis")
+ASYNC_CLIENTS: Final = ("redis.asyncio.Redis", "AsyncResilientRedis")
+"""The asyncio pair runs :data:`ASYNC_SUITES`; the sync pair :data:`SUITES`."""
 
 DESELECTED: Final[dict[str, str]] = {
     # Run on neither client: they reach beyond the suite's own database.
@@ -65,7 +68,7 @@ def fetch(redis_version: str | None = None) -> Path:
     """Download redis-py's sdist once and unpack its ``tests/`` (and pytest settings)."""
     redis_version = redis_version or redis_py_version()
     target = suite_dir(redis_version)
-    if all((target / suite).is_file() for suite in SUITES):
+    if all((target / suite).is_file() for suite in (*SUITES, *ASYNC_SUITES)):
         return target
     CACHE_ROOT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE_ROOT) as scratch:
@@ -110,10 +113,11 @@ class SuiteRun:
 
 def run(client: str, *, redis_url: str, timeout: float = 600) -> SuiteRun:
     """Run the suites with ``client`` in place of ``redis.Redis``; needs :func:`fetch` first."""
-    if client not in CLIENTS:
-        raise ValueError(f"client must be one of {CLIENTS}, got {client!r}")
+    if client not in (*CLIENTS, *ASYNC_CLIENTS):
+        raise ValueError(f"client must be one of {CLIENTS + ASYNC_CLIENTS}, got {client!r}")
+    suites = ASYNC_SUITES if client in ASYNC_CLIENTS else SUITES
     directory = suite_dir()
-    if not all((directory / suite).is_file() for suite in SUITES):
+    if not all((directory / suite).is_file() for suite in suites):
         raise FileNotFoundError(
             f"redis-py's suites are not in {directory}: run `make install` "
             "(or `python -m tests.upstream.redis_py_suite fetch`)"
@@ -121,7 +125,7 @@ def run(client: str, *, redis_url: str, timeout: float = 600) -> SuiteRun:
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "outcomes.json"
         command = [
-            sys.executable, "-m", "pytest", *SUITES, "-q", "-p", "no:cacheprovider",
+            sys.executable, "-m", "pytest", *suites, "-q", "-p", "no:cacheprovider",
             "-p", "resilient_redis_plugin", f"--redis-url={redis_url}",
             f"--instrumented-client={client}", f"--instrumented-report={report}",
             "-m", "not replica",  # they need a replica server on port 6380
@@ -145,7 +149,7 @@ def run(client: str, *, redis_url: str, timeout: float = 600) -> SuiteRun:
 
 
 def regressions(plain: SuiteRun, resilient: SuiteRun) -> list[str]:
-    """Tests that pass on plain redis-py but not on ResilientRedis (known-flaky ones aside)."""
+    """Tests that pass on plain redis-py but not on its resilient twin (known-flaky ones aside)."""
     return sorted(plain.passed - resilient.passed - set(FLAKY))
 
 
@@ -159,13 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "fetch":
         print(f"redis-py test suites in {fetch()}")
         return 0
-    runs = [run(client, redis_url=arguments.redis_url) for client in CLIENTS]
-    for suite_run in runs:
-        print(f"{suite_run.client}: {len(suite_run.passed)} passed of "
-              f"{len(suite_run.outcomes)} in {suite_run.seconds:.1f} s")
-    missing = regressions(*runs)
+    missing: list[str] = []
+    for pair in (CLIENTS, ASYNC_CLIENTS):
+        runs = [run(client, redis_url=arguments.redis_url) for client in pair]
+        for suite_run in runs:
+            print(f"{suite_run.client}: {len(suite_run.passed)} passed of "
+                  f"{len(suite_run.outcomes)} in {suite_run.seconds:.1f} s")
+        missing += regressions(*runs)
     for test in missing:
-        print(f"passes on redis.Redis only: {test}")
+        print(f"passes on plain redis-py only: {test}")
     return 1 if missing else 0
 
 

@@ -14,6 +14,7 @@ import collections
 import functools
 import json
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 import redis
 
 _UPSTREAM_CONFTEST = "tests.conftest"
+_UPSTREAM_ASYNC_CONFTEST = "tests.test_asyncio.conftest"
 
 
 class _Recorder:
@@ -49,11 +51,36 @@ class _Recorder:
 
         conftest._get_client = get_client
 
+    def wrap_async_factory(self, conftest: Any) -> None:
+        """Upstream's asyncio factory (``create_redis``) builds ``cls=redis.Redis`` with its
+        module ``redis`` being ``redis.asyncio``: that name is pointed at a copy of the module
+        whose ``Redis`` is AsyncResilientRedis. Every client built is recorded by class."""
+        import redis.asyncio
+
+        original_init = redis.asyncio.Redis.__init__
+
+        @functools.wraps(original_init)
+        def recording_init(client: Any, *args: Any, **kwargs: Any) -> None:
+            original_init(client, *args, **kwargs)
+            self.clients_built[type(client).__name__] += 1
+
+        redis.asyncio.Redis.__init__ = recording_init  # type: ignore[method-assign]
+        if self.client == "AsyncResilientRedis":
+            from instrumented_clients.redis import AsyncResilientRedis
+
+            substitute = types.ModuleType(redis.asyncio.__name__)
+            substitute.__dict__.update(vars(redis.asyncio))
+            substitute.Redis = AsyncResilientRedis  # type: ignore[attr-defined]
+            conftest.redis = substitute
+
     @pytest.hookimpl
     def pytest_plugin_registered(self, plugin: Any) -> None:
         # Upstream's test modules import _get_client by name after its conftest is registered.
-        if getattr(plugin, "__name__", None) == _UPSTREAM_CONFTEST:
+        name = getattr(plugin, "__name__", None)
+        if name == _UPSTREAM_CONFTEST:
             self.wrap_factory(plugin)
+        elif name == _UPSTREAM_ASYNC_CONFTEST:
+            self.wrap_async_factory(plugin)
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -79,7 +106,9 @@ class _Recorder:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("instrumented-clients")
-    group.addoption("--instrumented-client", choices=("redis.Redis", "ResilientRedis"),
+    group.addoption("--instrumented-client",
+                    choices=("redis.Redis", "ResilientRedis", "redis.asyncio.Redis",
+                             "AsyncResilientRedis"),
                     default="redis.Redis", help="the class upstream's fixtures build")
     group.addoption("--instrumented-report", type=Path, default=None,
                     help="write the outcomes of the run to this JSON file")
