@@ -11,6 +11,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from instrumented_clients._lazy import lazy_names
+from instrumented_clients.client import HealthReport, ResilientClient
 from instrumented_clients.config import ConfigError
 from instrumented_clients.resilience import (
     BreakerState,
@@ -125,6 +126,7 @@ __all__ = [
     "ExecuteResult",
     "Guard",
     "HealthRegistry",
+    "HealthReport",
     "IllegalTransitionError",
     "IncomingMessage",
     "JitterMode",
@@ -133,6 +135,7 @@ __all__ = [
     "PublishResult",
     "RejectMessage",
     "ResilienceError",
+    "ResilientClient",
     "ResilientConsumer",
     "ResilientDatabase",
     "ResilientPublisher",

@@ -16,6 +16,7 @@ API_NAMES = (
     "ConnectionState", "Telemetry", "retry", "ResilientPublisher", "ResilientConsumer",
     "ResilientRedis", "ResilientDatabase", "HealthRegistry", "serve_metrics_and_health",
     "ConfigError", "is_transient", "is_transient_rmq_error", "is_transient_db_error",
+    "ResilientClient", "HealthReport", "AsyncResilientRedis", "AsyncResilientDatabase",
 )
 COMPAT_NAMES = (
     "RetryConfig", "retry_async", "is_transient_http_error", "DatabaseConnectionRetry",
