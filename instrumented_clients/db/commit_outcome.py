@@ -71,14 +71,21 @@ def _first_row(connection: Connection, sql: str) -> tuple[str | None, ...]:
         finally:
             cursor.close()
         return tuple(None if value is None else str(value) for value in row)
+    result = _exec_rows(pgconn, sql.encode())
+    values = (result.get_value(0, column) for column in range(result.nfields))
+    return tuple(None if value is None else bytes(value).decode() for value in values)
+
+
+def _exec_rows(pgconn: Any, sql: bytes) -> Any:
+    """Run ``sql`` on psycopg's libpq connection in one C call; its rows, or the driver's
+    ``OperationalError`` (what a lost connection raises everywhere else)."""
     from psycopg import OperationalError, pq
 
-    result = pgconn.exec_(sql.encode())
+    result = pgconn.exec_(sql)
     if result.status != pq.ExecStatus.TUPLES_OK:
         message = (result.error_message or pgconn.error_message).decode(errors="replace")
         raise OperationalError(message.strip() or "the connection is lost")
-    values = (result.get_value(0, column) for column in range(result.nfields))
-    return tuple(None if value is None else bytes(value).decode() for value in values)
+    return result
 
 
 def _begin_statement(dbapi: Any) -> bytes:
@@ -151,22 +158,19 @@ class CommitOutcomeResolver:
         the transaction open and sends no ``BEGIN`` of its own. Returns the marker, for
         :meth:`commit`; None where this does nothing (then :meth:`mark` asks before COMMIT).
         """
-        fairy = connection.connection
-        dbapi: Any = fairy.dbapi_connection
+        dbapi: Any = connection.connection.dbapi_connection
         pgconn = getattr(dbapi, "pgconn", None)
         if pgconn is None or dbapi.autocommit or not self._is_supported(connection):
             return None
-        from psycopg import OperationalError, pq
+        from psycopg import pq
 
         if pgconn.transaction_status != pq.TransactionStatus.IDLE:
             return None
         session = self._session(connection)
         if session[1] is None:
             return None  # a standby assigns no transaction ids
-        result = pgconn.exec_(_begin_statement(dbapi) + b"; SELECT pg_current_xact_id()::text")
-        if result.status != pq.ExecStatus.TUPLES_OK:
-            message = (result.error_message or pgconn.error_message).decode(errors="replace")
-            raise OperationalError(message.strip() or "the connection is lost")
+        result = _exec_rows(pgconn,
+                            _begin_statement(dbapi) + b"; SELECT pg_current_xact_id()::text")
         return CommitMarker(int(bytes(result.get_value(0, 0) or b"0").decode()),
                             int(session[0] or 0), session[1])
 
