@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from instrumented_clients.testing import wait_until
-from tests.integration.demo_helpers import (
+from tests.integration.demo.helpers import (
     demo_env,
     get,
     health,

@@ -25,7 +25,7 @@ from instrumented_clients.rabbitmq.topology import Queue
 from instrumented_clients.redis import ResilientRedis
 from instrumented_clients.resilience import CircuitBreaker, RetryPolicy
 from instrumented_clients.testing import wait_until
-from tests.integration.test_health_http import fetch
+from tests.integration.health.test_http import fetch
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,7 @@ import trustme
 from redis import exceptions as rx
 
 from instrumented_clients.testing import wait_until
-
-from .redis_helpers import HOST, free_port
+from tests.integration.redis.helpers import HOST, free_port
 
 PASSWORD = "tls-test-secret"
 CERTIFICATE_NAMES = {"ip-name": ["127.0.0.1"], "other-name": ["redis.invalid"]}

@@ -10,7 +10,7 @@ from wsgiref.util import setup_testing_defaults
 from prometheus_client import CollectorRegistry, Counter
 
 from instrumented_clients.health import HealthRegistry, make_asgi_app, make_wsgi_app
-from tests.unit.test_health_registry import FakeClient
+from tests.unit.health.test_registry import FakeClient
 
 
 def _registries(db_up: bool = True, events_up: bool = True) -> tuple[CollectorRegistry,

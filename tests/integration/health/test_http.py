@@ -21,7 +21,7 @@ from instrumented_clients.health import (
 )
 from instrumented_clients.resilience import ConnectionState, ConnectionStateMachine
 from instrumented_clients.telemetry import Telemetry
-from tests.unit.test_health_registry import FakeClient
+from tests.unit.health.test_registry import FakeClient
 
 pytestmark = pytest.mark.integration
 

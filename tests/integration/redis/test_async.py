@@ -17,9 +17,9 @@ from instrumented_clients import AsyncResilientRedis, CircuitOpenError, ConfigEr
 from instrumented_clients import ConnectionState as S
 from instrumented_clients.redis import classify, default_policy
 from instrumented_clients.testing import CapturedTelemetry, FakeClock, FaultProxy, await_until
+from tests.integration.async_helpers import loop_lag, no_blocking
 
-from .async_helpers import loop_lag, no_blocking
-from .redis_helpers import URL, admin, metric, outcome, prefix, proxy, retries
+from .helpers import URL, admin, metric, outcome, prefix, proxy, retries
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio,
               pytest.mark.usefixtures("no_blocking", "loop_lag")]

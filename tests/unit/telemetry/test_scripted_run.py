@@ -1,4 +1,4 @@
-"""The issue's scripted run: a flaky call, a breaker that trips and recovers, a buffer that
+"""A scripted run: a flaky call, a breaker that trips and recovers, a buffer that
 overflows — then the exact values in a scrape, the span, and ``promtool check metrics``."""
 
 from __future__ import annotations

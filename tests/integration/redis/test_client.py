@@ -16,7 +16,7 @@ from instrumented_clients.redis import (
 )
 from instrumented_clients.testing import CapturedTelemetry, FakeClock, FaultProxy
 
-from .redis_helpers import URL, admin, free_port, outcome, prefix, proxy, retries
+from .helpers import URL, admin, free_port, outcome, prefix, proxy, retries
 
 pytestmark = pytest.mark.integration
 __all__ = ["admin", "prefix", "proxy"]  # fixtures

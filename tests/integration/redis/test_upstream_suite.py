@@ -6,7 +6,7 @@ import pytest
 
 from tests.upstream import redis_py_suite as suite
 
-from .redis_helpers import HOST, PORT
+from .helpers import HOST, PORT
 
 pytestmark = pytest.mark.integration
 

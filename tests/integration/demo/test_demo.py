@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from instrumented_clients.testing import FaultProxy, wait_until
-from tests.integration.demo_helpers import (
+from tests.integration.demo.helpers import (
     REPO,
     demo_env,
     get,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from instrumented_clients.testing import wait_until
-from tests.integration.demo_helpers import REPO, demo_env, unique_prefix
+from tests.integration.demo.helpers import REPO, demo_env, unique_prefix
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from redis import exceptions as rx
 from instrumented_clients import ConnectionState, ErrorCategory
 from instrumented_clients.redis import ResilientRedis, classify
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy
+from tests.integration.tls_helpers import PASSWORD, TLSRedis, tls_redis
 
-from .redis_helpers import HOST, retries
-from .tls_helpers import PASSWORD, TLSRedis, tls_redis
+from .helpers import HOST, retries
 
 pytestmark = pytest.mark.integration
 __all__ = ["tls_redis"]  # fixtures

@@ -15,7 +15,7 @@ from instrumented_clients import CircuitOpenError, ConnectionState
 from instrumented_clients.redis import ResilientRedis, default_policy
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
 
-from .redis_helpers import (
+from .helpers import (
     URL,
     Background,
     admin,
