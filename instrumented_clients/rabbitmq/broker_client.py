@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-if TYPE_CHECKING:
-    from instrumented_clients.rabbitmq.connection import RabbitConnection
-    from instrumented_clients.resilience.state import ConnectionState
+from instrumented_clients.rabbitmq.connection import RabbitConnection
+from instrumented_clients.resilience.state import ConnectionState
 
 __all__ = ["BrokerClient"]
 
@@ -16,9 +15,7 @@ class BrokerClient:
     :class:`~instrumented_clients.rabbitmq.connection.RabbitConnection`."""
 
     system: Final = "rabbitmq"
-
-    if TYPE_CHECKING:
-        connection: RabbitConnection
+    connection: RabbitConnection  # set by the client's constructor
 
     @property
     def required(self) -> bool:

@@ -150,15 +150,14 @@ def deliver(consumer: ResilientConsumer, message_id: str | None = "m1", tag: int
     the settlements it queued (outcome, duration)."""
     key = poison_key(message_id, "rk", b"body")
     broker_count = broker_delivery_count(headers)
-    count = broker_count if broker_count is not None else consumer._counter.get(key)
+    count = broker_count if broker_count is not None else consumer.counter.get(key)
     message = IncomingMessage(b"body", message_id, "rk", "", redelivered, count, headers or {},
                               pika.BasicProperties(message_id=message_id, headers=headers), tag)
-    with consumer._cond:
-        consumer._in_flight += 1
-    gen = consumer._generation if generation is None else generation
-    consumer._process(Delivery(tag, gen, message, key))
-    settled = [(outcome, duration) for _d, outcome, duration in consumer._settlements]
-    consumer._settlements.clear()
+    gen = consumer.settlements.generation if generation is None else generation
+    consumer.pool.process_inline(Delivery(tag, gen, message, key))
+    settled: list[tuple[str, float]] = [
+        (outcome, duration) for _d, outcome, duration in consumer.settlements.pending()]
+    consumer.settlements.discard_pending()
     return settled
 
 
@@ -199,7 +198,7 @@ def test_classic_poison_message_is_rejected_after_max_deliveries(
     consumer = make_consumer(failing, max_deliveries=3)
     outcomes = [deliver(consumer, redelivered=i > 0)[0][0] for i in range(3)]
     assert outcomes == ["requeue", "requeue", "reject"]
-    assert consumer._counter.get("m1") == 0  # forgotten once settled for good
+    assert consumer.counter.get("m1") == 0  # forgotten once settled for good
     assert deliver(consumer, message_id="other")[0][0] == "requeue"  # counted per message
 
 
@@ -232,7 +231,7 @@ def test_success_after_a_failure_resets_the_count(
     consumer = make_consumer(flaky, max_deliveries=2)
     assert deliver(consumer)[0][0] == "requeue"
     assert deliver(consumer, redelivered=True)[0][0] == "ack"
-    assert consumer._counter.get("m1") == 0
+    assert consumer.counter.get("m1") == 0
     assert consumer.health()["consecutive_failures"] == 0
 
 
@@ -241,9 +240,11 @@ def test_deliveries_of_a_dead_channel_or_after_stop_are_not_handled(
 ) -> None:
     seen: list[IncomingMessage] = []
     consumer = make_consumer(seen.append)
-    consumer._generation = 2
+    consumer.settlements.new_channel()
+    consumer.settlements.new_channel()
+    assert consumer.settlements.generation == 2
     assert deliver(consumer, generation=1) == []  # its channel died while it waited
-    consumer._stopping = True
+    consumer.pool.stop()
     assert deliver(consumer) == []
     assert seen == []
     assert consumer.in_flight == 0
