@@ -42,6 +42,16 @@ class BreakerGate:
         self._probe = _PENDING
         return 1, 0.0
 
+    @property
+    def idle(self) -> bool:
+        """No probe is granted or in flight (settling a message needs no look at it)."""
+        return self._probe is None
+
+    @property
+    def probing(self) -> bool:
+        """The probe slot is granted and no message took it yet."""
+        return self._probe is _PENDING
+
     def sent(self, message: object) -> None:
         """A message went out: if the probe slot was granted, it is the probe."""
         if self._probe is _PENDING:

@@ -75,6 +75,8 @@ class ConfirmChannel:
         self.ready = False        # in confirm mode: publishes go straight out
         self.closed = False
         self._wake_scheduled = False
+        self._now = 0.0            # the clock when the current pump started
+        self._probe_slot = False   # the gate granted the half-open probe; the next send is it
         self._missing_exchanges: dict[str, tuple[float, str]] = {}
         self._breaker_timer: Any = None
         self._sweep_timer: Any = None
@@ -172,30 +174,46 @@ class ConfirmChannel:
 
     def pump(self) -> None:
         """Send what may be sent, in the outbox's order."""
-        self._wake_scheduled = False
-        if self.closed:
-            return
         outbox = self.outbox
-        if not self.ready:
-            outbox.divert(self._refuse)
-            outbox.check_drained(len(self.confirms))
-            return
-        try:
-            budget, wake_in = self.gate.budget(self.max_in_flight - len(self.confirms),
-                                               bool(outbox))
-            if wake_in > 0 and self._breaker_timer is None:
-                self._breaker_timer = self.connection.call_later(wake_in + 0.01,
-                                                                 self._breaker_wake)
-            resent = outbox.send_in_order(self._send, budget)
-            if resent:
-                self.outcomes.telemetry.emit(MessagesResent(SYSTEM, self.name, resent))
-            if not self.ready:
+        if self.closed or not self.ready:
+            self._wake_scheduled = False
+            if not self.closed:
                 outbox.divert(self._refuse)
-            outbox.check_drained(len(self.confirms))
+                outbox.check_drained(len(self.confirms))
+            return
+        # Publishes made while this runs need no wake-up: the inbox is read last.
+        self._wake_scheduled = True
+        drained = False
+        try:
+            drained = self._send_ready(outbox)
         finally:
             channel = self.channel
             if channel is not None:
                 coalesce_writes(channel.connection)
+            # With the window full the next confirm (or the timeout sweep) pumps again, and a
+            # wake-up per publish until then would find no room: the flag stays set.
+            if not (self.ready and len(self.confirms) >= self.max_in_flight):
+                self._wake_scheduled = False
+                if drained and outbox.has_inbox:  # published after the inbox was read and
+                    self.wake()                   # before the flag was cleared
+
+    def _send_ready(self, outbox: Outbox) -> bool:
+        """Send within the window; True when the inbox was emptied (nothing held it back)."""
+        self._now = self._clock.monotonic()
+        budget, wake_in = self.gate.budget(self.max_in_flight - len(self.confirms),
+                                           bool(outbox))
+        self._probe_slot = self.gate.probing
+        if wake_in > 0 and self._breaker_timer is None:
+            self._breaker_timer = self.connection.call_later(wake_in + 0.01,
+                                                             self._breaker_wake)
+        resent = outbox.send_in_order(self._send, budget)
+        drained = not outbox.has_inbox
+        if resent:
+            self.outcomes.telemetry.emit(MessagesResent(SYSTEM, self.name, resent))
+        if not self.ready:
+            outbox.divert(self._refuse)
+        outbox.check_drained(len(self.confirms))
+        return drained
 
     def _refuse(self, message: OutgoingMessage) -> None:
         self.outcomes.settle(message, None, NotConnectedError("connection lost"))
@@ -229,10 +247,12 @@ class ConfirmChannel:
             self.gate.refused(exc)
             self.outcomes.settle(message, None, exc)
             return SETTLED
-        self.confirms.sent(message, self._clock.monotonic())
+        self.confirms.sent(message, self._now)
         if resent:
             message.resent = True
-        self.gate.sent(message)
+        if self._probe_slot:
+            self._probe_slot = False
+            self.gate.sent(message)
         return SENT
 
     def _send_traced(self, message: OutgoingMessage, resent: bool) -> None:

@@ -146,6 +146,11 @@ class Outbox:
     def has_waiting_producers(self) -> bool:
         return self._room_waiters > 0
 
+    @property
+    def has_inbox(self) -> bool:
+        """Live publishes are waiting in the inbox."""
+        return bool(self._inbox)
+
     def __bool__(self) -> bool:
         return bool(self._inbox or self._resend or len(self.buffer))
 
