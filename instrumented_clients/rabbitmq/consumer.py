@@ -36,7 +36,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
@@ -295,13 +294,6 @@ class ResilientConsumer(BrokerClient):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until :meth:`close` finished (e.g. from a signal handler); True if it did."""
         return self._stopped.wait(timeout)
-
-    def __enter__(self: C) -> C:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # -- the I/O thread: connection events ---------------------------------------------------------
 

@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime, timezone
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import pika
@@ -356,13 +355,6 @@ class ResilientPublisher(BrokerClient):
     def _shutdown(self) -> None:
         self.confirm_channel.shutdown(PublisherClosedError(
             f"publisher {self.name!r} closed; message kept in the spool"))
-
-    def __enter__(self: P) -> P:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # -- the I/O thread: connection events -------------------------------------------------------
 
