@@ -22,6 +22,7 @@ from instrumented_clients.rabbitmq.incoming import (
     plan_acks,
     poison_key,
 )
+from instrumented_clients.rabbitmq.settlements import SettlementBatcher
 from instrumented_clients.rabbitmq.topology import Queue, Topology
 from instrumented_clients.resilience import RetryPolicy
 from instrumented_clients.testing import CapturedTelemetry, FakeClock
@@ -396,3 +397,64 @@ def test_a_retry_policy_never_reruns_a_rejected_or_permanent_failure(
     consumer = make_consumer(refuses, retry=RetryPolicy(max_attempts=5, clock=FakeClock()))
     assert deliver(consumer)[0][0] == "requeue"
     assert calls == ["run"]
+
+
+# -- settlement batcher ----------------------------------------------------------------------------
+
+
+class Frames:
+    """The frames a flush writes, in order (what a channel would send)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, bool]] = []
+
+    def basic_ack(self, delivery_tag: int = 0, multiple: bool = False) -> None:
+        self.sent.append(("ack", delivery_tag, multiple))
+
+    def basic_nack(self, delivery_tag: int = 0, multiple: bool = False,
+                   requeue: bool = True) -> None:
+        self.sent.append(("nack", delivery_tag, requeue))
+
+    def basic_reject(self, delivery_tag: int = 0, requeue: bool = True) -> None:
+        self.sent.append(("reject", delivery_tag, requeue))
+
+
+def delivered(batcher: SettlementBatcher, tag: int) -> Delivery:
+    message = IncomingMessage(b"", f"m{tag}", "rk", "", False, 0, {}, None, tag)
+    return Delivery(tag, batcher.delivered(tag), message)
+
+
+def test_the_batcher_acks_a_leading_run_with_one_frame_and_settles_the_rest() -> None:
+    batcher = SettlementBatcher()
+    batcher.new_channel()
+    deliveries = [delivered(batcher, tag) for tag in range(1, 6)]
+    assert batcher.add(deliveries[0], "ack", 0.1)  # the first of a burst asks for a flush
+    assert not batcher.add(deliveries[1], "ack", 0.1)
+    batcher.add(deliveries[2], "requeue", 0.1)
+    batcher.add(deliveries[4], "reject", 0.1)
+    frames = Frames()
+    sent = batcher.flush(frames)
+    assert frames.sent == [("nack", 3, True), ("reject", 5, False), ("ack", 2, True)]
+    assert sorted(outcome for outcome, _ in sent) == ["ack", "ack", "reject", "requeue"]
+    assert batcher.add(deliveries[3], "ack", 0.1)  # flushed: the next one asks again
+    batcher.flush(frames)
+    assert frames.sent[-1] == ("ack", 4, False)  # alone: a multiple ack would cover nothing else
+    assert batcher.stale == 0
+
+
+def test_settlements_of_a_dead_channel_are_discarded_never_sent() -> None:
+    batcher = SettlementBatcher()
+    batcher.new_channel()
+    old = delivered(batcher, 1)
+    batcher.new_channel()  # the channel died; the next one numbers its tags from 1 again
+    assert not batcher.is_current(old)
+    new = delivered(batcher, 1)
+    batcher.add(old, "ack", 0.1)
+    batcher.add(new, "requeue", 0.1)
+    frames = Frames()
+    assert batcher.flush(frames) == [("requeue", 0.1)]
+    assert frames.sent == [("nack", 1, True)]
+    assert batcher.stale == 1
+    batcher.add(delivered(batcher, 2), "ack", 0.1)
+    assert batcher.flush(None) == []  # the channel is closed: nothing can be sent
+    assert batcher.stale == 2
