@@ -21,6 +21,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InvalidatePoolError
 
+from instrumented_clients.db.errors import classify
+from instrumented_clients.resilience import ErrorCategory
 from instrumented_clients.resilience.clock import Clock
 
 __all__ = [
@@ -55,8 +57,10 @@ def is_reused(info: dict[Any, Any]) -> bool:
 
 
 def stale_connection_error(error: BaseException) -> bool:
-    """SQLAlchemy found the connection gone (and has invalidated it and the pool)."""
-    return bool(getattr(error, "connection_invalidated", False))
+    """The connection turned out to be gone: SQLAlchemy saw it (and has then invalidated it and
+    the pool's older connections), or a driver call made beside SQLAlchemy (COMMIT outcome
+    resolution's ``BEGIN``) reports a lost connection; the caller invalidates it then."""
+    return classify(error) is ErrorCategory.CONNECTION
 
 
 class IdleValidation:

@@ -197,6 +197,8 @@ class AsyncResilientDatabase(DatabaseClient):
                     except Exception as error:
                         await _rollback_quietly(connection)
                         if stale_possible and stale_connection_error(error):
+                            if not connection.invalidated:
+                                await connection.invalidate(error)
                             _log.info("database %r: a pooled connection was gone; rerun at "
                                       "once on a new one", self._core.name)
                             rerun_stale = False  # once: a second loss is an outage

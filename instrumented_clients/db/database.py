@@ -247,6 +247,8 @@ class ResilientDatabase(DatabaseClient):
                         # Explicitly: MySQL's lock wait timeout (1205) undoes only the statement.
                         rollback_quietly(connection)
                         if stale_possible and stale_connection_error(error):
+                            if not connection.invalidated:
+                                connection.invalidate(error)
                             _log.info("database %r: a pooled connection was gone; rerun at "
                                       "once on a new one", self._core.name)
                             rerun_stale = False  # once: a second loss is an outage

@@ -64,13 +64,18 @@ def test_a_write_through_execute_within_the_threshold_is_not_pinged(
 
 
 @pytest.mark.parametrize("threshold", [0.0, LONG], ids=["idle-longer", "idle-shorter"])
+@pytest.mark.parametrize(("resolve", "runs_expected"), [(False, 2), (True, 1)],
+                         ids=["found-by-fn", "found-at-begin"])
 def test_a_transaction_reruns_once_at_once_on_a_connection_killed_while_idle(
     make_db: MakeDb, pg_admin: Admin, pg_table: str, telemetry: CapturedTelemetry,
-    threshold: float,
+    threshold: float, resolve: bool, runs_expected: int,
 ) -> None:
+    """Without COMMIT outcome resolution the dead connection fails ``fn``'s first statement
+    (``fn`` runs twice); with it, the ``BEGIN`` that takes the transaction id fails first, so
+    ``fn`` runs once. Either way: at once, no backoff, no failed attempt, one row."""
     clock = FakeClock()  # records any backoff wait instead of sleeping it
     db = make_db(name="pg-idle-txn", validate_idle_after=threshold, engine_options=ONE_CONNECTION,
-                 policy=fast_policy(clock=clock))
+                 policy=fast_policy(clock=clock), resolve_commit_outcome=resolve)
     kill_the_idle_connection(db, pg_admin)
     runs: list[int] = []
 
@@ -79,7 +84,7 @@ def test_a_transaction_reruns_once_at_once_on_a_connection_killed_while_idle(
         connection.execute(text(f"INSERT INTO {pg_table} (id, v) VALUES (1, 42)"))
         return len(runs)
 
-    assert db.transaction(work) == 2
+    assert db.transaction(work) == runs_expected
     assert clock.sleeps == []  # no backoff step
     assert value(telemetry, "pg-idle-txn", "retries_total", operation="transaction",
                  error_type="connection") == 0
