@@ -206,6 +206,10 @@ def render(results: dict[str, dict[str, list[tuple[float, float]]]],
     lines = [
         HEADING,
         "",
+        f"`.venv/bin/python bench/db_ops.py --rounds {rounds} --ops {ops} --latency-ops "
+        f"{latency_ops}`, {time.strftime('%Y-%m-%d', time.gmtime())}, under the shared test "
+        "lock (no other live test running; other processes share the CPU).",
+        "",
         f"PostgreSQL 127.0.0.1 (loopback), psycopg 3, one thread, {rounds} interleaved rounds of "
         f"{ops} operations per contender; Python {platform.python_version()}, "
         f"{platform.machine()}, 2 shared cores. Tracing not configured; metrics on; "
