@@ -33,7 +33,7 @@ import enum
 import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
@@ -130,7 +130,28 @@ class CommitMarker:
     timeline: str | None  # None: not known (a standby), so no answer can be trusted
 
 
-class CommitOutcomeResolver:
+_E = TypeVar("_E", Engine, AsyncEngine)
+
+
+class _ResolverBase(Generic[_E]):
+    """What both resolvers hold: the engine, the clock, the timeout and the server check."""
+
+    def __init__(self, engine: _E, clock: Clock, timeout: float = 5.0) -> None:
+        if timeout <= 0:
+            raise ValueError(f"commit resolution timeout must be > 0 seconds, got {timeout!r}")
+        self._engine: _E = engine
+        self._clock = clock
+        self.timeout = timeout
+        self._supported: bool | None = None  # decided by the server's version at first use
+
+    def _is_supported(self, connection: Connection | AsyncConnection) -> bool:
+        if self._supported is None:
+            version = connection.dialect.server_version_info or ()
+            self._supported = tuple(version) >= _MIN_SERVER
+        return self._supported
+
+
+class CommitOutcomeResolver(_ResolverBase[Engine]):
     """COMMIT with resolution of a lost reply, for one PostgreSQL engine.
 
     Args:
@@ -140,21 +161,7 @@ class CommitOutcomeResolver:
         timeout: how long to keep asking before giving up (UNKNOWN).
     """
 
-    def __init__(self, engine: Engine, clock: Clock, timeout: float = 5.0) -> None:
-        if timeout <= 0:
-            raise ValueError(f"commit resolution timeout must be > 0 seconds, got {timeout!r}")
-        self._engine = engine
-        self._clock = clock
-        self.timeout = timeout
-        self._supported: bool | None = None  # decided by the server's version at first use
-
     # -- before COMMIT ----------------------------------------------------------------------------
-
-    def _is_supported(self, connection: Connection) -> bool:
-        if self._supported is None:
-            version = connection.dialect.server_version_info or ()
-            self._supported = tuple(version) >= _MIN_SERVER
-        return self._supported
 
     def _session(self, connection: Connection) -> tuple[str | None, ...]:
         """The backend pid and timeline, read once per pooled connection."""
@@ -335,7 +342,7 @@ def _resolution(marker: CommitMarker, timeout: float, monotonic: Callable[[], fl
         delay = min(delay * 2, 0.25)
 
 
-class AsyncCommitOutcomeResolver:
+class AsyncCommitOutcomeResolver(_ResolverBase[AsyncEngine]):
     """:class:`CommitOutcomeResolver` for an ``AsyncEngine`` (psycopg async or asyncpg).
 
     The transaction id is read before COMMIT (``pg_current_xact_id_if_assigned()``: NULL when
@@ -344,12 +351,7 @@ class AsyncCommitOutcomeResolver:
     """
 
     def __init__(self, engine: AsyncEngine, clock: Clock, timeout: float = 5.0) -> None:
-        if timeout <= 0:
-            raise ValueError(f"commit resolution timeout must be > 0 seconds, got {timeout!r}")
-        self._engine = engine
-        self._clock = clock
-        self.timeout = timeout
-        self._supported: bool | None = None
+        super().__init__(engine, clock, timeout)
         self._asking: AsyncEngine | None = None
 
     async def _first_row(self, connection: AsyncConnection, sql: str) -> tuple[Any, ...]:
@@ -358,9 +360,7 @@ class AsyncCommitOutcomeResolver:
 
     async def mark(self, connection: AsyncConnection) -> CommitMarker | None:
         """The transaction's id (one round trip), backend pid and timeline."""
-        if self._supported is None:
-            self._supported = tuple(connection.dialect.server_version_info or ()) >= _MIN_SERVER
-        if not self._supported:
+        if not self._is_supported(connection):
             return None
         info = connection.info
         session: Any = info.get(_SESSION_KEY)
