@@ -141,7 +141,7 @@ class AsyncResilientDatabase(DatabaseClient):
         clause, guard, read = core.prepare(statement)
         safe = read if idempotent is None else idempotent
         result: ExecuteResult = await guard.acall(
-            self._run_committed, _statement_work(clause, parameters), safe, False, safe)
+            self._run_committed, _statement_work(clause, parameters), safe, safe)
         return result
 
     async def transaction(self, fn: Callable[[AsyncConnection], Awaitable[T]], *,
@@ -161,7 +161,7 @@ class AsyncResilientDatabase(DatabaseClient):
         if not self._core.settled:
             await self._settle_early()
         result: T = await self._core.transaction_guard.acall(
-            self._run_committed, work, idempotent or read_only, True, True)
+            self._run_committed, work, idempotent or read_only, True)
         return result
 
     async def _checkout(self, validate: bool) -> AsyncConnection:
@@ -181,7 +181,7 @@ class AsyncResilientDatabase(DatabaseClient):
         return connection
 
     async def _run_committed(self, work: Callable[[AsyncConnection], Awaitable[T]],
-                             idempotent: bool, in_transaction: bool, rerun_stale: bool) -> T:
+                             idempotent: bool, rerun_stale: bool) -> T:
         """One attempt: check a connection out, run ``work``, COMMIT, and keep the state
         (the rules of :meth:`ResilientDatabase._run_committed`)."""
         resolver = None if idempotent else self._commit_resolver

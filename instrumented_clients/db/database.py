@@ -5,7 +5,9 @@ breaker, metrics, span); driver errors are classified in :mod:`instrumented_clie
 
 Transaction rule: on a transient error (connection lost, 40001, 40P01 / MySQL 1213, MySQL 1205,
 57P01) the transaction is rolled back explicitly, and after the backoff the *whole* function runs
-again on a fresh connection. A connection lost *during COMMIT* is ambiguous — the server may have
+again on a fresh connection — at once, without a backoff, when it was a pooled connection that
+had died while idle (pooled connections are validated only where that rerun would not be safe:
+:mod:`instrumented_clients.db._validation`). A connection lost *during COMMIT* is ambiguous — the server may have
 committed. On PostgreSQL the client then asks the server what became of the transaction
 (:mod:`instrumented_clients.db.commit_outcome`); where that cannot be settled, and on MySQL/MariaDB,
 it raises :class:`CommitOutcomeUnknownError` and reruns only with ``idempotent=True``.

@@ -203,3 +203,24 @@ async def test_a_transaction_reruns_at_once_on_a_connection_killed_while_idle(
     assert (telemetry.value("retries_total", system="postgresql", client=name,
                             operation="transaction", error_type="connection") or 0) == 0
     assert count(pg_admin, pg_table) == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_write_through_execute_pings_a_connection_idle_past_the_threshold(
+    driver: str, make_db: MakeDb, pg_admin: Admin, pg_table: str, telemetry: CapturedTelemetry,
+) -> None:
+    clock = FakeClock()
+    name = f"apg-ping-{driver}"
+    db = make_db(PG_URLS[driver], name=name, policy=fast_policy(clock=clock),
+                 validate_idle_after=0.0,
+                 engine_options={"pool_size": 1, "max_overflow": 0})
+    pid = int((await db.execute("SELECT pg_backend_pid()")).scalar())
+    pg_admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    await await_until(lambda: backend_gone(pg_admin, pid), 10)
+    await db.execute(f"INSERT INTO {pg_table} (id, v) VALUES (1, 1)")
+    # The ping at checkout found it gone and the pool made a new one: no failed attempt.
+    assert clock.sleeps == []
+    assert int((await db.execute("SELECT pg_backend_pid()")).scalar()) != pid
+    assert (telemetry.value("retries_total", system="postgresql", client=name,
+                            operation="execute", error_type="connection") or 0) == 0
+    assert count(pg_admin, pg_table) == 1
