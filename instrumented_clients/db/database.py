@@ -7,11 +7,11 @@ Transaction rule: on a transient error (connection lost, 40001, 40P01 / MySQL 12
 57P01) the transaction is rolled back explicitly, and after the backoff the *whole* function runs
 again on a fresh connection — at once, without a backoff, when it was a pooled connection that
 had died while idle (pooled connections are validated only where that rerun would not be safe:
-:mod:`instrumented_clients.db._validation`). A connection lost *during COMMIT* is ambiguous — the server may have
-committed. On PostgreSQL the client then asks the server what became of the transaction
-(:mod:`instrumented_clients.db.commit_outcome`); where that cannot be settled, and on MySQL/MariaDB,
-it raises :class:`CommitOutcomeUnknownError` and reruns only with ``idempotent=True``.
-Authentication, syntax/programming and integrity errors are never retried.
+:mod:`instrumented_clients.db._validation`). A connection lost *during COMMIT* is ambiguous —
+the server may have committed. On PostgreSQL the client then asks the server what became of the
+transaction (:mod:`instrumented_clients.db.commit_outcome`); where that cannot be settled, and on
+MySQL/MariaDB, it raises :class:`CommitOutcomeUnknownError` and reruns only with
+``idempotent=True``. Authentication, syntax/programming and integrity errors are never retried.
 """
 
 from __future__ import annotations
