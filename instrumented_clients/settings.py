@@ -209,9 +209,8 @@ DB_RETRY_MAX_DELAY: Final = FloatSetting(
 DB_VALIDATE_IDLE_AFTER: Final = FloatSetting(
     env="DB_VALIDATE_IDLE_AFTER", default=1.0, minimum=0, unit="s",
     used_by=(DATABASE, "AsyncResilientDatabase", DEMO),
-    description="`execute()` pings a pooled connection idle at least this long before using it "
-    "(0: on every checkout); `transaction()` never pings: a dead connection there is rerun at "
-    "once on a fresh one.")
+    description="A pooled connection idle at least this long is pinged before use (0: every "
+    "checkout); a PostgreSQL `transaction()` finds a dead one with its own BEGIN instead.")
 REDIS_URL: Final = UrlSetting(
     env="REDIS_URL", default="redis://localhost:6379/0", used_by=(REDIS, DEMO, CHECK),
     description="Redis URL (`redis://`, `rediss://` or `unix://`).")

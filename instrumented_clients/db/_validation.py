@@ -1,10 +1,11 @@
-"""Validation of a pooled connection before use, only when a dead one could not be rerun safely.
+"""Validation of a pooled connection before use, only when it has sat idle long enough.
 
 A ping on every checkout (SQLAlchemy's ``pool_pre_ping``) is one more round trip per operation.
 Here a connection is pinged only when it has sat idle in the pool at least ``idle_after`` seconds
-(HikariCP's ``aliveBypassWindowMs``), and never for work that is safe to rerun: inside
-``transaction(fn)`` a dead connection fails its first statement, before COMMIT, and the client
-reruns the function at once on a fresh connection (:func:`stale_connection_error`).
+(HikariCP's ``aliveBypassWindowMs``): a connection in steady use is alive. The client suspends it
+where its own first round trip finds a dead connection safely — ``transaction(fn)``'s BEGIN that
+takes the transaction id — and then starts again at once on a fresh connection
+(:func:`stale_connection_error`).
 
 A ping that finds the connection gone raises SQLAlchemy's ``InvalidatePoolError`` from the pool's
 checkout event: the pool discards that connection and every one older than it (they most likely
@@ -57,9 +58,8 @@ def is_reused(info: dict[Any, Any]) -> bool:
 
 
 def stale_connection_error(error: BaseException) -> bool:
-    """The connection turned out to be gone: SQLAlchemy saw it (and has then invalidated it and
-    the pool's older connections), or a driver call made beside SQLAlchemy (COMMIT outcome
-    resolution's ``BEGIN``) reports a lost connection; the caller invalidates it then."""
+    """The error says the connection is gone (the BEGIN of COMMIT outcome resolution is sent
+    beside SQLAlchemy, so the caller invalidates the connection itself)."""
     return classify(error) is ErrorCategory.CONNECTION
 
 

@@ -10,8 +10,8 @@ client); the connection state is kept by the same
 :func:`~instrumented_clients.db._rules.note_failure`.
 
 Start-up (``connect_with_retry``, a background reconnect task when the database is optional),
-the ``mysql`` → ``mariadb`` relabel, span names and attributes, idle validation and the stale
-connection rule are those of the sync client, from :mod:`instrumented_clients.db.core`.
+the ``mysql`` → ``mariadb`` relabel, span names and attributes and idle validation are those of
+the sync client, from :mod:`instrumented_clients.db.core`.
 
 Drivers chosen when the URL names none: asyncpg for PostgreSQL (``postgresql+psycopg`` selects
 psycopg's async mode), aiomysql for MySQL/MariaDB, aiosqlite for SQLite (the default).
@@ -33,12 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from instrumented_clients.db._rules import commit_failure
 from instrumented_clients.db._startup import AsyncStartup
-from instrumented_clients.db._validation import (
-    is_reused,
-    resume_validation,
-    stale_connection_error,
-    suspend_validation,
-)
 from instrumented_clients.db.commit_outcome import AsyncCommitOutcomeResolver
 from instrumented_clients.db.core import DatabaseClient, DatabaseCore, env_arguments
 from instrumented_clients.db.result import ExecuteResult
@@ -141,7 +135,7 @@ class AsyncResilientDatabase(DatabaseClient):
         clause, guard, read = core.prepare(statement)
         safe = read if idempotent is None else idempotent
         result: ExecuteResult = await guard.acall(
-            self._run_committed, _statement_work(clause, parameters), safe, safe)
+            self._run_committed, _statement_work(clause, parameters), safe)
         return result
 
     async def transaction(self, fn: Callable[[AsyncConnection], Awaitable[T]], *,
@@ -161,63 +155,46 @@ class AsyncResilientDatabase(DatabaseClient):
         if not self._core.settled:
             await self._settle_early()
         result: T = await self._core.transaction_guard.acall(
-            self._run_committed, work, idempotent or read_only, True)
+            self._run_committed, work, idempotent or read_only)
         return result
 
-    async def _checkout(self, validate: bool) -> AsyncConnection:
-        """A pooled connection; ``validate``: pinged first when it has been idle too long."""
+    async def _checkout(self) -> AsyncConnection:
+        """A pooled connection, pinged first when it has been idle too long (the asyncio client
+        takes no transaction id at BEGIN, so the first round trip is always the caller's)."""
         core = self._core
         started = core.clock.monotonic()
-        if validate:
-            connection = await self._engine.connect()
-        else:
-            token = suspend_validation()  # the pool's greenlet runs in this task's context
-            try:
-                connection = await self._engine.connect()
-            finally:
-                resume_validation(token)
+        connection = await self._engine.connect()
         if core.pool_wait is not None:
             core.pool_wait.observe(core.clock.monotonic() - started)
         return connection
 
     async def _run_committed(self, work: Callable[[AsyncConnection], Awaitable[T]],
-                             idempotent: bool, rerun_stale: bool) -> T:
+                             idempotent: bool) -> T:
         """One attempt: check a connection out, run ``work``, COMMIT, and keep the state
-        (the rules of :meth:`ResilientDatabase._run_committed`)."""
+        (the rules of ``ResilientDatabase``)."""
         resolver = None if idempotent else self._commit_resolver
         try:
-            while True:
-                connection = await self._checkout(validate=not rerun_stale)
+            connection = await self._checkout()
+            try:
                 try:
-                    stale_possible = rerun_stale and is_reused(connection.info)
-                    try:
-                        value = await work(connection)
-                        marker = (await resolver.mark(connection)
-                                  if resolver is not None else None)
-                    except Exception as error:
-                        await _rollback_quietly(connection)
-                        if stale_possible and stale_connection_error(error):
-                            if not connection.invalidated:
-                                await connection.invalidate(error)
-                            _log.info("database %r: a pooled connection was gone; rerun at "
-                                      "once on a new one", self._core.name)
-                            rerun_stale = False  # once: a second loss is an outage
-                            continue
-                        raise
-                    if resolver is None:
-                        try:
-                            await connection.commit()
-                        except Exception as error:
-                            raise commit_failure(error, idempotent) from error
-                    else:
-                        await resolver.commit(connection, marker)
-                except asyncio.CancelledError:
-                    # Mid-statement or mid-COMMIT: the driver connection's state is unknown.
-                    await _invalidate_quietly(connection)
+                    value = await work(connection)
+                    marker = await resolver.mark(connection) if resolver is not None else None
+                except Exception:
+                    await _rollback_quietly(connection)
                     raise
-                finally:
-                    await connection.close()
-                break
+                if resolver is None:
+                    try:
+                        await connection.commit()
+                    except Exception as error:
+                        raise commit_failure(error, idempotent) from error
+                else:
+                    await resolver.commit(connection, marker)
+            except asyncio.CancelledError:
+                # Mid-statement or mid-COMMIT: the driver connection's state is unknown.
+                await _invalidate_quietly(connection)
+                raise
+            finally:
+                await connection.close()
         except BaseException as error:
             self._core.attempt_failed(error)
             raise
@@ -228,7 +205,7 @@ class AsyncResilientDatabase(DatabaseClient):
     # -- the client shape -------------------------------------------------------------------
 
     async def _probe(self) -> None:
-        connection = await self._checkout(validate=False)
+        connection = await self._checkout()
         try:
             await connection.exec_driver_sql("SELECT 1")
         finally:

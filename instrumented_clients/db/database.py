@@ -5,11 +5,12 @@ breaker, metrics, span); driver errors are classified in :mod:`instrumented_clie
 
 Transaction rule: on a transient error (connection lost, 40001, 40P01 / MySQL 1213, MySQL 1205,
 57P01) the transaction is rolled back explicitly, and after the backoff the *whole* function runs
-again on a fresh connection — at once, without a backoff, when it was a pooled connection that
-had died while idle (pooled connections are validated only where that rerun would not be safe:
-:mod:`instrumented_clients.db._validation`). A connection lost *during COMMIT* is ambiguous —
-the server may have committed. On PostgreSQL the client then asks the server what became of the
-transaction (:mod:`instrumented_clients.db.commit_outcome`); where that cannot be settled, and on
+again on a fresh connection — at once, without a backoff, when the BEGIN that takes the
+transaction id finds that a pooled connection died while idle (pooled connections are pinged
+only after an idle threshold, and not there: :mod:`instrumented_clients.db._validation`).
+A connection lost *during COMMIT* is ambiguous — the server may have committed. On PostgreSQL
+the client then asks the server what became of the transaction
+(:mod:`instrumented_clients.db.commit_outcome`); where that cannot be settled, and on
 MySQL/MariaDB, it raises :class:`CommitOutcomeUnknownError` and reruns only with
 ``idempotent=True``. Authentication, syntax/programming and integrity errors are never retried.
 """
@@ -78,10 +79,11 @@ class ResilientDatabase(DatabaseClient):
             Default True.
         query_text: put the statement's text in its span (``db.query.text``), string and
             number literals masked as ``?``; False keeps SQL out of traces altogether.
-        validate_idle_after: seconds (default 1) a pooled connection may sit idle before a
-            write through :meth:`execute` pings it; 0 pings on every checkout. Reads and
-            :meth:`transaction` never ping: a connection found dead by their first statement
-            is replaced and the work rerun at once (see ``docs/sql.md``).
+        validate_idle_after: seconds (default 1) a pooled connection may sit idle before it is
+            pinged at checkout; 0 pings every pooled connection. :meth:`transaction` on
+            PostgreSQL with ``resolve_commit_outcome`` (psycopg) sends no ping: its BEGIN is
+            the first round trip, and a connection found dead there is replaced and the
+            transaction started again at once.
 
     Raises:
         ConfigError: for a malformed URL or a missing driver, before any I/O.
@@ -119,6 +121,9 @@ class ResilientDatabase(DatabaseClient):
         self._commit_resolver = (CommitOutcomeResolver(self._engine, core.clock)
                                  if resolve_commit_outcome and core.system == "postgresql"
                                  else None)
+        # Only psycopg's libpq connection lets BEGIN carry the transaction id (see commit_outcome).
+        self._begin_takes_id = (self._commit_resolver is not None
+                                and self._engine.dialect.driver == "psycopg")
         _FORK_SAFE.add(self)
 
     def _settle_early(self) -> None:
@@ -211,49 +216,54 @@ class ResilientDatabase(DatabaseClient):
         def work(connection: Connection) -> ExecuteResult:
             return ExecuteResult.of(connection.execute(statement, parameters))
 
-        # A write may run in autocommit (an engine made so, DDL outside a transaction), where a
-        # statement cut off is not safe to rerun: its connection is validated instead.
-        return self._run_committed(work, idempotent, rerun_stale=idempotent)
+        return self._run_committed(work, idempotent)
 
     def _transaction_once(
         self, fn: Callable[[Connection], T], idempotent: bool, isolation_level: str | None
     ) -> T:
-        return self._run_committed(fn, idempotent, begin=True, isolation_level=isolation_level,
-                                   rerun_stale=True)
+        return self._run_committed(fn, idempotent, begin=True, isolation_level=isolation_level)
 
     def _run_committed(self, work: Callable[[Connection], T], idempotent: bool, *,
-                       begin: bool = False, isolation_level: str | None = None,
-                       rerun_stale: bool) -> T:
+                       begin: bool = False, isolation_level: str | None = None) -> T:
         """One attempt: check a connection out, (open a transaction,) run ``work``, COMMIT, and
         keep the state.
 
-        ``rerun_stale``: everything before COMMIT is safe to rerun, so the connection is not
-        validated; if it turns out to have died in the pool, ``work`` runs again at once on a
-        new one (SQLAlchemy has discarded the pool's older connections with it).
+        With COMMIT outcome resolution on psycopg, ``transaction(fn)``'s first round trip is the
+        BEGIN that takes the transaction id, before ``fn`` runs: the connection is not pinged,
+        and if it died in the pool that BEGIN fails and the attempt starts again at once on a new
+        connection. Elsewhere the first round trip is the caller's statement, which may be cut
+        off for another reason (a real outage: the Guard's retry, counted), so a connection idle
+        past the threshold is pinged at checkout instead.
         """
         resolver = None if idempotent else self._commit_resolver
+        id_at_begin = begin and resolver is not None and self._begin_takes_id
         try:
             while True:
-                with self._checkout(validate=not rerun_stale) as connection:
-                    stale_possible = rerun_stale and is_reused(connection.info)
+                with self._checkout(validate=not id_at_begin) as connection:
                     marker = None
+                    stale = False
                     try:
                         if begin:
                             if isolation_level is not None:
                                 connection.execution_options(isolation_level=isolation_level)
                             connection.begin()
                             if resolver is not None:
-                                marker = resolver.begin(connection)  # BEGIN and the id at once
+                                reused = id_at_begin and is_reused(connection.info)
+                                try:
+                                    marker = resolver.begin(connection)  # BEGIN and the id
+                                except Exception as error:
+                                    stale = reused and stale_connection_error(error)
+                                    raise
                         value = work(connection)
                     except BaseException as error:
                         # Explicitly: MySQL's lock wait timeout (1205) undoes only the statement.
                         rollback_quietly(connection)
-                        if stale_possible and stale_connection_error(error):
+                        if stale:
                             if not connection.invalidated:
                                 connection.invalidate(error)
                             _log.info("database %r: a pooled connection was gone; rerun at "
                                       "once on a new one", self._core.name)
-                            rerun_stale = False  # once: a second loss is an outage
+                            id_at_begin = False  # once, and pinged: a second loss is an outage
                             continue
                         raise
                     if resolver is None:
@@ -271,7 +281,7 @@ class ResilientDatabase(DatabaseClient):
     # -- start-up and checks ----------------------------------------------------------------------
 
     def _probe(self) -> None:
-        with self._checkout(validate=False) as connection:
+        with self._checkout(validate=True) as connection:
             connection.exec_driver_sql("SELECT 1").all()
 
     def connect_with_retry(self, *, required: bool | None = None) -> bool:

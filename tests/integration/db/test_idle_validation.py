@@ -64,18 +64,42 @@ def test_a_write_through_execute_within_the_threshold_is_not_pinged(
 
 
 @pytest.mark.parametrize("threshold", [0.0, LONG], ids=["idle-longer", "idle-shorter"])
-@pytest.mark.parametrize(("resolve", "runs_expected"), [(False, 2), (True, 1)],
-                         ids=["found-by-fn", "found-at-begin"])
-def test_a_transaction_reruns_once_at_once_on_a_connection_killed_while_idle(
+def test_a_transaction_finds_a_dead_connection_at_begin_and_starts_again_at_once(
     make_db: MakeDb, pg_admin: Admin, pg_table: str, telemetry: CapturedTelemetry,
-    threshold: float, resolve: bool, runs_expected: int,
+    threshold: float,
 ) -> None:
-    """Without COMMIT outcome resolution the dead connection fails ``fn``'s first statement
-    (``fn`` runs twice); with it, the ``BEGIN`` that takes the transaction id fails first, so
-    ``fn`` runs once. Either way: at once, no backoff, no failed attempt, one row."""
+    """With COMMIT outcome resolution the BEGIN that takes the transaction id is the first
+    round trip: no ping, whatever the idle time; the dead connection fails that BEGIN, before
+    ``fn`` runs, and a new one is used at once — no backoff, no failed attempt, one row."""
     clock = FakeClock()  # records any backoff wait instead of sleeping it
     db = make_db(name="pg-idle-txn", validate_idle_after=threshold, engine_options=ONE_CONNECTION,
-                 policy=fast_policy(clock=clock), resolve_commit_outcome=resolve)
+                 policy=fast_policy(clock=clock))
+    kill_the_idle_connection(db, pg_admin)
+    runs: list[int] = []
+
+    def work(connection: Connection) -> int:
+        runs.append(1)
+        connection.execute(text(f"INSERT INTO {pg_table} (id, v) VALUES (1, 42)"))
+        return len(runs)
+
+    assert db.transaction(work) == 1
+    assert clock.sleeps == []  # no backoff step
+    assert value(telemetry, "pg-idle-txn", "retries_total", operation="transaction",
+                 error_type="connection") == 0
+    assert pg_admin.execute(f"SELECT count(*), sum(v) FROM {pg_table}").fetchone() == (1, 42)
+    assert db.health()["state"] == "connected"
+
+
+@pytest.mark.parametrize(("threshold", "runs_expected", "retries"),
+                         [(0.0, 1, 0), (LONG, 2, 1)], ids=["idle-longer", "idle-shorter"])
+def test_a_transaction_without_resolution_follows_the_threshold(
+    make_db: MakeDb, pg_admin: Admin, pg_table: str, telemetry: CapturedTelemetry,
+    threshold: float, runs_expected: int, retries: int,
+) -> None:
+    """Without resolution ``fn``'s first statement is the first round trip, and a connection
+    lost there may be a real outage: pinged past the threshold, else the Guard's retry."""
+    db = make_db(name="pg-idle-plain", validate_idle_after=threshold,
+                 engine_options=ONE_CONNECTION, resolve_commit_outcome=False)
     kill_the_idle_connection(db, pg_admin)
     runs: list[int] = []
 
@@ -85,8 +109,6 @@ def test_a_transaction_reruns_once_at_once_on_a_connection_killed_while_idle(
         return len(runs)
 
     assert db.transaction(work) == runs_expected
-    assert clock.sleeps == []  # no backoff step
-    assert value(telemetry, "pg-idle-txn", "retries_total", operation="transaction",
-                 error_type="connection") == 0
+    assert value(telemetry, "pg-idle-plain", "retries_total", operation="transaction",
+                 error_type="connection") == retries
     assert pg_admin.execute(f"SELECT count(*), sum(v) FROM {pg_table}").fetchone() == (1, 42)
-    assert db.health()["state"] == "connected"
