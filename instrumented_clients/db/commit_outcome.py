@@ -45,7 +45,13 @@ from instrumented_clients.db.errors import CommitOutcomeUnknownError, classify
 from instrumented_clients.resilience import ErrorCategory
 from instrumented_clients.resilience.clock import Clock
 
-__all__ = ["AsyncCommitOutcomeResolver", "CommitMarker", "CommitOutcome", "CommitOutcomeResolver"]
+__all__ = [
+    "AsyncCommitOutcomeResolver",
+    "CommitMarker",
+    "CommitOutcome",
+    "CommitOutcomeResolver",
+    "open_transaction",
+]
 
 _log = logging.getLogger("instrumented_clients.db")
 
@@ -91,13 +97,15 @@ def _first_row(connection: Connection, sql: str) -> tuple[str | None, ...]:
     return tuple(None if value is None else bytes(value).decode() for value in values)
 
 
-def _exec_rows(pgconn: Any, sql: bytes) -> Any:
-    """Run ``sql`` on psycopg's libpq connection in one C call; its rows, or the driver's
-    ``OperationalError`` (what a lost connection raises everywhere else)."""
+def _exec_rows(pgconn: Any, sql: bytes, *, rows: bool = True) -> Any:
+    """Run ``sql`` on psycopg's libpq connection in one C call; its rows (``rows=False``: a
+    command's result), or the driver's ``OperationalError`` (what a lost connection raises
+    everywhere else)."""
     from psycopg import OperationalError, pq
 
     result = pgconn.exec_(sql)
-    if result.status != pq.ExecStatus.TUPLES_OK:
+    expected = pq.ExecStatus.TUPLES_OK if rows else pq.ExecStatus.COMMAND_OK
+    if result.status != expected:
         message = (result.error_message or pgconn.error_message).decode(errors="replace")
         raise OperationalError(message.strip() or "the connection is lost")
     return result
@@ -113,6 +121,22 @@ def _begin_statement(dbapi: Any) -> bytes:
     if dbapi.deferrable is not None:
         parts.append(b"DEFERRABLE" if dbapi.deferrable else b"NOT DEFERRABLE")
     return b" ".join(parts)
+
+
+def open_transaction(connection: Connection) -> bool:
+    """Send the ``BEGIN`` psycopg would send with the first statement, now, so that it is the
+    checkout's first round trip and a dead pooled connection fails there, before any of the
+    caller's work; False (nothing sent) where psycopg is not underneath or no BEGIN is due."""
+    dbapi: Any = connection.connection.dbapi_connection
+    pgconn = getattr(dbapi, "pgconn", None)
+    if pgconn is None or dbapi.autocommit:
+        return False
+    from psycopg import pq
+
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return False
+    _exec_rows(pgconn, _begin_statement(dbapi), rows=False)
+    return True
 
 
 class CommitOutcome(str, enum.Enum):

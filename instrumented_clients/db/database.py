@@ -37,7 +37,7 @@ from instrumented_clients.db._validation import (
     stale_connection_error,
     suspend_validation,
 )
-from instrumented_clients.db.commit_outcome import CommitOutcomeResolver
+from instrumented_clients.db.commit_outcome import CommitOutcomeResolver, open_transaction
 from instrumented_clients.db.core import DatabaseClient, DatabaseCore, env_arguments
 from instrumented_clients.db.result import ExecuteResult
 from instrumented_clients.resilience import CircuitBreaker, RetryPolicy
@@ -121,9 +121,8 @@ class ResilientDatabase(DatabaseClient):
         self._commit_resolver = (CommitOutcomeResolver(self._engine, core.clock)
                                  if resolve_commit_outcome and core.system == "postgresql"
                                  else None)
-        # Only psycopg's libpq connection lets BEGIN carry the transaction id (see commit_outcome).
-        self._begin_takes_id = (self._commit_resolver is not None
-                                and self._engine.dialect.driver == "psycopg")
+        # psycopg's libpq connection lets the client send BEGIN itself (see _run_committed).
+        self._own_begin = core.owns_engine and self._engine.dialect.driver == "psycopg"
         _FORK_SAFE.add(self)
 
     def _settle_early(self) -> None:
@@ -228,18 +227,19 @@ class ResilientDatabase(DatabaseClient):
         """One attempt: check a connection out, (open a transaction,) run ``work``, COMMIT, and
         keep the state.
 
-        With COMMIT outcome resolution on psycopg, ``transaction(fn)``'s first round trip is the
-        BEGIN that takes the transaction id, before ``fn`` runs: the connection is not pinged,
-        and if it died in the pool that BEGIN fails and the attempt starts again at once on a new
-        connection. Elsewhere the first round trip is the caller's statement, which may be cut
-        off for another reason (a real outage: the Guard's retry, counted), so a connection idle
-        past the threshold is pinged at checkout instead.
+        On psycopg, work that is safe to rerun (``transaction(fn)``, reads) sends its BEGIN
+        itself, as the checkout's first round trip (with the transaction id when COMMIT outcome
+        resolution is on): the connection is not pinged, and if it died in the pool that BEGIN
+        fails before any of the work ran, and the attempt starts again at once on a new
+        connection. Elsewhere the first round trip is the caller's statement, which may also be
+        cut off by a real outage (the Guard's retry, counted), so a connection idle past the
+        threshold is pinged at checkout instead.
         """
         resolver = None if idempotent else self._commit_resolver
-        id_at_begin = begin and resolver is not None and self._begin_takes_id
+        own_begin = self._own_begin and (begin or idempotent)
         try:
             while True:
-                with self._checkout(validate=not id_at_begin) as connection:
+                with self._checkout(validate=not own_begin) as connection:
                     marker = None
                     stale = False
                     try:
@@ -247,13 +247,16 @@ class ResilientDatabase(DatabaseClient):
                             if isolation_level is not None:
                                 connection.execution_options(isolation_level=isolation_level)
                             connection.begin()
-                            if resolver is not None:
-                                reused = id_at_begin and is_reused(connection.info)
-                                try:
+                        if own_begin or (begin and resolver is not None):
+                            reused = own_begin and is_reused(connection.info)
+                            try:
+                                if begin and resolver is not None:
                                     marker = resolver.begin(connection)  # BEGIN and the id
-                                except Exception as error:
-                                    stale = reused and stale_connection_error(error)
-                                    raise
+                                else:
+                                    open_transaction(connection)
+                            except Exception as error:
+                                stale = reused and stale_connection_error(error)
+                                raise
                         value = work(connection)
                     except BaseException as error:
                         # Explicitly: MySQL's lock wait timeout (1205) undoes only the statement.
@@ -261,9 +264,9 @@ class ResilientDatabase(DatabaseClient):
                         if stale:
                             if not connection.invalidated:
                                 connection.invalidate(error)
-                            _log.info("database %r: a pooled connection was gone; rerun at "
-                                      "once on a new one", self._core.name)
-                            id_at_begin = False  # once, and pinged: a second loss is an outage
+                            _log.info("database %r: a pooled connection was gone; started "
+                                      "again at once on a new one", self._core.name)
+                            own_begin = False  # once, then pinged: a second loss is an outage
                             continue
                         raise
                     if resolver is None:

@@ -63,17 +63,19 @@ def test_a_write_through_execute_within_the_threshold_is_not_pinged(
     assert pg_admin.execute(f"SELECT count(*) FROM {pg_table}").fetchone() == (1,)
 
 
+@pytest.mark.parametrize("resolve", [True, False], ids=["with-resolution", "without"])
 @pytest.mark.parametrize("threshold", [0.0, LONG], ids=["idle-longer", "idle-shorter"])
 def test_a_transaction_finds_a_dead_connection_at_begin_and_starts_again_at_once(
     make_db: MakeDb, pg_admin: Admin, pg_table: str, telemetry: CapturedTelemetry,
-    threshold: float,
+    threshold: float, resolve: bool,
 ) -> None:
-    """With COMMIT outcome resolution the BEGIN that takes the transaction id is the first
-    round trip: no ping, whatever the idle time; the dead connection fails that BEGIN, before
-    ``fn`` runs, and a new one is used at once — no backoff, no failed attempt, one row."""
+    """The client sends the transaction's BEGIN itself (with the transaction id when COMMIT
+    outcome resolution is on), as the first round trip: no ping, whatever the idle time; the
+    dead connection fails that BEGIN, before ``fn`` runs, and a new one is used at once — no
+    backoff, no failed attempt, one row."""
     clock = FakeClock()  # records any backoff wait instead of sleeping it
     db = make_db(name="pg-idle-txn", validate_idle_after=threshold, engine_options=ONE_CONNECTION,
-                 policy=fast_policy(clock=clock))
+                 policy=fast_policy(clock=clock), resolve_commit_outcome=resolve)
     kill_the_idle_connection(db, pg_admin)
     runs: list[int] = []
 
@@ -90,25 +92,14 @@ def test_a_transaction_finds_a_dead_connection_at_begin_and_starts_again_at_once
     assert db.health()["state"] == "connected"
 
 
-@pytest.mark.parametrize(("threshold", "runs_expected", "retries"),
-                         [(0.0, 1, 0), (LONG, 2, 1)], ids=["idle-longer", "idle-shorter"])
-def test_a_transaction_without_resolution_follows_the_threshold(
-    make_db: MakeDb, pg_admin: Admin, pg_table: str, telemetry: CapturedTelemetry,
-    threshold: float, runs_expected: int, retries: int,
+def test_a_read_through_execute_finds_a_dead_connection_at_begin_without_a_ping(
+    make_db: MakeDb, pg_admin: Admin, telemetry: CapturedTelemetry,
 ) -> None:
-    """Without resolution ``fn``'s first statement is the first round trip, and a connection
-    lost there may be a real outage: pinged past the threshold, else the Guard's retry."""
-    db = make_db(name="pg-idle-plain", validate_idle_after=threshold,
-                 engine_options=ONE_CONNECTION, resolve_commit_outcome=False)
-    kill_the_idle_connection(db, pg_admin)
-    runs: list[int] = []
-
-    def work(connection: Connection) -> int:
-        runs.append(1)
-        connection.execute(text(f"INSERT INTO {pg_table} (id, v) VALUES (1, 42)"))
-        return len(runs)
-
-    assert db.transaction(work) == runs_expected
-    assert value(telemetry, "pg-idle-plain", "retries_total", operation="transaction",
-                 error_type="connection") == retries
-    assert pg_admin.execute(f"SELECT count(*), sum(v) FROM {pg_table}").fetchone() == (1, 42)
+    clock = FakeClock()
+    db = make_db(name="pg-idle-read", validate_idle_after=LONG, engine_options=ONE_CONNECTION,
+                 policy=fast_policy(clock=clock))
+    pid = kill_the_idle_connection(db, pg_admin)
+    assert int(db.execute("SELECT pg_backend_pid()").scalar()) != pid
+    assert clock.sleeps == []
+    assert value(telemetry, "pg-idle-read", "retries_total", operation="execute",
+                 error_type="connection") == 0
