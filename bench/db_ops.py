@@ -7,7 +7,8 @@ Contenders, interleaved round by round in one run (so drift on a shared machine 
   ``hide_parameters``), i.e. the cost of *our* layer alone;
 - ``resilient``: ``ResilientDatabase`` (metrics on, tracing not configured), with PostgreSQL's
   COMMIT outcome resolution (the default: the transaction id taken in the ``BEGIN`` round trip)
-  and idle validation (no ping for reads and ``transaction(fn)``; the default threshold);
+  and idle validation (no ping for reads and ``transaction(fn)``, whose own BEGIN finds a dead
+  pooled connection; the default threshold for writes through ``execute``);
 - ``resilient+pre_ping``: the same with ``pool_pre_ping=True`` in ``engine_options``, i.e. a
   ping on every checkout: the client as it was before idle validation;
 - ``resilient-no-resolution``: the same with ``resolve_commit_outcome=False``, so the pair shows
@@ -290,10 +291,11 @@ def render(results: dict[str, dict[str, list[tuple[float, float]]]],
         "bench/hot_path.py), two histogram observations (~2 µs each), the breaker check and "
         "result buffering.",
         "",
-        "`resilient` pings no connection in these workloads: reads and `transaction(fn)` are "
-        "safe to rerun, so a pooled connection that died (failover, `pg_terminate_backend`) "
-        "fails its first statement, before COMMIT, and the work is rerun at once on a new "
-        "connection; a write through `execute()` pings a connection idle longer than "
+        "`resilient` pings no connection in these workloads: reads and `transaction(fn)` send "
+        "their BEGIN themselves as the first round trip (psycopg would send the same BEGIN "
+        "with the first statement), so a pooled connection that died (failover, "
+        "`pg_terminate_backend`) fails there, before any work, and is replaced at once; a "
+        "write through `execute()` pings a connection idle longer than "
         "`DB_VALIDATE_IDLE_AFTER` (1 s). `resilient+pre_ping` pings on every checkout, one "
         "extra round trip (psycopg sends an empty query), as the client did before. On a "
         "shared, loaded machine single rounds vary several-fold; compare medians only when "
