@@ -210,7 +210,7 @@ DB_VALIDATE_IDLE_AFTER: Final = FloatSetting(
     env="DB_VALIDATE_IDLE_AFTER", default=1.0, minimum=0, unit="s",
     used_by=(DATABASE, "AsyncResilientDatabase", DEMO),
     description="A pooled connection idle at least this long is pinged before use (0: every "
-    "checkout); a PostgreSQL `transaction()` finds a dead one with its own BEGIN instead.")
+    "checkout); psycopg reads and transactions find a dead one with their own BEGIN instead.")
 REDIS_URL: Final = UrlSetting(
     env="REDIS_URL", default="redis://localhost:6379/0", used_by=(REDIS, DEMO, CHECK),
     description="Redis URL (`redis://`, `rediss://` or `unix://`).")

@@ -3,8 +3,8 @@
 A ping on every checkout (SQLAlchemy's ``pool_pre_ping``) is one more round trip per operation.
 Here a connection is pinged only when it has sat idle in the pool at least ``idle_after`` seconds
 (HikariCP's ``aliveBypassWindowMs``): a connection in steady use is alive. The client suspends it
-where its own first round trip finds a dead connection safely — ``transaction(fn)``'s BEGIN that
-takes the transaction id — and then starts again at once on a fresh connection
+where its own first round trip finds a dead connection safely — the BEGIN it sends itself on
+psycopg for reads and ``transaction(fn)`` — and then starts again at once on a fresh connection
 (:func:`stale_connection_error`).
 
 A ping that finds the connection gone raises SQLAlchemy's ``InvalidatePoolError`` from the pool's
@@ -58,8 +58,8 @@ def is_reused(info: dict[Any, Any]) -> bool:
 
 
 def stale_connection_error(error: BaseException) -> bool:
-    """The error says the connection is gone (the BEGIN of COMMIT outcome resolution is sent
-    beside SQLAlchemy, so the caller invalidates the connection itself)."""
+    """The error says the connection is gone (the client's own BEGIN is sent beside
+    SQLAlchemy, so the caller invalidates the connection itself)."""
     return classify(error) is ErrorCategory.CONNECTION
 
 

@@ -5,9 +5,9 @@ breaker, metrics, span); driver errors are classified in :mod:`instrumented_clie
 
 Transaction rule: on a transient error (connection lost, 40001, 40P01 / MySQL 1213, MySQL 1205,
 57P01) the transaction is rolled back explicitly, and after the backoff the *whole* function runs
-again on a fresh connection — at once, without a backoff, when the BEGIN that takes the
-transaction id finds that a pooled connection died while idle (pooled connections are pinged
-only after an idle threshold, and not there: :mod:`instrumented_clients.db._validation`).
+again on a fresh connection — at once, without a backoff, when the BEGIN the client sends itself
+(psycopg) finds that a pooled connection died while idle (pooled connections are pinged only
+after an idle threshold, and not there: :mod:`instrumented_clients.db._validation`).
 A connection lost *during COMMIT* is ambiguous — the server may have committed. On PostgreSQL
 the client then asks the server what became of the transaction
 (:mod:`instrumented_clients.db.commit_outcome`); where that cannot be settled, and on
@@ -80,10 +80,9 @@ class ResilientDatabase(DatabaseClient):
         query_text: put the statement's text in its span (``db.query.text``), string and
             number literals masked as ``?``; False keeps SQL out of traces altogether.
         validate_idle_after: seconds (default 1) a pooled connection may sit idle before it is
-            pinged at checkout; 0 pings every pooled connection. :meth:`transaction` on
-            PostgreSQL with ``resolve_commit_outcome`` (psycopg) sends no ping: its BEGIN is
-            the first round trip, and a connection found dead there is replaced and the
-            transaction started again at once.
+            pinged at checkout; 0 pings every pooled connection. On psycopg, reads and
+            :meth:`transaction` send no ping: their BEGIN, sent by the client as the first
+            round trip, finds a dead connection, which is replaced at once.
 
     Raises:
         ConfigError: for a malformed URL or a missing driver, before any I/O.
