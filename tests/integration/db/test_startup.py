@@ -186,11 +186,10 @@ def test_close_stops_the_background_reconnects(make_db: MakeDb) -> None:
         db = make_db(proxy.url(PG_URL), name="pg-close",
                      connect_policy=fast_policy(max_attempts=1, max_delay=0.02))
         assert db.connect_with_retry(required=False) is False
-        reconnector = db._reconnector
-        assert reconnector is not None
+        assert db.reconnecting
         wait_until(lambda: db.reconnect_attempts >= 3, 10)  # it keeps trying in the background
         db.close()
-        assert not reconnector.is_alive()
+        assert not db.reconnecting
         assert db.health()["state"] == "closed"
 
 
@@ -201,7 +200,7 @@ def test_a_permanent_error_is_raised_even_when_the_database_is_optional(
     db = make_db(f"postgresql://postgres:wrong@127.0.0.1:{port}/postgres", name="pg-optional")
     with pytest.raises(Exception, match="password authentication failed"):
         db.connect_with_retry(required=False)
-    assert db._reconnector is None  # nothing keeps retrying a wrong password
+    assert not db.reconnecting  # nothing keeps retrying a wrong password
 
 
 def test_promtool_accepts_a_scrape_with_the_sql_metrics(
