@@ -35,12 +35,13 @@ class Sink(Protocol):
 class OperationRecorder:
     """The observer of one (system, client, operation): metric children resolved once.
 
-    The success path costs a counter increment and a histogram observation; with tracing
-    configured, a span around the operation and the trace id as the histogram's exemplar.
+    The success path costs one histogram observation (its ``_count`` is the operation count, by
+    outcome); with tracing configured, a span around the operation and the trace id as the
+    histogram's exemplar.
     """
 
-    __slots__ = ("_attributes", "_describe_error", "_exemplars", "_histogram", "_kind", "_otel",
-                 "_outcomes", "_span_name")
+    __slots__ = ("_attributes", "_describe_error", "_exemplars", "_kind", "_otel", "_outcomes",
+                 "_span_name")
 
     def __init__(
         self,
@@ -61,18 +62,15 @@ class OperationRecorder:
         self._describe_error = describe_error
         self._exemplars = True
         if metrics is not None:
-            counter = metrics["operations_total"]
+            histogram = metrics["operation_duration_seconds"]
             self._outcomes: dict[str, Any] | None = {
-                outcome: counter.labels(system, client, operation, outcome) for outcome in OUTCOMES
+                outcome: histogram.labels(system, client, operation, outcome)
+                for outcome in OUTCOMES
             }
-            self._histogram: Any = metrics["operation_duration_seconds"].labels(
-                system, client, operation
-            )
             # Not used here, but an operation that exists should show 0 exhaustions, not none.
             metrics["retries_exhausted_total"].labels(system, client, operation)
         else:
             self._outcomes = None
-            self._histogram = None
 
     @property
     def tracing(self) -> bool:
@@ -101,11 +99,10 @@ class OperationRecorder:
     ) -> None:
         outcomes = self._outcomes
         if outcomes is not None:
-            outcomes[outcome].inc()
             if scope is not None and self._exemplars:
-                self._observe_with_exemplar(duration, scope)
+                self._observe_with_exemplar(outcomes[outcome], duration, scope)
             else:
-                self._histogram.observe(duration)
+                outcomes[outcome].observe(duration)
         if scope is not None:
             scope.close(attempts, error, None)
 
@@ -113,16 +110,16 @@ class OperationRecorder:
         """Count an operation that did not run through a Guard (e.g. a buffered publish)."""
         self.finish(outcome, duration, 1)
 
-    def _observe_with_exemplar(self, duration: float, scope: SpanScope) -> None:
+    def _observe_with_exemplar(self, histogram: Any, duration: float, scope: SpanScope) -> None:
         context = scope.span.get_span_context()
         if not context.is_valid or not context.trace_flags.sampled:
-            self._histogram.observe(duration)
+            histogram.observe(duration)
             return
         try:
-            self._histogram.observe(duration, {"trace_id": trace.format_trace_id(context.trace_id)})
+            histogram.observe(duration, {"trace_id": trace.format_trace_id(context.trace_id)})
         except Exception:  # multiprocess mode has no exemplars: stop trying
             self._exemplars = False
-            self._histogram.observe(duration)
+            histogram.observe(duration)
 
 
 class Telemetry:

@@ -183,7 +183,8 @@ def test_handles_every_message_in_the_pool_and_acks_it(
     assert admin.message_count(queue) == 0
     assert not any(name.startswith("rabbitmq-io") for name in handler.threads)
     assert all(name.startswith(f"consumer-{consumer.name}") for name in handler.threads)
-    assert telemetry.value("operations_total", system="rabbitmq", client=consumer.name,
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="rabbitmq", client=consumer.name,
                            operation="process", outcome="success") == 200
     assert telemetry.value("operation_duration_seconds_count", system="rabbitmq",
                            client=consumer.name, operation="process") == 200
@@ -227,7 +228,8 @@ def test_poison_message_dead_lettered_by_quorum_delivery_limit(
     assert consumed(telemetry, consumer, "requeue") == 3
     assert consumed(telemetry, consumer, "reject") == 0
     assert admin.message_count(queue.name) == 0
-    assert telemetry.value("operations_total", system="rabbitmq", client=consumer.name,
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="rabbitmq", client=consumer.name,
                            operation="process", outcome="failure_after_retry") == 2
 
 
