@@ -75,11 +75,7 @@ class OperationRecorder:
     @property
     def tracing(self) -> bool:
         otel = self._otel
-        if otel is None:
-            return False
-        if otel._resolved:  # the common case, read inline: this runs on every call
-            return otel._tracer is not None
-        return otel.enabled
+        return otel is not None and otel.enabled
 
     def begin(self, parent: otel_context.Context | None = None,
               links: list[Link] | None = None) -> SpanScope | None:
