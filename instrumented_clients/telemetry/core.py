@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
@@ -15,7 +15,12 @@ from prometheus_client import CollectorRegistry
 from instrumented_clients.resilience.events import Event, Outcome, SpanKindName
 from instrumented_clients.telemetry.catalog import DEFAULT_NAMESPACE, OUTCOMES
 from instrumented_clients.telemetry.log_sink import LoggingSink
-from instrumented_clients.telemetry.otel import ErrorDescriber, OpenTelemetrySink, SpanScope
+from instrumented_clients.telemetry.otel import (
+    GLOBAL_SLOT,
+    ErrorDescriber,
+    OpenTelemetrySink,
+    SpanScope,
+)
 from instrumented_clients.telemetry.prometheus import PrometheusMetrics, PrometheusSink
 
 __all__ = ["OperationRecorder", "Sink", "Telemetry", "get_default_telemetry",
@@ -32,6 +37,10 @@ class Sink(Protocol):
     def emit(self, event: Event) -> None: ...
 
 
+def _ignore(duration: float) -> None:
+    return None
+
+
 class OperationRecorder:
     """The observer of one (system, client, operation): metric children resolved once.
 
@@ -41,7 +50,7 @@ class OperationRecorder:
     """
 
     __slots__ = ("_attributes", "_describe_error", "_exemplars", "_kind", "_otel", "_outcomes",
-                 "_span_name")
+                 "_span_name", "record_success")
 
     def __init__(
         self,
@@ -69,13 +78,21 @@ class OperationRecorder:
             }
             # Not used here, but an operation that exists should show 0 exhaustions, not none.
             metrics["retries_exhausted_total"].labels(system, client, operation)
+            self.record_success: Callable[[float], object] = self._outcomes["success"].observe
         else:
             self._outcomes = None
+            self.record_success = _ignore
 
     @property
     def tracing(self) -> bool:
         otel = self._otel
-        return otel is not None and otel.enabled
+        if otel is None:
+            return False
+        if otel.resolved:  # read inline, not through otel.enabled: this runs on every call
+            return otel.resolved_tracer is not None
+        if GLOBAL_SLOT and trace._TRACER_PROVIDER is None:  # see otel.GLOBAL_SLOT
+            return False
+        return otel.enabled
 
     def begin(self, parent: otel_context.Context | None = None,
               links: list[Link] | None = None) -> SpanScope | None:

@@ -20,6 +20,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from threading import get_ident
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -63,8 +64,9 @@ class _Child:
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         """Count ``amount`` in its bucket and add it to the sum; ``exemplar`` labels (a trace
         id) are kept for that bucket."""
-        values = self._shards.get(threading.get_ident())
-        if values is None:
+        try:
+            values = self._shards[get_ident()]
+        except KeyError:
             values = self._new_shard()
         index = bisect_left(self._bounds, amount)  # the first bucket whose bound >= amount
         values[index] += 1
@@ -75,7 +77,7 @@ class _Child:
     def _new_shard(self) -> list[float]:
         values: list[float] = [0] * self._width + [0.0]
         with self._lock:
-            self._shards[threading.get_ident()] = values
+            self._shards[get_ident()] = values
         return values
 
     def exemplars(self) -> list[Exemplar | None]:
