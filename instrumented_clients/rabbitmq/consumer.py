@@ -65,7 +65,7 @@ __all__ = ["Handler", "ResilientConsumer"]
 _log = logging.getLogger(__name__)
 SYSTEM = "rabbitmq"
 _FAMILIES = (
-    "operations_total", "operation_duration_seconds", "connection_state",
+    "operation_duration_seconds", "connection_state",
     "connection_transitions_total", "illegal_transitions_total", "reconnect_attempts_total",
     "reconnect_duration_seconds", "connection_blocked", "consumed_messages_total",
 )

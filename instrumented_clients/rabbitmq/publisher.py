@@ -90,7 +90,7 @@ P = TypeVar("P", bound="ResilientPublisher")
 SYSTEM = "rabbitmq"
 _BYTES = (bytes, bytearray, memoryview)
 _FAMILIES = (
-    "operations_total", "operation_duration_seconds", "retries_total", "retries_exhausted_total",
+    "operation_duration_seconds", "retries_total", "retries_exhausted_total",
     "connection_state", "connection_transitions_total", "illegal_transitions_total",
     "reconnect_attempts_total", "reconnect_duration_seconds", "connection_blocked",
     "circuit_breaker_state", "circuit_breaker_rejections_total", "buffer_events",

@@ -36,40 +36,23 @@ have retried (attempts, deadline or budget spent), CONNECTED again on the next s
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from redis.connection import ConnectionPool
 
-from instrumented_clients.client import HealthReport
+from instrumented_clients.redis.base import RedisClientBase
 from instrumented_clients.redis.connection import strict_checkout
-from instrumented_clients.redis.core import (
-    RedisCore,
-    counts_against_redis,
-    env_arguments,
-    resolve_pool,
-)
-from instrumented_clients.redis.guards import idempotent as writes_idempotent
+from instrumented_clients.redis.core import counts_against_redis
 from instrumented_clients.redis.guards import writes_opted_in
 from instrumented_clients.redis.pipeline import ResilientPipeline
-from instrumented_clients.redis.tracking import SYSTEM
-from instrumented_clients.resilience import (
-    CircuitBreaker,
-    ConnectionState,
-    ConnectionTracker,
-    Guard,
-    RetryBudget,
-    RetryPolicy,
-)
-from instrumented_clients.resilience.clock import Clock
-from instrumented_clients.telemetry import Telemetry
+from instrumented_clients.resilience import ConnectionState, ConnectionTracker, Guard
 
 __all__ = ["ResilientRedis", "counts_against_redis"]
 
 
-class ResilientRedis(redis.Redis):
+class ResilientRedis(RedisClientBase, redis.Redis):
     """A ``redis.Redis`` with retries, a circuit breaker, connection state and telemetry.
 
     Args:
@@ -100,76 +83,7 @@ class ResilientRedis(redis.Redis):
         ConfigError: a malformed URL (before any I/O), naming the argument.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        name: str = "redis",
-        policy: RetryPolicy | None = None,
-        retry: RetryPolicy | Literal[False] | None = None,
-        breaker: CircuitBreaker | Literal[False] | None = None,
-        budget: RetryBudget | None = None,
-        telemetry: Telemetry | None = None,
-        retry_writes: bool = False,
-        clock: Clock | None = None,
-        connection_pool: ConnectionPool | None = None,
-        health_check_interval: float = 30.0,
-        failure_threshold: int = 5,
-        recovery_timeout: float = 30.0,
-        single_connection_client: bool = False,
-        required: bool = True,
-        **connection_options: Any,
-    ) -> None:
-        connection_pool, owns_pool = resolve_pool(
-            ConnectionPool, name, connection_pool, url, health_check_interval, connection_options)
-        super().__init__(
-            connection_pool=connection_pool, single_connection_client=single_connection_client
-        )
-        self.auto_close_connection_pool = owns_pool
-        core = self._core = RedisCore(
-            connection_pool, name=name, required=required, policy=policy, retry=retry,
-            breaker=breaker, budget=budget, telemetry=telemetry, retry_writes=retry_writes,
-            clock=clock, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout,
-            owns_pool=owns_pool,
-        )
-        self.name = name
-        self.required = core.required
-        self.context = core.context
-        self.policy = core.policy
-        self.breaker = core.breaker
-        self.budget = budget
-        self.address = core.address
-        self.db = core.db
-        self._tracker = core.tracker
-        self._guards = core.guards.by_name
-
-    @property
-    def retry_writes(self) -> bool:
-        """Whether writes are retried after ambiguous failures too (for idempotent use)."""
-        return self._core.guards.retry_writes
-
-    # -- construction helpers ---------------------------------------------------------------
-
-    @classmethod
-    def from_env(
-        cls,
-        name: str = "redis",
-        environ: Mapping[str, str] | None = None,
-        **overrides: Any,
-    ) -> ResilientRedis:
-        """Build from ``REDIS_URL``, ``REDIS_RETRY_MAX_ATTEMPTS`` (attempts, the first included),
-        ``REDIS_RETRY_BASE_DELAY`` and ``REDIS_RETRY_MAX_DELAY``; ``overrides`` win.
-
-        Raises:
-            ConfigError: a variable that does not parse, naming it, its value and what was
-                expected.
-        """
-        return cls(name=name, **env_arguments(environ, overrides))
-
-    def policy_for(self, *command: Any) -> RetryPolicy:
-        """The retry policy a command (as passed to ``execute_command``) runs under here and
-        now: it shows the write-retry rule, e.g. ``policy_for("INCR", "k")``."""
-        return self._core.guards.for_command(command).policy
+    pool_class = ConnectionPool
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -210,50 +124,31 @@ class ResilientRedis(redis.Redis):
             self._core.attempt_succeeded()
         return result
 
-    # -- connection state (slow paths only) -------------------------------------------------
-
-    system = SYSTEM
-
-    @property
-    def state(self) -> ConnectionState:
-        """The connection state (see :mod:`instrumented_clients.redis.tracking`)."""
-        return self._tracker.state
-
     # -- pipelines --------------------------------------------------------------------------
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ResilientPipeline:
         """A pipeline whose ``execute()`` runs as one unit under the write-retry rule."""
         return ResilientPipeline(
-            self, self.connection_pool, self.response_callbacks, transaction, shard_hint
+            self.connection_pool, self.response_callbacks, transaction, shard_hint,
+            guards=self._core.guards, run=self._run,
         )
 
-    def _pipeline_guard(self, transactional: bool, stack: Sequence[Any]) -> Guard:
-        return self._core.guards.for_pipeline(transactional, stack)
+    # -- the client shape -------------------------------------------------------------------
 
-    # -- opt-in, health ---------------------------------------------------------------------
+    def check(self, *, raise_on_error: bool = False) -> bool:
+        """One ``PING``, no retry (through the breaker); True when Redis answered.
 
-    @staticmethod
-    @contextlib.contextmanager
-    def idempotent() -> Iterator[None]:
-        """Within the block, writes (and pipelines) are retried like reads: use it for writes
-        that are safe to apply twice (``SET`` of a fixed value, ``SADD``, ``DEL``)."""
-        with writes_idempotent():
-            yield
-
-    def check(self) -> bool:
-        """One ``PING``, no retry (through the breaker); True when Redis answered."""
+        Args:
+            raise_on_error: raise the failure (classified and recorded all the same) instead of
+                returning False.
+        """
         try:
-            self._run_check()
+            self._run(self._core.guards.check, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
         except Exception:
+            if raise_on_error:
+                raise
             return False
         return True
-
-    def _run_check(self) -> Any:
-        return self._run(self._core.guards.check, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
-
-    def health(self) -> HealthReport:
-        """A snapshot for health endpoints: no URL, no password."""
-        return self._core.health()
 
     def close(self, timeout: float | None = None) -> None:
         """Release the connections, as ``redis.Redis.close()`` does; idempotent.
@@ -275,8 +170,3 @@ class ResilientRedis(redis.Redis):
             super().close()
         finally:
             self._core.closed()
-
-    def __repr__(self) -> str:
-        return (f"ResilientRedis(name={self.name!r}, address={self.address!r}, db={self.db}, "
-                f"state={self._tracker.state.value})")
-

@@ -64,7 +64,9 @@ def no_retry(asynchronous: bool = False) -> Retry | AsyncRetry:
 class SendTrackingMixin:
     """Marks the errors raised before a command is sent; mixed into a pool's connection class."""
 
-    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+    def connect_check_health(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self._sock:  # connected: redis-py's own first test, made here to spare it a call
+            return
         try:
             super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
         except BaseException as error:
@@ -84,7 +86,9 @@ class SendTrackingMixin:
 class AsyncSendTrackingMixin:
     """:class:`SendTrackingMixin` for ``redis.asyncio`` connections."""
 
-    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+    async def connect_check_health(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self._reader is not None and self._writer is not None:  # as redis-py's is_connected
+            return
         try:
             await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
         except BaseException as error:

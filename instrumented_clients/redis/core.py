@@ -137,7 +137,6 @@ class RedisCore:
         clock: Clock | None,
         failure_threshold: int,
         recovery_timeout: float,
-        owns_pool: bool,
     ) -> None:
         self.name = name
         self.required = bool(required)
@@ -172,7 +171,7 @@ class RedisCore:
             self.policy, breaker=self.breaker, budget=budget, context=self.context,
             span_attributes=span_base, retry_writes=bool(retry_writes), on_retry=self.on_retry,
         )
-        bind_pool_metrics(self.telemetry, SYSTEM, name, pool, owned=owns_pool)
+        bind_pool_metrics(self.telemetry, SYSTEM, name, pool)
         self.pool_gauges_bound = True
 
     # -- connection state (slow paths only) -------------------------------------------------

@@ -203,7 +203,8 @@ def outage(stack: Stack) -> OutageReport:
     """Cut Redis and RabbitMQ (and reset PostgreSQL connections) until the alerts fire in
     Alertmanager, restore them, and wait until the alerts resolve."""
     wait_until(lambda: len(stack.query(
-        'sum by (instance) (rate(resilient_client_operations_total{outcome="success"}[5s])) > 0'
+        'sum by (instance) '
+        '(rate(resilient_client_operation_duration_seconds_count{outcome="success"}[5s])) > 0'
     )) == 2, 30, interval=0.5, message=lambda: f"no traffic scraped\n{stack.log_tail()}")
     started = time.time()
     # RabbitMQ first goes silent (a blackhole: publishes are written, never confirmed) and only

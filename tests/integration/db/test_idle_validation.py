@@ -46,7 +46,7 @@ def test_a_write_through_execute_pings_a_connection_idle_past_the_threshold(
     assert int(db.execute("SELECT pg_backend_pid()").scalar()) != pid
     assert value(telemetry, "pg-idle-ping", "retries_total", operation="execute",
                  error_type="connection") == 0
-    assert value(telemetry, "pg-idle-ping", "operations_total", operation="execute",
+    assert value(telemetry, "pg-idle-ping", "operation_duration_seconds_count", operation="execute",
                  outcome="success_after_retry") == 0
     assert pg_admin.execute(f"SELECT count(*) FROM {pg_table}").fetchone() == (1,)
 

@@ -123,7 +123,8 @@ def test_the_breaker_opens_and_fails_fast_then_closes_again(
     assert db.health()["circuit_breaker"] == "closed"
     assert (telemetry.value("circuit_breaker_rejections_total", system="postgresql",
                             client="pg-breaker") or 0) >= 1
-    assert telemetry.value("operations_total", system="postgresql", client="pg-breaker",
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="postgresql", client="pg-breaker",
                            operation="execute", outcome="rejected") == 1
 
 
@@ -141,7 +142,7 @@ def test_compat_names_with_raw_drivers(telemetry: CapturedTelemetry) -> None:
         assert retry.execute_with_retry(fetch, "fetch answer") == (42,)
     finally:
         connection.close()
-    assert telemetry.value("operations_total", system="mysql", client="legacy-raw",
+    assert telemetry.value("operation_duration_seconds_count", system="mysql", client="legacy-raw",
                            operation="connect", outcome="success") == 1
 
     attempts: list[int] = []

@@ -50,7 +50,7 @@ def rows(database: ResilientDatabase) -> int:
 
 
 def outcome(telemetry: CapturedTelemetry, operation: str, value: str) -> float | None:
-    return telemetry.value("operations_total", system="sqlite", client="idle",
+    return telemetry.value("operation_duration_seconds_count", system="sqlite", client="idle",
                            operation=operation, outcome=value)
 
 

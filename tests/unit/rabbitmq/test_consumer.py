@@ -176,7 +176,7 @@ def test_a_handler_that_returns_acks(make_consumer: Callable[..., ResilientConsu
     assert seen[0].body == b"body"
     assert seen[0].message_id == "m1"
     assert consumer.in_flight == 0
-    assert telemetry.value("operations_total", system="rabbitmq", client="consumer",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="consumer",
                            operation="process", outcome="success") == 1
 
 
@@ -187,9 +187,9 @@ def test_a_handler_that_raises_requeues_and_counts_a_failure(
     assert deliver(consumer)[0][0] == "requeue"
     assert deliver(consumer, redelivered=True)[0][0] == "requeue"  # no limit: forever
     assert consumer.health()["consecutive_failures"] == 2
-    assert telemetry.value("operations_total", system="rabbitmq", client="consumer",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="consumer",
                            operation="process", outcome="failure") == 1
-    assert telemetry.value("operations_total", system="rabbitmq", client="consumer",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="consumer",
                            operation="process", outcome="failure_after_retry") == 1
 
 

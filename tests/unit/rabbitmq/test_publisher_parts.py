@@ -328,7 +328,7 @@ def test_a_refused_probe_reports_a_failure_and_frees_the_slot() -> None:
 def make_outcomes(telemetry: CapturedTelemetry, context: ClientContext,
                   on_drop: Callable[[OutgoingMessage, str], object] | None = None,
                   ) -> PublishOutcomes:
-    telemetry.prepare("rabbitmq", "pub", ("publish",), ("operations_total",
+    telemetry.prepare("rabbitmq", "pub", ("publish",), ("operation_duration_seconds",
                                                          "publish_confirms_total"))
     outbox, _ = make_outbox(context)
     return PublishOutcomes("pub", telemetry, telemetry.observe_operation("rabbitmq", "pub",
@@ -353,9 +353,9 @@ def test_outcomes_resolve_futures_count_once_and_mark_returns(
     for outcome, count in (("ack", 1), ("returned", 1), ("nack", 1)):
         assert telemetry.value("publish_confirms_total", system="rabbitmq", client="pub",
                                outcome=outcome) == count
-    assert telemetry.value("operations_total", system="rabbitmq", client="pub",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="pub",
                            operation="publish", outcome="success") == 1
-    assert telemetry.value("operations_total", system="rabbitmq", client="pub",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="pub",
                            operation="publish", outcome="failure") == 2  # returned and nacked
 
 
