@@ -193,8 +193,37 @@ def test_pool_gauges_follow_checked_out_connections(
     assert gauge("in_use") == 0.0
     assert gauge("idle") == 2.0
     assert telemetry.value("pool_max_connections", system="postgresql", client="pg-pool") == 5.0
+    # Never at its limit, so no checkout could wait and none was timed.
     assert (telemetry.value("pool_wait_seconds_count", system="postgresql", client="pg-pool")
-            or 0) >= 2
+            or 0) == 0
+
+
+def test_a_checkout_that_waits_for_a_full_pool_is_timed(
+    make_db: MakeDb, telemetry: CapturedTelemetry
+) -> None:
+    db = make_db(name="pg-full", engine_options={"pool_size": 1, "max_overflow": 0})
+    db.execute("SELECT 1")
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold(connection: Connection) -> None:
+        inside.set()
+        release.wait(20)
+
+    holder = threading.Thread(target=db.transaction, args=(hold,))
+    holder.start()
+    try:
+        wait_until(inside.is_set, 10)
+        releaser = threading.Timer(0.2, release.set)
+        releaser.start()
+        assert db.execute("SELECT 1").scalar() == 1  # waits for the held connection
+    finally:
+        release.set()
+        holder.join(10)
+    assert telemetry.value("pool_wait_seconds_count", system="postgresql",
+                           client="pg-full") == 1
+    assert (telemetry.value("pool_wait_seconds_sum", system="postgresql", client="pg-full")
+            or 0) >= 0.15
 
 
 def pids_of_two_pooled_connections(db: ResilientDatabase) -> set[int]:
