@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest_asyncio
 
 from instrumented_clients.rabbitmq import (
+    AsyncResilientConsumer,
     AsyncResilientPublisher,
     IncomingMessage,
     default_reconnect_policy,
@@ -19,6 +20,7 @@ from instrumented_clients.testing import CapturedTelemetry
 from tests.integration.rabbitmq.conftest import AMQP_URL, broker_stopped
 
 MakeAsyncPublisher = Callable[..., AsyncResilientPublisher]
+MakeAsyncConsumer = Callable[..., Awaitable[AsyncResilientConsumer]]
 
 
 @pytest_asyncio.fixture
@@ -39,6 +41,32 @@ async def make_async_publisher(
     yield make
     for publisher in made:
         await publisher.close(timeout=2)
+
+
+@pytest_asyncio.fixture
+async def make_async_consumer(
+    telemetry: CapturedTelemetry,
+) -> AsyncIterator[MakeAsyncConsumer]:
+    """Started async consumers with fast reconnects, closed after the test; none may count an
+    illegal state transition."""
+    made: list[AsyncResilientConsumer] = []
+
+    async def make(**kwargs: Any) -> AsyncResilientConsumer:
+        kwargs.setdefault("url", AMQP_URL)
+        kwargs.setdefault("telemetry", telemetry)
+        kwargs.setdefault("name", f"aconsumer{len(made)}")
+        kwargs.setdefault("reconnect_policy", default_reconnect_policy(20, 0.1, 0.5))
+        consumer = AsyncResilientConsumer(**kwargs)
+        made.append(consumer)
+        await consumer.start()
+        return consumer
+
+    yield make
+    for consumer in made:
+        await consumer.close(timeout=5)
+    for consumer in made:
+        assert telemetry.value("illegal_transitions_total", system="rabbitmq",
+                               client=consumer.name) == 0
 
 
 @contextlib.asynccontextmanager
