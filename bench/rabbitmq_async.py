@@ -24,27 +24,26 @@ the broker on 127.0.0.1:5672)::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
 import sys
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pika
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rabbitmq_async_transports as transports
 from rabbitmq_async_transports import (
+    Consumers,
+    Publishers,
     aio_pika_consume,
     aio_pika_publish,
-    fill,
+    arguments,
+    measure,
+    table,
 )
 from rabbitmq_publish import raw_select
 
@@ -117,73 +116,21 @@ async def resilient_consume(queue: str, count: int) -> float:
     return elapsed
 
 
-PUBLISHERS: dict[str, Callable[[str, bool, int], Any]] = {
+PUBLISHERS: Publishers = {
     "aio-pika windowed (1000)": aio_pika_publish,
     "raw pika SelectConnection (ceiling)": raw_publish,
     "AsyncResilientPublisher": resilient_publish,
 }
-CONSUMERS: dict[str, Callable[[str, int], Any]] = {
+CONSUMERS: Consumers = {
     "aio-pika": aio_pika_consume,
     "AsyncResilientConsumer": resilient_consume,
 }
 
 
-def table(title: str, results: dict[str, list[float]], *references: str) -> None:
-    print(f"\n### {title}\n")
-    print("| contender | median msg/s | spread (min–max) | "
-          + " | ".join(f"× {name}" for name in references) + " |")
-    print("|---|---:|---:|" + "---:|" * len(references))
-    medians = {name: statistics.median(values) for name, values in results.items()}
-    for name, values in results.items():
-        ratios = " | ".join(f"{medians[name] / medians[ref]:.2f}×" for ref in references)
-        print(f"| {name} | {medians[name]:,.0f} | {min(values):,.0f}–{max(values):,.0f} | "
-              f"{ratios} |")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--messages", type=int, default=20_000, help="per publish run")
-    parser.add_argument("--consume-messages", type=int, default=10_000)
-    args = parser.parse_args()
-
-    admin = pika.BlockingConnection(pika.URLParameters(URL))
-    channel = admin.channel()
-    queues = {"transient": f"bench-aio-classic-{uuid.uuid4().hex[:8]}",
-              "persistent": f"bench-aio-quorum-{uuid.uuid4().hex[:8]}"}
-    channel.queue_declare(queues["transient"], durable=False)
-    channel.queue_declare(queues["persistent"], durable=True,
-                          arguments={"x-queue-type": "quorum"})
-    publish = {s: {n: [] for n in PUBLISHERS} for s in queues}
-    consume: dict[str, dict[str, list[float]]] = {
-        s: {n: [] for n in CONSUMERS} for s in ("no-op", "1 ms")}
-    try:
-        for round_number in range(args.rounds):
-            names = list(PUBLISHERS)
-            shift = round_number % len(names)
-            for scenario, queue in queues.items():
-                for name in names[shift:] + names[:shift]:
-                    publish[scenario][name].append(asyncio.run(
-                        PUBLISHERS[name](queue, scenario == "persistent", args.messages)))
-                    channel.queue_purge(queue)
-            names = list(CONSUMERS)
-            shift = round_number % len(names)
-            for scenario, work in (("no-op", 0.0), ("1 ms", 0.001)):
-                transports.WORK = work
-                for name in names[shift:] + names[:shift]:
-                    queue = f"bench-aio-consume-{uuid.uuid4().hex[:8]}"
-                    fill(channel, queue, args.consume_messages)
-                    try:
-                        elapsed = asyncio.run(CONSUMERS[name](queue, args.consume_messages))
-                    finally:
-                        channel.queue_delete(queue)
-                    consume[scenario][name].append(args.consume_messages / elapsed)
-            print(f"round {round_number + 1}/{args.rounds} done", flush=True)
-    finally:
-        for queue in queues.values():
-            channel.queue_delete(queue)
-        admin.close()
-
+    args = arguments(__doc__.split("\n")[0], 20_000, 10_000)
+    publish, consume = measure(PUBLISHERS, CONSUMERS, args.rounds, args.messages,
+                               args.consume_messages)
     print(f"\n{args.rounds} interleaved rounds; {args.messages} confirmed publishes per run "
           f"(window {WINDOW}), {args.consume_messages} messages per consume run "
           f"(prefetch {PREFETCH}); 100-byte bodies.")

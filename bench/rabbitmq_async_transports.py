@@ -440,29 +440,34 @@ def fill(channel: Any, queue: str, count: int) -> None:
         time.sleep(0.01)
 
 
-def table(title: str, results: dict[str, list[float]], base: str, unit: str = "msg/s") -> None:
-    reference = statistics.median(results[base])
+def table(title: str, results: dict[str, list[float]], *references: str) -> None:
+    """A markdown table: median, spread and the ratio to each of ``references`` (NaN runs, not
+    measured, are left out)."""
+    measured = {name: [v for v in values if v == v] for name, values in results.items()}
+    medians = {name: statistics.median(v) for name, v in measured.items() if v}
     print(f"\n### {title}\n")
-    print(f"| contender | median {unit} | spread (min–max) | × {base} |")
-    print("|---|---:|---:|---:|")
-    for name, values in results.items():
-        values = [v for v in values if v == v]
+    print("| contender | median msg/s | spread (min–max) | "
+          + " | ".join(f"× {name}" for name in references) + " |")
+    print("|---|---:|---:|" + "---:|" * len(references))
+    for name, values in measured.items():
         if not values:
-            print(f"| {name} | – | – | – |")
+            print(f"| {name} | – | – |" + " – |" * len(references))
             continue
-        median = statistics.median(values)
-        print(f"| {name} | {median:,.0f} | {min(values):,.0f}–{max(values):,.0f} | "
-              f"{median / reference:.2f}× |")
+        ratios = " | ".join(f"{medians[name] / medians[ref]:.2f}×" for ref in references)
+        print(f"| {name} | {medians[name]:,.0f} | {min(values):,.0f}–{max(values):,.0f} | "
+              f"{ratios} |")
 
 
-def main() -> None:
+Publishers = dict[str, Callable[[str, bool, int], Any]]
+Consumers = dict[str, Callable[[str, int], Any]]
+
+
+def measure(publishers: Publishers, consumers: Consumers, rounds: int, messages: int,
+            consume_messages: int) -> tuple[dict[str, dict[str, list[float]]],
+                                            dict[str, dict[str, list[float]]]]:
+    """Run the contenders interleaved over ``rounds`` (the start order rotates each round);
+    returns msg/s per scenario and contender, for publishing and for consuming."""
     global WORK
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--messages", type=int, default=10_000, help="per publish run")
-    parser.add_argument("--consume-messages", type=int, default=5_000)
-    args = parser.parse_args()
-
     admin = pika.BlockingConnection(pika.URLParameters(URL))
     channel = admin.channel()
     queues = {"transient": f"bench-async-classic-{uuid.uuid4().hex[:8]}",
@@ -470,44 +475,57 @@ def main() -> None:
     channel.queue_declare(queues["transient"], durable=False)
     channel.queue_declare(queues["persistent"], durable=True,
                           arguments={"x-queue-type": "quorum"})
-    publish: dict[str, dict[str, list[float]]] = {s: {n: [] for n in PUBLISHERS} for s in queues}
+    publish: dict[str, dict[str, list[float]]] = {s: {n: [] for n in publishers} for s in queues}
     consume: dict[str, dict[str, list[float]]] = {
-        s: {n: [] for n in CONSUMERS} for s in ("no-op", "1 ms")}
+        s: {n: [] for n in consumers} for s in ("no-op", "1 ms")}
     try:
-        for round_number in range(args.rounds):
-            names = list(PUBLISHERS)
+        for round_number in range(rounds):
+            names = list(publishers)
             shift = round_number % len(names)
             for scenario, queue in queues.items():
                 for name in names[shift:] + names[:shift]:
-                    rate = asyncio.run(PUBLISHERS[name](queue, scenario == "persistent",
-                                                        args.messages))
+                    rate = asyncio.run(publishers[name](queue, scenario == "persistent",
+                                                        messages))
                     publish[scenario][name].append(rate)
                     channel.queue_purge(queue)
-            names = list(CONSUMERS)
+            names = list(consumers)
             shift = round_number % len(names)
             for scenario, work in (("no-op", 0.0), ("1 ms", 0.001)):
                 WORK = work
                 for name in names[shift:] + names[:shift]:
                     queue = f"bench-async-consume-{uuid.uuid4().hex[:8]}"
-                    fill(channel, queue, args.consume_messages)
+                    fill(channel, queue, consume_messages)
                     try:
-                        elapsed = asyncio.run(CONSUMERS[name](queue, args.consume_messages))
+                        elapsed = asyncio.run(consumers[name](queue, consume_messages))
                     finally:
                         channel.queue_delete(queue)
-                    consume[scenario][name].append(args.consume_messages / elapsed)
-            print(f"round {round_number + 1}/{args.rounds} done", flush=True)
+                    consume[scenario][name].append(consume_messages / elapsed)
+            print(f"round {round_number + 1}/{rounds} done", flush=True)
     finally:
         for queue in queues.values():
             channel.queue_delete(queue)
         admin.close()
+    return publish, consume
 
+
+def arguments(description: str, messages: int, consume_messages: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--messages", type=int, default=messages, help="per publish run")
+    parser.add_argument("--consume-messages", type=int, default=consume_messages)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__.split("\n")[0], 10_000, 5_000)
+    publish, consume = measure(PUBLISHERS, CONSUMERS, args.rounds, args.messages,
+                               args.consume_messages)
     print(f"\n{args.rounds} interleaved rounds; {args.messages} confirmed publishes per run "
           f"(window {WINDOW}), {args.consume_messages} messages per consume run "
           f"(prefetch {PREFETCH}); 100-byte bodies.")
-    table("publish, transient, classic queue", publish["transient"],
-          "aio-pika robust, window 1000")
-    table("publish, persistent, durable quorum queue", publish["persistent"],
-          "aio-pika robust, window 1000")
+    aio = "aio-pika robust, window 1000"
+    table("publish, transient, classic queue", publish["transient"], aio)
+    table("publish, persistent, durable quorum queue", publish["persistent"], aio)
     table("consume, no-op coroutine handler", consume["no-op"], "aio-pika robust")
     table("consume, handler awaits 1 ms", consume["1 ms"], "aio-pika robust")
 

@@ -19,12 +19,12 @@ from types import TracebackType
 from typing import Any
 
 from instrumented_clients.client import HealthReport
+from instrumented_clients.rabbitmq.broker_client import BrokerClientShape
 from instrumented_clients.rabbitmq.consumer import ConsumerBase
 from instrumented_clients.rabbitmq.incoming import Delivery, IncomingMessage, positive_int
 from instrumented_clients.rabbitmq.loop_pool import LoopHandlerPool
 from instrumented_clients.rabbitmq.settings import DEFAULT_URL
 from instrumented_clients.rabbitmq.topology import Queue
-from instrumented_clients.resilience.state import ConnectionState
 
 __all__ = ["AsyncHandler", "AsyncResilientConsumer"]
 
@@ -33,7 +33,7 @@ _log = logging.getLogger("instrumented_clients.rabbitmq.consumer")
 AsyncHandler = Callable[[IncomingMessage], Awaitable[object]]
 
 
-class AsyncResilientConsumer(ConsumerBase[LoopHandlerPool]):
+class AsyncResilientConsumer(ConsumerBase[LoopHandlerPool], BrokerClientShape):
     """Consume one queue; await ``handler`` per message on the event loop; ack when it returns.
 
     Returning acks the message; raising requeues it (``basic.nack``), unless the message has
@@ -57,8 +57,6 @@ class AsyncResilientConsumer(ConsumerBase[LoopHandlerPool]):
         TypeError: ``handler`` is not a coroutine function.
         ConfigError, ValueError: a malformed argument, naming it (before any I/O).
     """
-
-    system = "rabbitmq"
 
     def __init__(self, url: str | Sequence[str] = DEFAULT_URL, *, queue: str | Queue,
                  handler: AsyncHandler, concurrency: int | None = None,
@@ -84,15 +82,6 @@ class AsyncResilientConsumer(ConsumerBase[LoopHandlerPool]):
         self._settle(delivery, outcome, duration)
 
     # -- the client shape -----------------------------------------------------------------------
-
-    @property
-    def required(self) -> bool:
-        """Whether the service cannot work without the broker (``RABBITMQ_REQUIRED``)."""
-        return self.connection.required
-
-    @property
-    def state(self) -> ConnectionState:
-        return self.connection.state
 
     @property
     def closed(self) -> bool:

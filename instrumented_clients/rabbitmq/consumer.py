@@ -324,13 +324,8 @@ class ConsumerBase(Generic[P]):
         return report
 
 class ResilientConsumer(ConsumerBase[HandlerPool], BrokerClient):
-    """Consume one queue; run ``handler`` per message in a worker pool; ack when it returns.
-
-    The handler gets an :class:`~instrumented_clients.rabbitmq.incoming.IncomingMessage`.
-    Returning acks the message; raising requeues it (``basic.nack``), unless the message has
-    reached ``max_deliveries`` or the handler raised
-    :class:`~instrumented_clients.rabbitmq.incoming.RejectMessage`: then it is rejected without
-    requeue, to the queue's dead-letter exchange.
+    """Consume one queue; run ``handler`` per message in a worker pool; ack when it returns
+    (the outcomes as :class:`ConsumerBase` says).
 
     Args:
         handler: called in a worker thread, once per delivery.
