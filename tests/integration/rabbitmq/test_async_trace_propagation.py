@@ -71,6 +71,4 @@ async def test_request_async_publish_async_consume_sql_and_redis_are_one_trace(
     assert result.outcome == "ack"
     await await_until(lambda: "order-1" in work.seen and by_name(telemetry, f"process {queue}"),
                       20)
-    # AsyncResilientDatabase names the statement's span by its operation alone.
-    one_trace(telemetry, request, queue, work.table,  # type: ignore[arg-type]
-              insert_span="INSERT")
+    one_trace(telemetry, request, queue, work.table)  # type: ignore[arg-type]

@@ -94,7 +94,7 @@ def by_name(telemetry: CapturedTelemetry, name: str) -> list[ReadableSpan]:
 
 
 def one_trace(telemetry: CapturedTelemetry, request: ReadableSpan, queue: str,
-              table: str, insert_span: str | None = None) -> dict[str, ReadableSpan]:
+              table: str) -> dict[str, ReadableSpan]:
     """Check the request -> create -> send/process -> SQL + Redis shape; return the spans."""
     trace_id = request.context.trace_id
     mine = [s for s in telemetry.spans() if s.context.trace_id == trace_id]
@@ -118,7 +118,7 @@ def one_trace(telemetry: CapturedTelemetry, request: ReadableSpan, queue: str,
     assert [link.context.span_id for link in process.links] == [create.context.span_id]
     assert process.attributes[msg.MESSAGING_OPERATION_TYPE] == "process"
     assert process.attributes["resilient_client.settlement"] == "ack"
-    [insert] = [s for s in mine if s.name == (insert_span or f"INSERT {table}")]
+    [insert] = [s for s in mine if s.name == f"INSERT {table}"]
     [redis_set] = [s for s in mine if s.name == "SET"]
     for child in (insert, redis_set):
         assert child.kind is SpanKind.CLIENT
