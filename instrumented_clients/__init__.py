@@ -46,8 +46,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "instrumented_clients.redis": ("AsyncResilientRedis", "ResilientRedis"),
     "instrumented_clients.rabbitmq": (
-        "IncomingMessage", "PublishResult", "RejectMessage", "ResilientConsumer",
-        "ResilientPublisher", "Topology", "is_transient_rmq_error",
+        "AsyncResilientConsumer", "AsyncResilientPublisher", "IncomingMessage", "PublishResult",
+        "RejectMessage", "ResilientConsumer", "ResilientPublisher", "Topology",
+        "is_transient_rmq_error",
     ),
     "instrumented_clients.health": (
         "HealthRegistry", "MetricsServer", "clear_multiprocess_dir", "make_asgi_app",
@@ -81,6 +82,8 @@ if TYPE_CHECKING:
         serve_metrics_and_health,
     )
     from instrumented_clients.rabbitmq import (
+        AsyncResilientConsumer,
+        AsyncResilientPublisher,
         IncomingMessage,
         PublishResult,
         RejectMessage,
@@ -109,7 +112,9 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AsyncResilientConsumer",
     "AsyncResilientDatabase",
+    "AsyncResilientPublisher",
     "AsyncResilientRedis",
     "BreakerState",
     "BufferFullError",

@@ -1,5 +1,7 @@
 """RabbitMQ clients on pika: a reconnecting I/O-thread connection and a confirmed publisher."""
 
+from instrumented_clients.rabbitmq.aio_consumer import AsyncResilientConsumer
+from instrumented_clients.rabbitmq.aio_publisher import AsyncResilientPublisher
 from instrumented_clients.rabbitmq.blocking import ResilientConnection
 from instrumented_clients.rabbitmq.connection import (
     ConnectionListener,
@@ -29,6 +31,8 @@ from instrumented_clients.rabbitmq.spool import SpoolLockedError
 from instrumented_clients.rabbitmq.topology import Binding, Exchange, Queue, Topology
 
 __all__ = [
+    "AsyncResilientConsumer",
+    "AsyncResilientPublisher",
     "Binding",
     "BrokerUnavailableError",
     "ChannelClosedError",

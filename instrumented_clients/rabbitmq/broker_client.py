@@ -8,12 +8,12 @@ from typing import Final, Self
 from instrumented_clients.rabbitmq.connection import RabbitConnection
 from instrumented_clients.resilience.state import ConnectionState
 
-__all__ = ["BrokerClient"]
+__all__ = ["BrokerClient", "BrokerClientShape"]
 
 
-class BrokerClient:
-    """``system``, ``required``, ``state``, ``check()`` and the context manager of a client on a
-    :class:`~instrumented_clients.rabbitmq.connection.RabbitConnection`."""
+class BrokerClientShape:
+    """``system``, ``required`` and ``state`` of a client on a
+    :class:`~instrumented_clients.rabbitmq.connection.RabbitConnection`, sync or asyncio."""
 
     system: Final = "rabbitmq"
     connection: RabbitConnection  # set by the client's constructor
@@ -26,6 +26,11 @@ class BrokerClient:
     @property
     def state(self) -> ConnectionState:
         return self.connection.state
+
+
+class BrokerClient(BrokerClientShape):
+    """``system``, ``required``, ``state``, ``check()`` and the context manager of a client on a
+    :class:`~instrumented_clients.rabbitmq.connection.RabbitConnection`."""
 
     def check(self) -> bool:
         """One classified attempt: True when the connection is ready or the broker accepts a

@@ -261,14 +261,20 @@ class RabbitConnection:
             self._thread.start()
             self.call_soon(self._connect)
         if self.required:
-            self._settled.wait(required_timeout)
-            if self.state is not _S.CONNECTED:
-                error = self.last_error or "no attempt finished in time"
-                raise BrokerUnavailableError(
-                    f"RabbitMQ is required (RABBITMQ_REQUIRED=true) but {self.name!r} could not "
-                    f"connect to {', '.join(safe_address(u) for u in self.urls)} after "
-                    f"{self.tracker.cycle_attempts} attempt(s): {error}"
-                )
+            self.wait_connected(required_timeout)
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the first connect, or until the policy is spent (or ``timeout``), then
+        raise :class:`BrokerUnavailableError` if not connected. Blocks: from asyncio, run it in
+        a thread."""
+        self._settled.wait(timeout)
+        if self.state is not _S.CONNECTED:
+            error = self.last_error or "no attempt finished in time"
+            raise BrokerUnavailableError(
+                f"RabbitMQ is required (RABBITMQ_REQUIRED=true) but {self.name!r} could not "
+                f"connect to {', '.join(safe_address(u) for u in self.urls)} after "
+                f"{self.tracker.cycle_attempts} attempt(s): {error}"
+            )
 
     def in_io_thread(self) -> bool:
         """True on this connection's I/O thread (a pika callback, a future's done-callback)."""

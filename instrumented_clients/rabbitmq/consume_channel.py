@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from pika import exceptions as pika_errors
 
 from instrumented_clients.rabbitmq.connection import RabbitConnection
-from instrumented_clients.rabbitmq.consumer_worker import HandlerPool
 from instrumented_clients.rabbitmq.errors import reply_code_category
 from instrumented_clients.rabbitmq.incoming import (
     Delivery,
@@ -35,10 +34,23 @@ from instrumented_clients.resilience.errors import CircuitOpenError
 from instrumented_clients.resilience.events import MessageConsumed
 from instrumented_clients.telemetry.core import Telemetry
 
-__all__ = ["ConsumeChannel"]
+__all__ = ["ConsumeChannel", "DeliveryPool"]
 
 _log = logging.getLogger("instrumented_clients.rabbitmq.consumer")
 SYSTEM = "rabbitmq"
+
+
+class DeliveryPool(Protocol):
+    """Where deliveries run: worker threads, or tasks on an event loop."""
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries submitted whose handler has not finished yet."""
+        ...
+
+    def submit(self, delivery: Delivery) -> None:
+        """Take one delivery (called on the I/O thread; never waits)."""
+        ...
 
 
 class ConsumeChannel:
@@ -57,7 +69,7 @@ class ConsumeChannel:
     """
 
     def __init__(self, connection: RabbitConnection, *, queue_name: str, prefetch: int,
-                 topology: Topology, breaker: CircuitBreaker | None, pool: HandlerPool,
+                 topology: Topology, breaker: CircuitBreaker | None, pool: DeliveryPool,
                  batcher: SettlementBatcher, counter: DeliveryCounter,
                  telemetry: Telemetry) -> None:
         self.connection = connection

@@ -36,12 +36,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
 from instrumented_clients.rabbitmq.broker_client import BrokerClient
 from instrumented_clients.rabbitmq.connection import RabbitConnection, default_reconnect_policy
-from instrumented_clients.rabbitmq.consume_channel import ConsumeChannel
+from instrumented_clients.rabbitmq.consume_channel import ConsumeChannel, DeliveryPool
 from instrumented_clients.rabbitmq.consumer_worker import HandlerPool, HandlerRunner
 from instrumented_clients.rabbitmq.incoming import (
     Delivery,
@@ -55,12 +55,13 @@ from instrumented_clients.rabbitmq.topology import Queue, Topology
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 from instrumented_clients.resilience.context import ClientContext
+from instrumented_clients.resilience.events import ConsumeOutcome
 from instrumented_clients.resilience.retry import RetryPolicy
 from instrumented_clients.settings import RABBITMQ_PREFETCH
 from instrumented_clients.telemetry.conventions import PROCESS
 from instrumented_clients.telemetry.core import Telemetry, get_default_telemetry
 
-__all__ = ["Handler", "ResilientConsumer"]
+__all__ = ["ConsumerBase", "Handler", "ResilientConsumer"]
 
 _log = logging.getLogger(__name__)
 SYSTEM = "rabbitmq"
@@ -71,11 +72,14 @@ _FAMILIES = (
 )
 
 Handler = Callable[[IncomingMessage], object]
-C = TypeVar("C", bound="ResilientConsumer")
+C = TypeVar("C", bound="ConsumerBase[Any]")
+P = TypeVar("P", bound=DeliveryPool)
 
 
-class ResilientConsumer(BrokerClient):
-    """Consume one queue; run ``handler`` per message in a worker pool; ack when it returns.
+class ConsumerBase(Generic[P]):
+    """What the sync and the asyncio consumer share: the connection, the consuming channel, the
+    settlements, the handler runner, observation and health. A subclass says where handlers
+    run (:meth:`_make_pool`) and how the consumer starts and closes.
 
     The handler gets an :class:`~instrumented_clients.rabbitmq.incoming.IncomingMessage`.
     Returning acks the message; raising requeues it (``basic.nack``), unless the message has
@@ -98,7 +102,6 @@ class ResilientConsumer(BrokerClient):
         topology: exchanges/queues/bindings declared with the queue (e.g. a dead-letter
             exchange and its queue).
         prefetch: unacked deliveries at most (``RABBITMQ_PREFETCH``, default 100).
-        workers: handler threads (default: ``min(prefetch, cpu count + 4, 32)``).
         max_deliveries: reject (requeue=False) a message after this many failed deliveries,
             counted in process; None (default) requeues forever, leaving the limit to a quorum
             queue's ``x-delivery-limit`` (broker-side: ``delivery_limit = max_deliveries - 1``).
@@ -120,7 +123,6 @@ class ResilientConsumer(BrokerClient):
             retry), or a policy under which transient errors the handler raises (a dependency's
             ``ConnectionError``, ...) are retried in the worker thread first. Each run counts
             towards the breaker; :class:`RejectMessage` and permanent errors are never retried.
-        auto_start: start consuming in the constructor (else call :meth:`start`).
         clock: time source of the reconnect policy.
     """
 
@@ -135,7 +137,6 @@ class ResilientConsumer(BrokerClient):
         telemetry: Telemetry | None = None,
         topology: Topology | None = None,
         prefetch: int = 100,
-        workers: int | None = None,
         max_deliveries: int | None = None,
         poison_cache_size: int = 10_000,
         trace_link_only: bool = False,
@@ -150,11 +151,8 @@ class ResilientConsumer(BrokerClient):
         failure_threshold: int = 5,
         recovery_timeout: float = 30.0,
         retry: RetryPolicy | Literal[False] | None = None,
-        auto_start: bool = True,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, got {handler!r}")
         if isinstance(queue, Queue):
             self.queue_name = queue.name
         elif isinstance(queue, str) and queue:
@@ -162,8 +160,6 @@ class ResilientConsumer(BrokerClient):
         else:
             raise ValueError(f"queue must be a non-empty queue name or a Queue, got {queue!r}")
         self.prefetch = positive_int("prefetch", prefetch, 65535)
-        default_workers = min(prefetch, (os.cpu_count() or 1) + 4, 32)
-        self.workers = positive_int("workers", default_workers if workers is None else workers)
         self.max_deliveries = (None if max_deliveries is None
                                else positive_int("max_deliveries", max_deliveries))
         self.counter = DeliveryCounter(poison_cache_size)
@@ -194,16 +190,13 @@ class ResilientConsumer(BrokerClient):
             connection_name=connection_name, topology=self.topology, required=required,
             clock=clock,
         )
-        self._assemble()
         self.connection.add_listener(self)
-        if auto_start:
-            self.start()
 
     def _assemble(self) -> None:
-        """The parts, fresh: at construction and in a forked child (which inherits nothing)."""
+        """The parts, fresh: at construction (by the subclass, once its own settings are set)
+        and in a forked child (which inherits nothing)."""
         self.settlements = SettlementBatcher()
-        self.pool = HandlerPool(self.workers, self.name, self._handle,
-                                self.settlements.is_current)
+        self.pool = self._make_pool()
         self.consume_channel = ConsumeChannel(
             self.connection, queue_name=self.queue_name, prefetch=self.prefetch,
             topology=self.topology, breaker=self.breaker, pool=self.pool,
@@ -215,17 +208,23 @@ class ResilientConsumer(BrokerClient):
             tracker=self.connection.tracker, trace_link_only=self.trace_link_only,
             on_breaker_open=self.consume_channel.request_pause,
             on_breaker_closed=self.consume_channel.request_end_probe)
-        self._stopped = threading.Event()
 
-    def _handle(self, delivery: Delivery) -> None:
-        """In a worker: run the handler, queue the outcome for the I/O thread."""
-        outcome, duration = self.runner.run(delivery)
-        if self.settlements.add(delivery, outcome, duration) and not self._stopped.is_set():
+    def _make_pool(self) -> P:
+        """Where deliveries run (the subclass's choice)."""
+        raise NotImplementedError
+
+    def _settle(self, delivery: Delivery, outcome: ConsumeOutcome, duration: float) -> None:
+        """Queue a finished delivery's settlement for the I/O thread (any thread)."""
+        if self.settlements.add(delivery, outcome, duration) and not self.closed:
             self.consume_channel.wake()
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
 
     @classmethod
     def from_env(
-        cls: type[C], queue: str | Queue, handler: Callable[[IncomingMessage], object],
+        cls: type[C], queue: str | Queue, handler: Callable[[IncomingMessage], Any],
         name: str = "consumer", environ: Mapping[str, str] | None = None, **overrides: Any,
     ) -> C:
         """Build a consumer from the ``RABBITMQ_*`` variables of the settings table
@@ -242,58 +241,6 @@ class ResilientConsumer(BrokerClient):
         }
         settings.update(overrides)
         return cls(queue=queue, handler=handler, name=name, **settings)
-
-    # -- life cycle (any thread) -------------------------------------------------------------------
-
-    def start(self, required_timeout: float | None = None) -> None:
-        """Connect and start consuming (idempotent). With ``required=True``, raise
-        :class:`~instrumented_clients.rabbitmq.errors.BrokerUnavailableError` when the
-        reconnect policy is spent."""
-        try:
-            self.connection.start(required_timeout)
-        except BaseException:
-            self.close(timeout=0)
-            raise
-
-    def close(self, timeout: float | None = None) -> None:
-        """Stop consuming, let running handlers finish (up to ``timeout`` seconds, default 10),
-        ack them, close the connection.
-
-        ``basic.cancel`` stops new deliveries; deliveries whose handler has not started are
-        not run and stay unacked, as does a handler still running at the deadline: closing the
-        channel returns them to the queue and the broker redelivers them. Idempotent.
-        """
-        if self._stopped.is_set():
-            return
-        if timeout is None:
-            timeout = 10.0
-        deadline = time.monotonic() + max(timeout, 0.0)
-        self.pool.stop()
-        channel = self.consume_channel
-        channel.stop()
-        io_alive = self.connection.running
-        if io_alive:
-            self.connection.call_soon(channel.cancel)
-        unfinished = self.pool.wait_for_handlers(deadline - time.monotonic())
-        if io_alive:
-            # call_soon is FIFO: the acks are written before close() queues the close frames.
-            self.connection.call_soon(channel.flush)
-        self.connection.close(max(deadline - time.monotonic(), 1.0))
-        self.pool.shutdown()
-        self._stopped.set()
-        if unfinished:
-            _log.warning("rabbitmq %s: stopped with %d handler(s) still running; their messages "
-                         "stay unacked and will be redelivered", self.name, unfinished)
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Deprecated spelling of :meth:`close`."""
-        warnings.warn("ResilientConsumer.stop() is deprecated: use close(timeout=...)",
-                      DeprecationWarning, stacklevel=2)
-        self.close(timeout)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`close` finished (e.g. from a signal handler); True if it did."""
-        return self._stopped.wait(timeout)
 
     # -- the I/O thread: connection events ---------------------------------------------------------
 
@@ -349,7 +296,7 @@ class ResilientConsumer(BrokerClient):
         """The broker refuses the queue (missing, access refused, other arguments)."""
         return self.consume_channel.queue_error
 
-    def health(self) -> HealthReport:
+    def _health(self, **details: Any) -> HealthReport:
         """State for a health endpoint; never a password.
 
         Without a breaker (``breaker=False``), ``circuit_breaker`` reads ``closed``: nothing
@@ -367,18 +314,121 @@ class ResilientConsumer(BrokerClient):
             paused=channel.paused,
             queue=self.queue_name, queue_error=channel.queue_error, consuming=channel.consuming,
             in_flight=self.pool.in_flight,
-            prefetch=self.prefetch, workers=self.workers, max_deliveries=self.max_deliveries,
+            prefetch=self.prefetch, max_deliveries=self.max_deliveries,
             cancellations=channel.cancellations,
             channel_closed_by_broker=channel.channel_closed_by_broker,
-            stale_settlements=self.settlements.stale,
+            stale_settlements=self.settlements.stale, **details,
         )
         if channel.last_error:  # the broker refused the queue: that says more than the link
             report = dataclasses.replace(report, last_error=channel.last_error)
         return report
 
+class ResilientConsumer(ConsumerBase[HandlerPool], BrokerClient):
+    """Consume one queue; run ``handler`` per message in a worker pool; ack when it returns
+    (the outcomes as :class:`ConsumerBase` says).
+
+    Args:
+        handler: called in a worker thread, once per delivery.
+        workers: handler threads (default: ``min(prefetch, cpu count + 4, 32)``).
+        auto_start: start consuming in the constructor (else call :meth:`start`).
+        url, queue, passive, name, telemetry, topology, prefetch, max_deliveries,
+        poison_cache_size, trace_link_only, required, reconnect_policy, heartbeat,
+        connect_timeout, stack_timeout, blocked_connection_timeout, connection_name, breaker,
+        failure_threshold, recovery_timeout, retry, clock: see :class:`ConsumerBase`.
+    """
+
+    def __init__(self, url: str | Sequence[str] = DEFAULT_URL, *, queue: str | Queue,
+                 handler: Handler, workers: int | None = None, auto_start: bool = True,
+                 **options: Any) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        if workers is not None:  # before the connection exists: nothing to clean up
+            positive_int("workers", workers)
+        super().__init__(url, queue=queue, handler=handler, **options)
+        self.workers = workers or min(self.prefetch, (os.cpu_count() or 1) + 4, 32)
+        self._stopped = threading.Event()
+        self._assemble()
+        if auto_start:
+            self.start()
+
+    def on_fork_child(self) -> None:
+        """In a forked child: a fresh pool and state; the parent's deliveries stay its own."""
+        self._stopped = threading.Event()
+        super().on_fork_child()
+
+    def _make_pool(self) -> HandlerPool:
+        return HandlerPool(self.workers, self.name, self._handle, self.settlements.is_current)
+
+    def _handle(self, delivery: Delivery) -> None:
+        """In a worker: run the handler, queue the outcome for the I/O thread."""
+        outcome, duration = self.runner.run(delivery)
+        self._settle(delivery, outcome, duration)
+
+    @property
+    def closed(self) -> bool:
+        return self._stopped.is_set()
+
+    def health(self) -> HealthReport:
+        """State for a health endpoint; never a password (see :class:`ConsumerBase`)."""
+        return self._health(workers=self.workers)
+
+    # -- life cycle (any thread) -------------------------------------------------------------------
+
+    def start(self, required_timeout: float | None = None) -> None:
+        """Connect and start consuming (idempotent). With ``required=True``, raise
+        :class:`~instrumented_clients.rabbitmq.errors.BrokerUnavailableError` when the
+        reconnect policy is spent."""
+        try:
+            self.connection.start(required_timeout)
+        except BaseException:
+            self.close(timeout=0)
+            raise
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop consuming, let running handlers finish (up to ``timeout`` seconds, default 10),
+        ack them, close the connection.
+
+        ``basic.cancel`` stops new deliveries; deliveries whose handler has not started are
+        not run and stay unacked, as does a handler still running at the deadline: closing the
+        channel returns them to the queue and the broker redelivers them. Idempotent.
+        """
+        if self._stopped.is_set():
+            return
+        if timeout is None:
+            timeout = 10.0
+        deadline = time.monotonic() + max(timeout, 0.0)
+        self.pool.stop()
+        channel = self.consume_channel
+        channel.stop()
+        io_alive = self.connection.running
+        if io_alive:
+            self.connection.call_soon(channel.cancel)
+        unfinished = self.pool.wait_for_handlers(deadline - time.monotonic())
+        if io_alive:
+            # call_soon is FIFO: the acks are written before close() queues the close frames.
+            self.connection.call_soon(channel.flush)
+        self.connection.close(max(deadline - time.monotonic(), 1.0))
+        self.pool.shutdown()
+        self._stopped.set()
+        if unfinished:
+            _log.warning("rabbitmq %s: stopped with %d handler(s) still running; their messages "
+                         "stay unacked and will be redelivered", self.name, unfinished)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Deprecated spelling of :meth:`close`."""
+        warnings.warn("ResilientConsumer.stop() is deprecated: use close(timeout=...)",
+                      DeprecationWarning, stacklevel=2)
+        self.close(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`close` finished (e.g. from a signal handler); True if it did."""
+        return self._stopped.wait(timeout)
+
+
     def __repr__(self) -> str:
         return (f"ResilientConsumer({self.name!r}, queue={self.queue_name!r}, "
                 f"{self.connection.state.value})")
+
 
 
 def _own_queue(queue: str | Queue, passive: bool, topology: Topology) -> Topology:

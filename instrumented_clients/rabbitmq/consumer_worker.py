@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 from instrumented_clients.rabbitmq.incoming import (
     Delivery,
@@ -33,6 +34,7 @@ from instrumented_clients.resilience.events import ConsumeOutcome, Outcome
 from instrumented_clients.resilience.retry import RetryPolicy
 from instrumented_clients.resilience.tracker import ConnectionTracker
 from instrumented_clients.telemetry.core import OperationRecorder
+from instrumented_clients.telemetry.otel import SpanScope
 
 __all__ = ["HandlerPool", "HandlerRunner"]
 
@@ -81,33 +83,66 @@ class HandlerRunner:
         """Run the handler once (or on the retry policy); returns the settlement and the
         handler's duration in seconds."""
         message = delivery.message
-        recorder = self.recorder
-        scope = None
-        if recorder.tracing:
-            scope = recorder.begin(*process_parent(message.headers, self.trace_link_only))
-            if scope is not None:
-                scope.span.set_attributes(process_attributes(
-                    self.queue_name, message.exchange, message.routing_key, message.message_id,
-                    message.delivery_tag, len(message.body)))
+        scope = self._begin(message)
         started = time.perf_counter()
-        error: BaseException | None = None
-        outcome: ConsumeOutcome = "ack"
         try:
             if self.policy.max_attempts == 1:
                 self.handler(message)
             else:
                 self.policy.call(self.handler, message)
-        except RejectMessage as exc:
-            error, outcome = exc, "reject"
-            self._forget(delivery)
         except Exception as exc:
-            error = exc
-            outcome = self._after_failure(delivery, exc)
+            return self._finish(delivery, scope, started, exc)
+        return self._finish(delivery, scope, started, None)
+
+    async def arun(self, delivery: Delivery) -> tuple[ConsumeOutcome, float]:
+        """:meth:`run` for a coroutine handler, on the event loop. Cancelled, it settles
+        nothing (the message stays unacked: the broker redelivers it) and counts nothing; its
+        span ends as cancelled."""
+        message = delivery.message
+        scope = self._begin(message)
+        started = time.perf_counter()
+        try:
+            handler = cast("Callable[[IncomingMessage], Awaitable[object]]", self.handler)
+            if self.policy.max_attempts == 1:
+                await handler(message)
+            else:
+                await self.policy.acall(handler, message)
+        except Exception as exc:
+            return self._finish(delivery, scope, started, exc)
+        except BaseException as exc:  # cancelled
+            if scope is not None:
+                scope.close(1, exc, None)
+            raise
+        return self._finish(delivery, scope, started, None)
+
+    def _begin(self, message: IncomingMessage) -> SpanScope | None:
+        """The delivery's ``process`` span (current until :meth:`_finish`), when tracing."""
+        recorder = self.recorder
+        if not recorder.tracing:
+            return None
+        scope = recorder.begin(*process_parent(message.headers, self.trace_link_only))
+        if scope is not None:
+            scope.span.set_attributes(process_attributes(
+                self.queue_name, message.exchange, message.routing_key, message.message_id,
+                message.delivery_tag, len(message.body)))
+        return scope
+
+    def _finish(self, delivery: Delivery, scope: SpanScope | None, started: float,
+                error: BaseException | None) -> tuple[ConsumeOutcome, float]:
+        """Decide the settlement of a finished run and record it (breaker, poison count,
+        connection bookkeeping, metrics, span)."""
+        outcome: ConsumeOutcome = "ack"
+        if isinstance(error, RejectMessage):
+            outcome = "reject"
+            self._forget(delivery)
+        elif isinstance(error, Exception):
+            outcome = self._after_failure(delivery, error)
         else:
             self._forget(delivery)
         duration = time.perf_counter() - started
         if self.breaker is not None and not isinstance(error, RejectMessage):
             self._report_to_breaker(self.breaker, error)
+        message = delivery.message
         retried = message.redelivered or message.delivery_count > 0
         tracker = self.tracker
         op: Outcome
@@ -124,7 +159,7 @@ class HandlerRunner:
             span.set_attribute(SETTLEMENT, outcome)
             if message.redelivered:
                 span.set_attribute(REDELIVERED, True)
-        recorder.finish(op, duration, message.delivery_count + 1, scope, error)
+        self.recorder.finish(op, duration, message.delivery_count + 1, scope, error)
         return outcome, duration
 
     def _forget(self, delivery: Delivery) -> None:

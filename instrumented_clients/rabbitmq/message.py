@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping
-from concurrent.futures import Future
-from typing import Any, Literal, NamedTuple
+from datetime import datetime, timezone
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import pika
 
-__all__ = ["OutgoingMessage", "PublishResult", "build_properties", "new_message_id",
-           "properties_to_dict"]
+__all__ = ["OutgoingMessage", "PublishResult", "ResultSink", "build_properties",
+           "event_message", "new_message_id", "properties_to_dict"]
+
+T_contra = TypeVar("T_contra", contravariant=True)
 
 ConfirmOutcome = Literal["ack", "nack", "returned", "timeout"]
 
@@ -43,6 +46,17 @@ class PublishResult(NamedTuple):
         return self.outcome == "ack"
 
 
+class ResultSink(Protocol[T_contra]):
+    """Where a message's result goes, resolved once on the I/O thread: a
+    ``concurrent.futures.Future``, or the asyncio publisher's loop-bound future."""
+
+    def set_result(self, result: T_contra) -> None: ...
+
+    def set_exception(self, exception: BaseException) -> None: ...
+
+    def done(self) -> bool: ...
+
+
 class OutgoingMessage:
     """One message on its way: what ``on_drop`` receives, plus the publisher's bookkeeping.
 
@@ -55,7 +69,7 @@ class OutgoingMessage:
                  "started", "sync")
 
     def __init__(self, exchange: str, routing_key: str, body: bytes, properties: Any,
-                 mandatory: bool, future: Future[PublishResult] | None, started: float,
+                 mandatory: bool, future: ResultSink[PublishResult] | None, started: float,
                  sync: bool = False) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -119,3 +133,14 @@ def build_properties(
 def properties_to_dict(properties: Any) -> dict[str, Any]:
     """The set fields of a ``BasicProperties`` (for the spool)."""
     return {f: value for f in _PROPERTY_FIELDS if (value := getattr(properties, f)) is not None}
+
+
+def event_message(event_type: str, data: Any) -> tuple[bytes, Any]:
+    """The body and properties of ``publish_event``: JSON ``{"type", "data", "timestamp"}``."""
+    if not isinstance(event_type, str) or not event_type:
+        raise TypeError(f"event_type must be a non-empty str, got {event_type!r}")
+    body = json.dumps(
+        {"type": event_type, "data": data, "timestamp": datetime.now(timezone.utc).isoformat()},
+        separators=(",", ":"), default=str,
+    ).encode()
+    return body, pika.BasicProperties(content_type="application/json", type=event_type)

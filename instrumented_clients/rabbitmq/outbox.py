@@ -97,6 +97,16 @@ class Outbox:
         """Inbox and buffer hold ``capacity`` messages: a producer should wait for room."""
         return len(self._inbox) + len(self.buffer) >= self.capacity
 
+    def must_wait(self, sending: bool, arriving: int = 0) -> bool:
+        """Whether a producer would wait for room now (the rule of :meth:`wait_for_room`), with
+        ``arriving`` more messages on their way in: full, and the policy is ``block``, or a
+        drop policy while ``sending``."""
+        if len(self._inbox) + len(self.buffer) + arriving < self.capacity:
+            return False
+        policy = self.overflow
+        return policy is OverflowPolicy.BLOCK or (policy is not OverflowPolicy.RAISE
+                                                  and sending)
+
     def wait_for_room(self, sending: bool) -> bool:
         """Flow control for a producer that found the outbox :meth:`full`; True when it may go
         on (the buffer's drop policy applies to what follows), False when it must refuse.

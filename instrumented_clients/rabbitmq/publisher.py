@@ -26,12 +26,10 @@ its done-callbacks run there: keep them short.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar
 
 import pika
@@ -57,7 +55,9 @@ from instrumented_clients.rabbitmq.errors import (
 from instrumented_clients.rabbitmq.message import (
     OutgoingMessage,
     PublishResult,
+    ResultSink,
     build_properties,
+    event_message,
 )
 from instrumented_clients.rabbitmq.outbox import Outbox
 from instrumented_clients.rabbitmq.outcomes import PublishOutcomes
@@ -274,12 +274,17 @@ class ResilientPublisher(BrokerClient):
         ``RABBITMQ_HEARTBEAT``, ``RABBITMQ_CONNECT_TIMEOUT``. Keyword arguments win over the
         environment. A value that does not parse raises ``ConfigError`` naming the variable.
         """
-        settings: dict[str, Any] = {
+        return cls(name=name, **cls.settings_from_env(environ, overrides))
+
+    @staticmethod
+    def settings_from_env(environ: Mapping[str, str] | None,
+                          overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The constructor's keyword arguments read by :meth:`from_env`."""
+        return {
             **connection_settings_from_env(environ),
             "max_pending_events": RABBITMQ_MAX_PENDING_EVENTS.read(environ),
+            **overrides,
         }
-        settings.update(overrides)
-        return cls(name=name, **settings)
 
     # -- observation -----------------------------------------------------------------------------
 
@@ -407,23 +412,65 @@ class ResilientPublisher(BrokerClient):
             BufferFullError: ``overflow="block"`` found no room within ``block_timeout``
                 (or ``overflow="raise"`` found none at once).
         """
-        message = self._make_message(body, routing_key, exchange, headers, properties,
-                                     mandatory, None)
+        future: Future[PublishResult] = Future()
+        self.submit(self.prepare(body, routing_key, exchange, headers, properties, mandatory,
+                                 future=future))
+        return future
+
+    # -- the steps of publish(), also the asyncio publisher's ------------------------------------
+
+    def prepare(self, body: Any, routing_key: str, exchange: str = "",
+                headers: Mapping[str, Any] | None = None, properties: Any = None,
+                mandatory: bool = True, *, future: ResultSink[PublishResult] | None = None,
+                ) -> OutgoingMessage:
+        """Validate and build one message, without I/O: the serialized body, a copy of the
+        properties with a ``message_id`` and the delivery mode, and where its result goes
+        (``future``; default: a new ``concurrent.futures.Future``).
+
+        Raises:
+            TypeError: a non-bytes body and no ``serializer``, or malformed properties.
+            PublisherClosedError: after :meth:`close`.
+        """
+        return self._make_message(body, routing_key, exchange, headers, properties, mandatory,
+                                  future)
+
+    def must_wait(self, arriving: int = 0) -> bool:
+        """Whether a producer submitting now would wait for room (see :meth:`submit`), with
+        ``arriving`` more messages on their way in."""
+        return self._outbox.must_wait(self.confirm_channel.ready, arriving)
+
+    def submit(self, message: OutgoingMessage, *, wait: bool = True) -> OutgoingMessage:
+        """Hand a :meth:`prepare`-d message to the I/O thread (spooled first when a spool is
+        configured), inside its ``create`` span when tracing is on.
+
+        Flow control: with ``wait`` and no room (:meth:`must_wait`), the calling thread waits
+        up to ``block_timeout``; ``wait=False`` never waits, for a caller that waited elsewhere
+        (the overflow policy applies at once: ``raise`` raises, the drop policies drop).
+
+        Raises:
+            BufferFullError: no room (``overflow="block"`` after the wait, ``"raise"`` at once).
+        """
         tracer = self._tracer()
         if tracer is None:
-            self._submit(message)
-        else:
-            # Ended here: creating the message is publish()'s part; each transmission is a
-            # send span of its own, ended at the confirm.
-            create = start_create(tracer, message)
-            try:
-                self._submit(message)
-            except BaseException as exc:
-                end_span(create, exception_type(exc), str(exc))
-                raise
-            create.end()
-        assert message.future is not None
-        return message.future
+            self._submit(message, wait)
+            return message
+        # Ended here: creating the message is publish()'s part; each transmission is a send
+        # span of its own, ended at the confirm.
+        create = start_create(tracer, message)
+        try:
+            self._submit(message, wait)
+        except BaseException as exc:
+            end_span(create, exception_type(exc), str(exc))
+            raise
+        create.end()
+        return message
+
+    def refuse(self, message: OutgoingMessage) -> BufferFullError:
+        """Count ``message`` as ``rejected`` for want of room; returns the error to raise."""
+        self._recorder.record("rejected", time.monotonic() - message.started)
+        return BufferFullError(
+            f"publisher {self.name!r}: {self.max_pending_events} messages pending"
+            + (f" for {self.block_timeout}s" if self.overflow is OverflowPolicy.BLOCK else ""))
 
     def publish_sync(
         self,
@@ -462,14 +509,7 @@ class ResilientPublisher(BrokerClient):
                       exchange: str | None = None) -> Future[PublishResult]:
         """Publish an event as JSON, ``{"type", "data", "timestamp"}``, routed by
         ``routing_key`` (default: the event type) to ``event_exchange``."""
-        if not isinstance(event_type, str) or not event_type:
-            raise TypeError(f"event_type must be a non-empty str, got {event_type!r}")
-        body = json.dumps(
-            {"type": event_type, "data": data,
-             "timestamp": datetime.now(timezone.utc).isoformat()},
-            separators=(",", ":"), default=str,
-        ).encode()
-        props = pika.BasicProperties(content_type="application/json", type=event_type)
+        body, props = event_message(event_type, data)
         return self.publish(body, routing_key or event_type,
                             self.event_exchange if exchange is None else exchange,
                             properties=props)
@@ -488,7 +528,7 @@ class ResilientPublisher(BrokerClient):
 
     def _make_message(self, body: Any, routing_key: str, exchange: str,
                       headers: Mapping[str, Any] | None, properties: Any, mandatory: bool,
-                      future: Future[PublishResult] | None, sync: bool = False
+                      future: ResultSink[PublishResult] | None, sync: bool = False
                       ) -> OutgoingMessage:
         payload = self._serialize(body)
         if not isinstance(routing_key, str) or not isinstance(exchange, str):
@@ -498,7 +538,8 @@ class ResilientPublisher(BrokerClient):
             raise PublisherClosedError(f"publisher {self.name!r} is closed")
         props = build_properties(properties, headers, self.persistent)
         return OutgoingMessage(exchange, routing_key, payload, props, mandatory,
-                               future or Future(), time.monotonic(), sync)
+                               future if future is not None else Future(), time.monotonic(),
+                               sync)
 
     def _tracer(self) -> Any:
         """The OpenTelemetry tracer, or None. Without an SDK the answer is re-checked at most
@@ -514,16 +555,15 @@ class ResilientPublisher(BrokerClient):
         self._cached_tracer = tracer = otel.tracer if otel is not None else None
         return tracer
 
-    def _submit(self, message: OutgoingMessage) -> None:
+    def _submit(self, message: OutgoingMessage, wait: bool = True) -> None:
         outbox = self._outbox
         # A done-callback on the I/O thread must never wait for room.
-        if outbox.full() and not self.connection.in_io_thread() \
-                and not outbox.wait_for_room(self.confirm_channel.ready):
-            self._recorder.record("rejected", time.monotonic() - message.started)
-            raise BufferFullError(
-                f"publisher {self.name!r}: {self.max_pending_events} messages pending"
-                + (f" for {self.block_timeout}s" if self.overflow is OverflowPolicy.BLOCK
-                   else ""))
+        if outbox.full():
+            if not wait or self.connection.in_io_thread():
+                if self.overflow is OverflowPolicy.RAISE:
+                    raise self.refuse(message)
+            elif not outbox.wait_for_room(self.confirm_channel.ready):
+                raise self.refuse(message)
         outbox.accept(message)
         self.confirm_channel.wake()
 
@@ -532,14 +572,14 @@ class ResilientPublisher(BrokerClient):
                          mandatory: bool) -> PublishResult:
         if not self.ready:
             raise NotConnectedError(f"publisher {self.name!r} is {self.connection.state.value}")
+        future: Future[PublishResult] = Future()
         message = self._make_message(payload, routing_key, exchange, headers, properties,
-                                     mandatory, None, sync=True)
+                                     mandatory, future, sync=True)
         if self._tracer() is not None:
             inject_current(message)
         self._submit(message)
-        assert message.future is not None
         try:
-            result = message.future.result(self.confirm_timeout + 1.0)
+            result = future.result(self.confirm_timeout + 1.0)
         except TimeoutError:
             raise PublishTimeoutError(f"no confirm within {self.confirm_timeout}s",
                                       message.message_id) from None

@@ -30,6 +30,13 @@ def no_blocking() -> Iterator[BlockBuster]:
             # not a call on the data path).
             function.can_block_in("sqlalchemy/dialects/sqlite/pysqlite.py",
                                   {"create_connect_args"})
+            # pika's I/O loop wakes itself through a loopback socket pair, connected once when
+            # a RabbitMQ client is built (construction, not a call on the data path).
+            function.can_block_in("pika/compat.py", {"_nonblocking_socketpair",
+                                                     "nonblocking_socketpair"})
+            # A RabbitMQ publisher's spool file is opened, and what a previous process left in
+            # it read back, when the publisher is built; its writes run in a thread.
+            function.can_block_in("instrumented_clients/rabbitmq/spool.py", {"__init__", "load"})
         yield blockbuster
 
 

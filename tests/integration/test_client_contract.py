@@ -6,28 +6,37 @@ consumer itself, so that it exists): what holds here holds for a user's first tr
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
 from instrumented_clients import ConfigError, ConnectionState
 from instrumented_clients.client import HealthReport, ResilientClient
 from instrumented_clients.db import ResilientDatabase
 from instrumented_clients.health import HealthRegistry, serve_metrics_and_health
-from instrumented_clients.rabbitmq import ResilientConsumer, ResilientPublisher
+from instrumented_clients.rabbitmq import (
+    AsyncResilientConsumer,
+    AsyncResilientPublisher,
+    ResilientConsumer,
+    ResilientPublisher,
+)
 from instrumented_clients.rabbitmq.topology import Queue
 from instrumented_clients.redis import ResilientRedis
 from instrumented_clients.resilience import CircuitBreaker, RetryPolicy
-from instrumented_clients.testing import wait_until
+from instrumented_clients.testing import await_until, wait_until
+from tests.integration.async_helpers import no_blocking
 from tests.integration.health.test_http import fetch
 
 pytestmark = pytest.mark.integration
+__all__ = ["no_blocking"]  # a fixture
 
 Factory = Callable[..., Any]
 CLOSED_PORT_AMQP = "amqp://guest:guest@127.0.0.1:1/"
@@ -202,3 +211,115 @@ def test_check_is_one_classified_attempt_that_never_raises(kind: str, build: Fac
     assert report.connected is False
     assert "refused" in (report.last_error or "").lower()
     assert client.check() is False  # again, no exception, nothing cached
+
+
+# -- the asyncio clients: the same contract, with coroutines for check() and close() ---------------
+
+
+async def _ignore_async(_message: Any) -> None:
+    return None
+
+
+def _async_consumer(*args: Any, **kwargs: Any) -> AsyncResilientConsumer:
+    queue = Queue(f"contract-{uuid.uuid4().hex[:8]}", durable=False, auto_delete=True)
+    return AsyncResilientConsumer(*args, queue=queue, handler=_ignore_async, **kwargs)
+
+
+ASYNC_FACTORIES: dict[str, Factory] = {
+    "async-publisher": AsyncResilientPublisher,
+    "async-consumer": _async_consumer,
+}
+ASYNC_POLICIES = {"async-publisher": "publish_policy", "async-consumer": "handler_policy"}
+
+
+@pytest.fixture(params=sorted(ASYNC_FACTORIES))
+def async_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest_asyncio.fixture
+async def build_async(async_kind: str) -> AsyncIterator[Factory]:
+    made: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        client = ASYNC_FACTORIES[async_kind](*args, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close(timeout=1)
+
+
+@pytest.mark.asyncio
+async def test_every_async_client_is_a_resilient_client_with_coroutines(
+    build_async: Factory,
+) -> None:
+    client = build_async()
+    assert isinstance(client, ResilientClient)
+    assert client.system == "rabbitmq"
+    assert client.name
+    assert isinstance(client.required, bool)
+    assert isinstance(client.state, ConnectionState)
+    assert callable(type(client).from_env)
+    assert inspect.iscoroutinefunction(client.check)
+    assert inspect.iscoroutinefunction(client.close)
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("no_blocking")
+async def test_async_check_is_one_answer_and_health_a_typed_report(build_async: Factory) -> None:
+    client = build_async()
+    await client.start()
+    await await_until(client.check, 10)
+    await await_until(lambda: client.state is ConnectionState.CONNECTED, 10)
+    assert await client.check() is True
+    report = client.health()
+    assert isinstance(report, HealthReport)
+    as_dict = report.to_dict()
+    for key in COMMON_KEYS:
+        assert report[key] == as_dict[key]
+    assert report.system == "rabbitmq"
+    assert report.state == "connected"
+    assert report.circuit_breaker == "closed"
+    json.dumps(as_dict)
+    await client.close()
+    await client.close(timeout=0.5)  # twice is fine
+    assert client.state in (ConnectionState.CLOSED, ConnectionState.CLOSING)
+
+
+@pytest.mark.asyncio
+async def test_async_breaker_and_retry_mean_what_they_mean_everywhere(
+    async_kind: str, build_async: Factory,
+) -> None:
+    assert isinstance(build_async().breaker, CircuitBreaker)
+    assert build_async(breaker=False).breaker is None
+    mine = CircuitBreaker(failure_threshold=2, recovery_timeout=1.0, name="mine")
+    assert build_async(breaker=mine).breaker is mine
+    policy = RetryPolicy(max_attempts=7, initial_delay=0.01)
+    assert getattr(build_async(retry=policy), ASYNC_POLICIES[async_kind]) is policy
+    assert getattr(build_async(retry=False), ASYNC_POLICIES[async_kind]).max_attempts == 1
+    with pytest.raises(TypeError, match="retry"):
+        build_async(retry="often")
+
+
+@pytest.mark.asyncio
+async def test_async_malformed_url_is_a_config_error_without_the_password(
+    async_kind: str,
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        ASYNC_FACTORIES[async_kind]("http://guest:pw@broker/")
+    assert "pw@" not in str(raised.value)
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("no_blocking")
+async def test_async_check_is_one_classified_attempt_that_never_raises(
+    build_async: Factory,
+) -> None:
+    client = build_async(CLOSED_PORT_AMQP)
+    assert await client.check() is False
+    report = client.health()
+    assert report.connected is False
+    assert "refused" in (report.last_error or "").lower()
+    assert await client.check() is False

@@ -78,6 +78,8 @@ OUTCOMES: dict[str, Callable[[dict[str, Any]], bool]] = {
                              and {"id": 7} in ns["received"]
                              and any(m.get("data") == {"id": 8} for m in ns["received"])),
     "docs/rabbitmq-consumer.md": lambda ns: ns["saved"] == [{"id": 7}],
+    # Every publish acked and handled by the coroutine handler.
+    "docs/rabbitmq-async.md": lambda ns: len(ns["handled"]) == 102,
 }
 
 DOCUMENTS = [path for path in (ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")))

@@ -17,6 +17,7 @@ API_NAMES = (
     "ResilientRedis", "ResilientDatabase", "HealthRegistry", "serve_metrics_and_health",
     "ConfigError", "is_transient", "is_transient_rmq_error", "is_transient_db_error",
     "ResilientClient", "HealthReport", "AsyncResilientRedis", "AsyncResilientDatabase",
+    "AsyncResilientPublisher", "AsyncResilientConsumer",
 )
 COMPAT_NAMES = (
     "RetryConfig", "retry_async", "is_transient_http_error", "DatabaseConnectionRetry",
