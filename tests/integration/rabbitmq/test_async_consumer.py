@@ -100,7 +100,8 @@ async def test_coroutine_handlers_run_on_the_loop_up_to_the_limit_and_are_acked(
     await await_until(lambda: consumed(telemetry, consumer, "ack") == 200, 10)
     assert 1 < handler.most_running <= 5  # concurrent, but never above the limit
     assert await feeder.message_count(queue) == 0
-    assert telemetry.value("operations_total", system="rabbitmq", client=consumer.name,
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq",
+                           client=consumer.name,
                            operation="process", outcome="success") == 200
     spans = [s for s in telemetry.spans() if s.name == f"process {queue}"]
     assert len(spans) == 200

@@ -63,7 +63,7 @@ async def test_publish_returns_an_awaitable_result_and_counts_as_the_sync_client
     bodies = await drain(admin, queue, 202)
     assert bodies[:201] == [b"first", *(f"{i}".encode() for i in range(200))]
     assert b'"type":"order.created"' in bodies[201]
-    assert telemetry.value("operations_total", system="rabbitmq", client="test",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="test",
                            operation="publish", outcome="success") == 202
     assert telemetry.value("publish_confirms_total", system="rabbitmq", client="test",
                            outcome="ack") == 202
@@ -95,7 +95,7 @@ async def test_broker_down_at_start_buffers_then_drains_in_order(
 
     assert {result.outcome for result in results} == {"ack"}
     assert await drain(admin, queue, 300) == [f"{i}".encode() for i in range(300)]
-    assert telemetry.value("operations_total", system="rabbitmq", client="test",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="test",
                            operation="publish", outcome="buffered") == 300
     assert telemetry.value("buffered_events_total", system="rabbitmq", client="test") == 300
     assert telemetry.value("buffer_flushed_events_total", system="rabbitmq",
@@ -147,7 +147,7 @@ async def test_overflow_block_waits_on_the_loop_for_room_then_raises(
     with pytest.raises(BufferFullError):
         await publisher.publish(b"no room", queue)
     assert 0.25 <= time.monotonic() - started < 2  # waited block_timeout, on the loop
-    assert telemetry.value("operations_total", system="rabbitmq", client="test",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="test",
                            operation="publish", outcome="rejected") == 1
 
     publisher.block_timeout = 15.0

@@ -262,9 +262,9 @@ async def test_async_outcomes_are_decided_as_for_a_sync_handler(
     consumer = consumer_for(consumers, telemetry, handler)
     outcomes = [(await consumer.runner.arun(delivery(tag)))[0] for tag in (1, 2, 3)]
     assert outcomes == ["ack", "requeue", "reject"]
-    assert telemetry.value("operations_total", system="rabbitmq", client="consumer",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="consumer",
                            operation="process", outcome="success") == 1
-    assert telemetry.value("operations_total", system="rabbitmq", client="consumer",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="consumer",
                            operation="process", outcome="failure") == 2
     assert consumer.health()["concurrency"] == 100  # the prefetch
 
@@ -286,7 +286,8 @@ async def test_a_cancelled_handler_settles_and_counts_nothing(
     with pytest.raises(asyncio.CancelledError):
         await task
     for outcome in ("success", "failure"):
-        assert telemetry.value("operations_total", system="rabbitmq", client="consumer",
+        assert telemetry.value("operation_duration_seconds_count", system="rabbitmq",
+                               client="consumer",
                                operation="process", outcome=outcome) == 0
     assert consumer.settlements.pending() == []
 
