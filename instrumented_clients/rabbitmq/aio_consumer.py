@@ -16,15 +16,18 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from instrumented_clients.client import HealthReport
 from instrumented_clients.rabbitmq.broker_client import BrokerClientShape
-from instrumented_clients.rabbitmq.consumer import ConsumerBase
+from instrumented_clients.rabbitmq.consumer import ConsumerBase, ConsumerOptions
 from instrumented_clients.rabbitmq.incoming import Delivery, IncomingMessage, positive_int
 from instrumented_clients.rabbitmq.loop_pool import LoopHandlerPool
 from instrumented_clients.rabbitmq.settings import DEFAULT_URL
 from instrumented_clients.rabbitmq.topology import Queue
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["AsyncHandler", "AsyncResilientConsumer"]
 
@@ -60,7 +63,7 @@ class AsyncResilientConsumer(ConsumerBase[LoopHandlerPool], BrokerClientShape):
 
     def __init__(self, url: str | Sequence[str] = DEFAULT_URL, *, queue: str | Queue,
                  handler: AsyncHandler, concurrency: int | None = None,
-                 **options: Any) -> None:
+                 **options: Unpack[ConsumerOptions]) -> None:
         # A coroutine function, or an object whose __call__ is one.
         call = handler if inspect.isroutine(handler) else type(handler).__call__
         if not inspect.iscoroutinefunction(call):

@@ -36,7 +36,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar
 
 from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
 from instrumented_clients.rabbitmq.broker_client import BrokerClient
@@ -61,6 +61,9 @@ from instrumented_clients.settings import RABBITMQ_PREFETCH
 from instrumented_clients.telemetry.conventions import PROCESS
 from instrumented_clients.telemetry.core import Telemetry, get_default_telemetry
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["ConsumerBase", "Handler", "ResilientConsumer"]
 
 _log = logging.getLogger(__name__)
@@ -74,6 +77,32 @@ _FAMILIES = (
 Handler = Callable[[IncomingMessage], object]
 C = TypeVar("C", bound="ConsumerBase[Any]")
 P = TypeVar("P", bound=DeliveryPool)
+
+
+class ConsumerOptions(TypedDict, total=False):
+    """The keyword arguments both consumers take besides the queue and the handler (see
+    :class:`ResilientConsumer` for each one's meaning)."""
+
+    passive: bool
+    name: str
+    telemetry: Telemetry | None
+    topology: Topology | None
+    prefetch: int
+    max_deliveries: int | None
+    poison_cache_size: int
+    trace_link_only: bool
+    required: bool
+    reconnect_policy: RetryPolicy | None
+    heartbeat: float
+    connect_timeout: float
+    stack_timeout: float | None
+    blocked_connection_timeout: float | None
+    connection_name: str | None
+    breaker: CircuitBreaker | Literal[False] | None
+    failure_threshold: int
+    recovery_timeout: float
+    retry: RetryPolicy | Literal[False] | None
+    clock: Clock
 
 
 class ConsumerBase(Generic[P]):
@@ -339,7 +368,7 @@ class ResilientConsumer(ConsumerBase[HandlerPool], BrokerClient):
 
     def __init__(self, url: str | Sequence[str] = DEFAULT_URL, *, queue: str | Queue,
                  handler: Handler, workers: int | None = None, auto_start: bool = True,
-                 **options: Any) -> None:
+                 **options: Unpack[ConsumerOptions]) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {handler!r}")
         if workers is not None:  # before the connection exists: nothing to clean up
