@@ -54,6 +54,7 @@ from instrumented_clients.redis.core import (
 from instrumented_clients.redis.guards import idempotent as writes_idempotent
 from instrumented_clients.redis.guards import writes_opted_in
 from instrumented_clients.redis.pipeline import ResilientPipeline
+from instrumented_clients.redis.settings import sentinel_url
 from instrumented_clients.redis.tracking import SYSTEM
 from instrumented_clients.resilience import (
     CircuitBreaker,
@@ -165,6 +166,30 @@ class ResilientRedis(redis.Redis):
                 expected.
         """
         return cls(name=name, **env_arguments(environ, overrides))
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str,
+        *,
+        db: int = 0,
+        name: str = "redis",
+        **kwargs: Any,
+    ) -> ResilientRedis:
+        """A client of the primary of ``service_name``, found through ``sentinels``
+        (``[(host, port), ...]``); the same as the URL
+        ``redis+sentinel://host:port,host:port/service_name/db``.
+
+        ``kwargs`` are the constructor's (``password=`` for the data nodes,
+        ``sentinel_kwargs=`` for the connections to the Sentinels). After a failover a write
+        refused with ``READONLY`` by the demoted primary is retried against the new one (it
+        was not applied); see :mod:`instrumented_clients.redis.sentinel`.
+
+        Raises:
+            ConfigError: no Sentinel, a malformed address, or an empty service name.
+        """
+        return cls(sentinel_url(list(sentinels), service_name, db), name=name, **kwargs)
 
     def policy_for(self, *command: Any) -> RetryPolicy:
         """The retry policy a command (as passed to ``execute_command``) runs under here and

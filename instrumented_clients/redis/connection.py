@@ -64,6 +64,15 @@ def no_retry(asynchronous: bool = False) -> Retry | AsyncRetry:
 class SendTrackingMixin:
     """Marks the errors raised before a command is sent; mixed into a pool's connection class."""
 
+    # connect() covers what runs before connect_check_health: behind Sentinel, asking the
+    # Sentinels for the primary (MasterNotFoundError).
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().connect(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as error:
+            mark_unsent(error)
+            raise
+
     def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
@@ -83,6 +92,13 @@ class SendTrackingMixin:
 
 class AsyncSendTrackingMixin:
     """:class:`SendTrackingMixin` for ``redis.asyncio`` connections."""
+
+    async def connect(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().connect(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as error:
+            mark_unsent(error)
+            raise
 
     async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
         try:

@@ -27,6 +27,7 @@ from instrumented_clients.redis.pool_metrics import (
     pool_counts,
     unbind_pool_gauges,
 )
+from instrumented_clients.redis.sentinel import describe_primary, is_sentinel_url, sentinel_pool
 from instrumented_clients.redis.settings import (
     DEFAULT_URL,
     URL_EXPECTED,
@@ -73,6 +74,8 @@ def make_pool(pool_class: Any, url: str | None, health_check_interval: float,
     url = validate_url(DEFAULT_URL if url is None else url)
     connection_options.setdefault("health_check_interval", health_check_interval)
     try:
+        if is_sentinel_url(url):
+            return sentinel_pool(pool_class, url, connection_options)
         return pool_class.from_url(url, **connection_options)
     except (ValueError, TypeError) as error:
         raise ConfigError(
@@ -206,14 +209,18 @@ class RedisCore:
         self.pool_gauges_bound = False
         self.tracker.closed_now("close() called", reusable=True)
 
-    def health(self) -> HealthReport:
-        """A snapshot for health endpoints: no URL, no password."""
+    def health(self, **details: Any) -> HealthReport:
+        """A snapshot for health endpoints: no URL, no password; ``details`` are added (a
+        topology's primaries)."""
         counts = pool_counts(self.pool)  # what the pool gauges read, too
+        primary: dict[str, Any] = describe_primary(self.pool)  # behind Sentinel
         return HealthReport.build(
-            SYSTEM, self.name, self.tracker, self.breaker, address=self.address, db=self.db,
+            SYSTEM, self.name, self.tracker, self.breaker,
+            address=primary.get("primary") or self.address, db=self.db,
             retry_writes=self.guards.retry_writes,
             pool={"in_use": int(counts["in_use"]), "idle": int(counts["idle"]),
                   "max": int(counts["max"])},
+            **primary, **details,
         )
 
 

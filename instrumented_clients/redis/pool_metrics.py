@@ -29,6 +29,13 @@ def pool_counts(pool: Any) -> dict[str, float]:
     """``idle``, ``in_use`` and ``max`` connections of a redis-py pool (0 for a gone pool)."""
     if pool is None:
         return {"idle": 0.0, "in_use": 0.0, "max": 0.0}
+    members = getattr(pool, "member_pools", None)
+    if callable(members):  # a cluster's pools, one per node: their sum
+        total = {"idle": 0.0, "in_use": 0.0, "max": 0.0}
+        for member in members():
+            for key, value in pool_counts(member).items():
+                total[key] += value
+        return total
     queue = getattr(getattr(pool, "pool", None), "queue", None)
     if queue is not None:  # BlockingConnectionPool: a queue of connections and None slots
         idle = sum(1 for connection in list(queue) if connection is not None)

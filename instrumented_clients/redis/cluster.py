@@ -1,0 +1,421 @@
+"""``ResilientRedisCluster``: a ``redis.cluster.RedisCluster`` under ResilientRedis's rules.
+
+It *is* a ``RedisCluster`` (every command method works as before; MOVED and ASK redirections and
+the slot map stay redis-py's job) with the route every command takes changed, as in
+:class:`~instrumented_clients.redis.ResilientRedis`: ``execute_command`` runs through the
+client's :class:`~instrumented_clients.redis.guards.CommandGuards` (retry policy, breaker, budget,
+metrics, span), and a pipeline's ``execute()`` runs as one guarded unit. The write-retry rule is
+the same, stated once in :mod:`instrumented_clients.redis.client`.
+
+What changes from redis-py's defaults, and why:
+
+- ``RedisCluster`` retries a command that failed with ``ConnectionError``/``TimeoutError`` after
+  it was sent, up to ``cluster_error_retry_attempts`` (10) times: a write could be applied twice.
+  Its retries are set to 0 (and so are its pipelines'), so every attempt is one of ours, counted,
+  and a write is retried only when it provably did not run.
+- ``CLUSTERDOWN`` (no primary for a slot, e.g. while a replica is being promoted) and
+  ``TRYAGAIN`` refuse a command without running it: retried for writes too. redis-py itself
+  re-sends a ``TRYAGAIN`` command within one attempt (its redirection loop); a ``CLUSTERDOWN``
+  reaches the guard, which waits by the policy's backoff and tries again on the refreshed map.
+- Every node's pool is adopted like a single server's (connection errors before sending marked
+  unsent, a dead pooled connection seen at check-out).
+
+Health reports the primaries of the slot map (``primaries``), as redis-py last learnt it (no
+I/O); the pool gauges add up the nodes' pools. Labels stay the same bounded set: no node address.
+Construction asks a startup node for the slot map, as ``RedisCluster`` does: it fails when no
+startup node answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.connection import ConnectionPool
+from redis.exceptions import (
+    AskError,
+    ConnectionError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    TimeoutError,
+)
+
+from instrumented_clients.client import HealthReport
+from instrumented_clients.config import ConfigError
+from instrumented_clients.redaction import redact_text, redact_url
+from instrumented_clients.redis.connection import adopt_pool, no_retry, strict_checkout
+from instrumented_clients.redis.core import RedisCore, env_arguments
+from instrumented_clients.redis.errors import is_refused_by_server
+from instrumented_clients.redis.guards import idempotent as writes_idempotent
+from instrumented_clients.redis.guards import writes_opted_in
+from instrumented_clients.redis.pipeline import report_partial
+from instrumented_clients.redis.settings import URL_EXPECTED, validate_url
+from instrumented_clients.redis.tracking import SYSTEM
+from instrumented_clients.resilience import (
+    CircuitBreaker,
+    ConnectionState,
+    Guard,
+    RetryBudget,
+    RetryPolicy,
+)
+from instrumented_clients.resilience.clock import Clock
+from instrumented_clients.telemetry import Telemetry
+
+__all__ = ["ClusterNodePools", "ResilientClusterPipeline", "ResilientRedisCluster"]
+
+DEFAULT_CLUSTER_URL = "redis://localhost:6379/0"
+
+
+class _AdoptedNodePool(ConnectionPool):
+    """The pool redis-py makes for each node, adopted as a single server's pool is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        adopt_pool(self)
+
+
+class ClusterNodePools:
+    """The pools of every node a cluster client knows, seen as one (pool gauges, health)."""
+
+    def __init__(self, cluster: RedisCluster, host: str, port: int) -> None:
+        self._cluster = cluster
+        self.connection_kwargs: dict[str, Any] = {"host": host, "port": port, "db": 0}
+
+    def member_pools(self) -> list[Any]:
+        if getattr(self._cluster, "nodes_manager", None) is None:  # still being built
+            return []
+        return [node.redis_connection.connection_pool for node in self._cluster.get_nodes()  # type: ignore[no-untyped-call]
+                if node.redis_connection is not None]
+
+    @property
+    def max_connections(self) -> int:
+        return sum(int(pool.max_connections or 0) for pool in self.member_pools())
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        for pool in self.member_pools():
+            pool.disconnect(inuse_connections=inuse_connections)
+
+
+class ResilientRedisCluster(RedisCluster):
+    """A ``RedisCluster`` with retries, a circuit breaker, connection state and telemetry.
+
+    Args:
+        url: ``redis://`` or ``rediss://`` URL of any node (db 0); the others are discovered.
+        startup_nodes: ``[(host, port), ...]`` to try in turn instead of ``url``.
+        name, policy, retry, breaker, budget, telemetry, retry_writes, clock,
+        failure_threshold, recovery_timeout, required, health_check_interval: as for
+            :class:`~instrumented_clients.redis.ResilientRedis`.
+        **cluster_options: passed to ``RedisCluster`` (``socket_timeout``,
+            ``read_from_replicas``, ``require_full_coverage``, ...); ``retry`` is ours.
+
+    Raises:
+        ConfigError: a malformed URL or startup node (before any I/O), or no startup node
+            answered for the slot map.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        startup_nodes: Sequence[tuple[str, int]] | None = None,
+        name: str = "redis-cluster",
+        policy: RetryPolicy | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+        breaker: CircuitBreaker | Literal[False] | None = None,
+        budget: RetryBudget | None = None,
+        telemetry: Telemetry | None = None,
+        retry_writes: bool = False,
+        clock: Clock | None = None,
+        health_check_interval: float = 30.0,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
+        required: bool = True,
+        **cluster_options: Any,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        nodes = _startup_nodes(url, startup_nodes)
+        options: dict[str, Any] = {
+            "connection_pool_class": _AdoptedNodePool,
+            "health_check_interval": health_check_interval,
+            **cluster_options,
+            "retry": no_retry(),  # every attempt is one of ours (see the module docstring)
+        }
+        # RedisCluster runs commands (COMMAND) while it is built: they go through the Guards.
+        host, port = nodes[0]
+        self.node_pools = ClusterNodePools(self, host, port)
+        core = self._core = RedisCore(
+            self.node_pools, name=name, required=required, policy=policy, retry=retry,
+            breaker=breaker, budget=budget, telemetry=telemetry, retry_writes=retry_writes,
+            clock=clock, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout,
+            owns_pool=False,
+        )
+        self._tracker = core.tracker
+        self._guards = core.guards.by_name
+        target = url if url is not None and startup_nodes is None else None
+        shown = redact_url(target) if target is not None else str(list(nodes))
+        try:
+            if target is not None:
+                super().__init__(url=target, **options)
+            else:
+                super().__init__(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)  # type: ignore[no-untyped-call]
+        except RedisClusterException as error:
+            raise ConfigError("url" if target is not None else "startup_nodes", shown,
+                              f"a reachable Redis Cluster node ({redact_text(str(error))})"
+                              ) from None
+        self.name = name
+        self.required = core.required
+        self.context = core.context
+        self.policy = core.policy
+        self.breaker = core.breaker
+        self.budget = budget
+        self.address = core.address
+
+    system = SYSTEM
+
+    @classmethod
+    def from_env(
+        cls,
+        name: str = "redis-cluster",
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ResilientRedisCluster:
+        """Build from ``REDIS_URL`` (any node of the cluster) and the ``REDIS_RETRY_*``
+        variables, as :meth:`ResilientRedis.from_env`; ``overrides`` win.
+
+        Raises:
+            ConfigError: a variable that does not parse, naming it, its value and what was
+                expected.
+        """
+        return cls(name=name, **env_arguments(environ, overrides))
+
+    @property
+    def retry_writes(self) -> bool:
+        return self._core.guards.retry_writes
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._tracker.state
+
+    def policy_for(self, *command: Any) -> RetryPolicy:
+        """The retry policy a command runs under here and now (the write-retry rule)."""
+        return self._core.guards.for_command(command).policy
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """Run one command through its Guard; redis-py routes it to its node."""
+        guard = self._guards.get(args[0])
+        if guard is None or writes_opted_in.get():
+            guard = self._core.guards.for_command(args)
+        return self._run(guard, RedisCluster.execute_command, self, *args, **kwargs)
+
+    def _run(self, guard: Guard, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        tracker = self._tracker
+        if not tracker.connected:
+            tracker.attempt_started()
+        token = strict_checkout.set(True)
+        try:
+            result = guard.call(fn, *args, **kwargs)
+        except BaseException as error:
+            self._core.call_failed(guard, error)
+            raise
+        finally:
+            strict_checkout.reset(token)
+        if not tracker.connected:
+            self._core.attempt_succeeded()
+        return result
+
+    # -- pipelines --------------------------------------------------------------------------
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ResilientClusterPipeline:
+        """A cluster pipeline whose ``execute()`` runs as one unit under the write-retry rule."""
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        return ResilientClusterPipeline(
+            self, transaction=bool(transaction), nodes_manager=self.nodes_manager,
+            commands_parser=self.commands_parser,
+            startup_nodes=self.nodes_manager.startup_nodes,
+            result_callbacks=self.result_callbacks,
+            cluster_response_callbacks=self.cluster_response_callbacks,
+            read_from_replicas=self.read_from_replicas,
+            load_balancing_strategy=self.load_balancing_strategy,
+            reinitialize_steps=self.reinitialize_steps, retry=self.retry, lock=self._lock,
+        )
+
+    def resend_failed(self, error: Exception, args: tuple[Any, ...],
+                      options: dict[str, Any]) -> Any:
+        """The reply of one command of a batch that failed with ``error``: the command again,
+        through its Guard, when that cannot apply it twice (redirected or refused by the node:
+        not run; or a read, or a write the caller made retryable), else ``error`` itself."""
+        not_run = isinstance(error, (MovedError, AskError)) or is_refused_by_server(error)
+        lost = isinstance(error, (ConnectionError, TimeoutError))
+        if not (not_run or (lost and self._core.guards.retried_after_sending(args))):
+            return error
+        try:
+            return self.execute_command(*args, **options)
+        except RedisError as again:
+            return again
+
+    def run_batch(self, transactional: bool, queued: Sequence[tuple[Any, Any]],
+                  attempt: Callable[[], list[Any]]) -> list[Any]:
+        """Run a pipeline's ``attempt`` under the Guard its ``queued`` commands choose."""
+        guard = self._core.guards.for_pipeline(transactional, queued)
+        result: list[Any] = self._run(guard, attempt)
+        return result
+
+    @staticmethod
+    @contextlib.contextmanager
+    def idempotent() -> Iterator[None]:
+        """Within the block, writes (and pipelines) are retried like reads."""
+        with writes_idempotent():
+            yield
+
+    # -- ResilientClient --------------------------------------------------------------------
+
+    def check(self) -> bool:
+        """One ``PING`` of the default node, no retry (through the breaker)."""
+        try:
+            self._run(self._core.guards.check, RedisCluster.execute_command, self, "PING")
+        except Exception:
+            return False
+        return True
+
+    def health(self) -> HealthReport:
+        """A snapshot for health endpoints: the primaries of the slot map; no URL, no password."""
+        primaries = sorted(node.name for node in self.get_primaries())  # type: ignore[no-untyped-call]
+        return self._core.health(primaries=primaries)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Close every node's connections; idempotent. The client stays usable.
+
+        Args:
+            timeout: accepted for the shape every client shares; closing does not wait.
+        """
+        tracker = getattr(self, "_tracker", None)
+        if tracker is None or tracker.state is ConnectionState.CLOSED:
+            with contextlib.suppress(AttributeError):  # a half-built client
+                super().close()
+            return
+        tracker.closing()
+        try:
+            super().close()
+        finally:
+            self._core.closed()
+
+    def __enter__(self) -> ResilientRedisCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"ResilientRedisCluster(name={self.name!r}, address={self.address!r}, "
+                f"state={self._tracker.state.value})")
+
+
+class ResilientClusterPipeline(ClusterPipeline):
+    """Returned by :meth:`ResilientRedisCluster.pipeline`; use it as redis-py's."""
+
+    def __init__(self, owner: ResilientRedisCluster, *, transaction: bool,
+                 **pipeline_options: Any) -> None:
+        super().__init__(transaction=transaction, **pipeline_options)
+        self._owner = owner
+        self._transactional = transaction
+        # What was queued, as (args, options): ClusterPipeline keeps its queue inside its
+        # execution strategy and empties it after every execute(), with no public way to read
+        # it back, so the batch is recorded here to choose the Guard and to replay a retry.
+        self._queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def pipeline_execute_command(self, *args: Any, **options: Any) -> Any:
+        self._queued.append((args, options))
+        return super().pipeline_execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if args and str(args[0]).upper() not in self.IMMEDIATE_EXECUTE_COMMANDS:
+            self._queued.append((args, kwargs))
+        return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def reset(self) -> None:  # type: ignore[override]  # the pipeline's, not the RESET command
+        super().reset()  # type: ignore[no-untyped-call]
+        self._queued = []
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send the queued commands (to their nodes) and return the replies in order."""
+        queued = list(self._queued)
+        if not queued:
+            return []
+        first = True
+
+        def attempt() -> list[Any]:
+            nonlocal first
+            if not first:  # the previous attempt's reset() emptied the queue: put it back
+                for args, options in queued:
+                    super(ResilientClusterPipeline, self).execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            first = False
+            if self._transactional:  # one slot, one node, MULTI/EXEC: all or nothing
+                replies: list[Any] = ClusterPipeline.execute(self, raise_on_error)
+                return replies
+            return self._send_without_resending(queued, raise_on_error)
+
+        try:
+            result = self._owner.run_batch(self._transactional, queued, attempt)
+        except BaseException as error:
+            if not self._transactional:
+                report_partial(error, len(queued))
+            raise
+        finally:
+            self._queued = []
+        return result
+
+    def _send_without_resending(self, queued: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+                                raise_on_error: bool) -> list[Any]:
+        # redis-py re-sends, one by one, every command of a batch whose reply was an error it
+        # may retry — a lost connection after sending included, which could apply a write
+        # twice. Its redirections are therefore turned off here, and the failed commands are
+        # settled by the client's own rule (resend_failed).
+        try:
+            replies: list[Any] = self.send_cluster_commands(  # type: ignore[no-untyped-call]
+                self._execution_strategy.command_queue, raise_on_error=False,
+                allow_redirections=False)
+        finally:
+            self.reset()
+        for position, reply in enumerate(replies):
+            if isinstance(reply, Exception):
+                args, options = queued[position]
+                replies[position] = self._owner.resend_failed(reply, args, options)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+
+def _startup_nodes(url: str | None,
+                   startup_nodes: Sequence[tuple[str, int]] | None) -> list[tuple[str, int]]:
+    """The startup nodes checked before any I/O (from ``url`` or given)."""
+    if startup_nodes is not None:
+        if url is not None:
+            raise ValueError("url and startup_nodes are exclusive: give one")
+        checked = []
+        for node in startup_nodes:
+            if (not isinstance(node, tuple) or len(node) != 2 or not isinstance(node[0], str)
+                    or not isinstance(node[1], int) or not 0 < node[1] < 65536):
+                raise ConfigError("startup_nodes", repr(list(startup_nodes)),
+                                  "a non-empty list of (host, port) pairs")
+            checked.append(node)
+        if not checked:
+            raise ConfigError("startup_nodes", "[]", "a non-empty list of (host, port) pairs")
+        return checked
+    url = validate_url(DEFAULT_CLUSTER_URL if url is None else url)
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or parts.path.strip("/") not in ("", "0"):
+        raise ConfigError("url", redact_url(url),
+                          "a redis:// or rediss:// URL of a cluster node, db 0 "
+                          f"(not {URL_EXPECTED.split(',')[0]} with another db)")
+    return [(parts.hostname or "localhost", parts.port or 6379)]
