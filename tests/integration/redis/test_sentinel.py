@@ -103,7 +103,7 @@ def test_unique_id_writes_through_a_failover(
     client, waiting, reading = make("failover"), make("failover-wait"), make("failover-read")
 
     def confirm(_key: str) -> int:
-        return int(waiting.wait(1, 100))
+        return int(waiting.wait(1, 50))
 
     plain = Writer("plain", lambda i: f"ic:ids:{run}:plain")
     waited = Writer("wait", lambda i: f"ic:ids:{run}:wait", confirm=confirm)
@@ -121,7 +121,7 @@ def test_unique_id_writes_through_a_failover(
         # Writes go on on the new primary: the clients found it (their connections to the old
         # one cut, or refused), and keep writing there.
         wait_until(lambda: client.health()["primary"] == f"127.0.0.1:{new.port}"
-                   and workload.acked_since(moved_at) >= 100, 40)
+                   and workload.acked_since(moved_at) >= 50, 40)
         reads_before = len(reader.ok)
         wait_until(lambda: len(reader.ok) > reads_before + 20, 10)  # reads continue
         assert client.state is ConnectionState.CONNECTED

@@ -1,0 +1,135 @@
+"""ResilientRedisCluster on a Redis Cluster of our own (three primaries, three replicas): the
+ResilientRedis shape, redis-py's retries off, and unique-id writes while a primary is killed."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from redis import exceptions as rx
+from redis.cluster import RedisCluster
+
+from instrumented_clients import ConfigError, ConnectionState, ErrorCategory
+from instrumented_clients.redis import classify, default_policy
+from instrumented_clients.redis.cluster import ResilientRedisCluster
+from instrumented_clients.redis.errors import is_refused_by_server
+from instrumented_clients.testing import CapturedTelemetry, wait_until
+from scripts.local_clusters.redis_servers import RedisClusterSet
+
+from .failover import Reader, RetryLog, Workload, Writer, figures
+from .helpers import outcome
+from .topologies import redis_cluster, redis_cluster_session
+
+pytestmark = pytest.mark.integration
+__all__ = ["redis_cluster", "redis_cluster_session"]  # fixtures
+
+
+def test_commands_and_pipelines_over_every_primary_with_health_naming_them(
+    redis_cluster: RedisClusterSet, telemetry: CapturedTelemetry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    keys = [f"ic:test:{run}:{i}" for i in range(30)]
+    monkeypatch.setenv("REDIS_URL", redis_cluster.startup_url())
+    with ResilientRedisCluster.from_env(name="cluster", telemetry=telemetry) as client:
+        assert client.retry.get_retries() == 0  # redis-py's own retries are off
+        assert {client.get_node_from_key(key).name for key in keys} == {
+            node.name for node in client.get_primaries()}  # the keys cover every primary
+        for key in keys:
+            assert client.set(key, "1") is True
+        pipe = client.pipeline()
+        for key in keys:
+            pipe.incr(key)
+        assert pipe.execute() == [2] * len(keys)
+        assert client.mget(keys[:1]) == [b"2"]
+        with client.pipeline(transaction=True) as tx:  # one slot: MULTI/EXEC on its node
+            tx.incr(f"{{{run}}}:a").incr(f"{{{run}}}:a")
+            assert tx.execute() == [1, 2]
+        health = client.health()
+        assert sorted(health["primaries"]) == sorted(
+            f"127.0.0.1:{node.port}" for node in redis_cluster.primaries())
+        assert health["state"] == "connected"
+        assert client.check() is True
+        client.delete(*keys[:1])
+        for key in keys[1:]:
+            client.delete(key)
+        client.delete(f"{{{run}}}:a")
+    # redis-py runs a multi-key command (MGET, DEL) as a pipeline of one command per slot: each
+    # is one guarded pipeline, besides the one queued above.
+    assert outcome(telemetry, "cluster", "pipeline", "success") == 1 + 1 + len(keys)
+    assert outcome(telemetry, "cluster", "transaction", "success") == 1
+    assert outcome(telemetry, "cluster", "set", "success") == len(keys)
+    scrape = telemetry.scrape()
+    for node in redis_cluster.nodes:
+        assert str(node.port) not in scrape  # no node address in a label
+
+
+def test_bad_startup_arguments_are_config_errors_before_io() -> None:
+    with pytest.raises(ConfigError) as raised:
+        ResilientRedisCluster("redis://:secret-pw@127.0.0.1:6379/3")  # db 3: not in a cluster
+    assert "url" in str(raised.value)
+    assert "secret-pw" not in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        ResilientRedisCluster(startup_nodes=[("127.0.0.1", 0)])
+    assert "startup_nodes" in str(raised.value)
+
+
+def test_unique_id_writes_over_all_slots_while_a_primary_is_killed(
+    redis_cluster: RedisClusterSet, telemetry: CapturedTelemetry,
+    record_property: pytest.RecordProperty,
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    retried = RetryLog()
+    policy = default_policy(80, 0.05, 0.25).replace(on_retry=retried)
+
+    def make(name: str) -> ResilientRedisCluster:
+        return ResilientRedisCluster(redis_cluster.startup_url(), name=name, telemetry=telemetry,
+                                     policy=policy, breaker=False, socket_timeout=2.0,
+                                     socket_connect_timeout=1.0)
+
+    client, waiting, reading = make("kill"), make("kill-wait"), make("kill-read")
+
+    def confirm(key: str) -> int:
+        node = waiting.get_node_from_key(key)
+        return int(waiting.execute_command("WAIT", 1, 50, target_nodes=node))
+
+    plain = Writer("plain", lambda i: f"ic:ids:{run}:plain:{i % 256}")
+    waited = Writer("wait", lambda i: f"ic:ids:{run}:wait:{i % 256}", confirm=confirm)
+    reader = Reader(f"ic:ids:{run}:plain:0")
+    # The victim is a primary the reader's key is not on: while the victim's replica is being
+    # promoted, the cluster is down for every slot, and the reader's node says so.
+    reader_port = int(reading.get_node_from_key(reader.key).port)
+    victim = next(node for node in redis_cluster.primaries() if node.port != reader_port)
+    with client, waiting, reading, \
+            Workload([(plain, client), (waited, waiting)], (reader, reading)) as workload:
+        wait_until(lambda: workload.acked_since(0) >= 300, 20)
+        fault_at = time.monotonic()
+        redis_cluster.kill(victim)
+        # A replica takes the victim's slots, and writes go on to every slot.
+        wait_until(lambda: len(redis_cluster.primaries()) == 3
+                   and victim not in redis_cluster.primaries(), 30)
+        moved_at = time.monotonic()
+        wait_until(lambda: workload.acked_since(moved_at) >= 50, 40)
+        reads_before = len(reader.ok)
+        wait_until(lambda: len(reader.ok) > reads_before + 20, 10)  # reads continue
+        assert client.state is ConnectionState.CONNECTED
+        assert f"127.0.0.1:{victim.port}" not in client.health()["primaries"]
+    alive = next(node for node in redis_cluster.nodes if redis_cluster.running(node))
+    with RedisCluster(host="127.0.0.1", port=alive.port) as admin:
+        def present(key: str) -> set[str]:
+            return {member.decode() for member in admin.smembers(key)}
+
+        shown = [figures(plain, present, fault_at), figures(waited, present, fault_at)]
+    for label, result in zip(("without WAIT", "with WAIT 1"), shown, strict=True):
+        record_property(f"cluster kill -9 {label}", result.line(label))
+        print("cluster kill -9:", result.line(label))
+        assert result.applied_twice == 0
+        assert result.recovery_seconds < 30
+    assert shown[1].lost == 0
+    # The victim's slots refused connections (nothing sent: retried) and, while its replica was
+    # being promoted, the other primaries answered CLUSTERDOWN (not run: retried for writes too).
+    assert any(classify(error) is ErrorCategory.CONNECTION for error in retried.errors)
+    refused = [error for error in retried.errors if is_refused_by_server(error)]
+    assert any(isinstance(error, rx.ClusterDownError) for error in refused), \
+        sorted({type(error).__name__ for error in retried.errors})
