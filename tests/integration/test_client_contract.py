@@ -22,12 +22,14 @@ from instrumented_clients.db import ResilientDatabase
 from instrumented_clients.health import HealthRegistry, serve_metrics_and_health
 from instrumented_clients.rabbitmq import ResilientConsumer, ResilientPublisher
 from instrumented_clients.rabbitmq.topology import Queue
-from instrumented_clients.redis import ResilientRedis
+from instrumented_clients.redis import ResilientRedis, ResilientRedisCluster
 from instrumented_clients.resilience import CircuitBreaker, RetryPolicy
 from instrumented_clients.testing import wait_until
 from tests.integration.health.test_http import fetch
+from tests.integration.redis.topologies import redis_cluster_session
 
 pytestmark = pytest.mark.integration
+__all__ = ["redis_cluster_session"]  # fixtures
 
 Factory = Callable[..., Any]
 CLOSED_PORT_AMQP = "amqp://guest:guest@127.0.0.1:1/"
@@ -49,12 +51,14 @@ FACTORIES: dict[str, Factory] = {
     "publisher": ResilientPublisher,
     "consumer": _consumer,
     "redis": ResilientRedis,
+    "redis-cluster": ResilientRedisCluster,
     "database": ResilientDatabase,
 }
 SYSTEMS = {"publisher": "rabbitmq", "consumer": "rabbitmq", "redis": "redis",
-           "database": "sqlite"}
+           "redis-cluster": "redis", "database": "sqlite"}
 MALFORMED_URLS = {"publisher": "http://guest:pw@broker/", "consumer": "http://guest:pw@broker/",
-                  "redis": "http://cache:6379/0", "database": "nosuchdb://host/db"}
+                  "redis": "http://cache:6379/0", "redis-cluster": "http://cache:6379/0",
+                  "database": "nosuchdb://host/db"}
 
 
 @pytest.fixture(autouse=True)
@@ -69,11 +73,14 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def build(kind: str) -> Iterator[Factory]:
+def build(kind: str, request: pytest.FixtureRequest) -> Iterator[Factory]:
     made: list[Any] = []
+    # A cluster client asks a node for the slot map when it is built: it needs the cluster.
+    default_args = ((request.getfixturevalue("redis_cluster_session").startup_url(),)
+                    if kind == "redis-cluster" else ())
 
     def make(*args: Any, **kwargs: Any) -> Any:
-        client = FACTORIES[kind](*args, **kwargs)
+        client = FACTORIES[kind](*(args or default_args), **kwargs)
         made.append(client)
         return client
 
@@ -195,6 +202,9 @@ UNREACHABLE_URLS = {"publisher": CLOSED_PORT_AMQP, "consumer": CLOSED_PORT_AMQP,
 
 
 def test_check_is_one_classified_attempt_that_never_raises(kind: str, build: Factory) -> None:
+    if kind == "redis-cluster":
+        pytest.skip("a cluster client is built from a reachable node (the slot map); an "
+                    "unreachable one is a ConfigError at construction (test_cluster.py)")
     client = build(UNREACHABLE_URLS[kind])
     assert client.check() is False
     report = client.health()

@@ -75,6 +75,14 @@ def test_bad_startup_arguments_are_config_errors_before_io() -> None:
     assert "startup_nodes" in str(raised.value)
 
 
+def test_an_unreachable_startup_node_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as raised:
+        ResilientRedisCluster("redis://:secret-pw@127.0.0.1:1/0", retry=False)
+    assert "url" in str(raised.value)
+    assert "reachable" in str(raised.value)
+    assert "secret-pw" not in str(raised.value)
+
+
 def test_unique_id_writes_over_all_slots_while_a_primary_is_killed(
     redis_cluster: RedisClusterSet, telemetry: CapturedTelemetry,
     record_property: pytest.RecordProperty,
