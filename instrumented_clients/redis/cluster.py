@@ -29,6 +29,7 @@ startup node answers.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -70,10 +71,15 @@ DEFAULT_CLUSTER_URL = "redis://localhost:6379/0"
 
 
 class _AdoptedNodePool(ConnectionPool):
-    """The pool redis-py makes for each node, adopted as a single server's pool is."""
+    """The pool redis-py makes for each node, adopted as a single server's pool is.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    ``health_check_interval`` is set here: ``RedisCluster`` drops it from the options it passes
+    on to the nodes, and the idle-connection PING is what lets a write on a silently dead link
+    be retried (nothing of it was sent).
+    """
+
+    def __init__(self, *args: Any, health_check_interval: float = 0, **kwargs: Any) -> None:
+        super().__init__(*args, health_check_interval=health_check_interval, **kwargs)
         adopt_pool(self)
 
 
@@ -139,8 +145,8 @@ class ResilientRedisCluster(RedisCluster):
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         nodes = _startup_nodes(url, startup_nodes)
         options: dict[str, Any] = {
-            "connection_pool_class": _AdoptedNodePool,
-            "health_check_interval": health_check_interval,
+            "connection_pool_class": functools.partial(
+                _AdoptedNodePool, health_check_interval=health_check_interval),
             **cluster_options,
             "retry": no_retry(),  # every attempt is one of ours (see the module docstring)
         }

@@ -21,6 +21,8 @@ subclasses of ``ConnectionError``, so the order of the checks matters)::
     │   ├── OutOfMemoryError ────────── CONFIGURATION permanent (maxmemory reached)
     │   ├── TryAgainError ───────────── SERVER_BUSY  transient (the server refused: not applied)
     │   └── ClusterDownError, MasterDownError ── SERVER_BUSY transient (refused: not applied)
+    ├── ClusterError ────────────────── SERVER_BUSY  transient (RedisCluster's "TTL exhausted":
+    │                                                every try redirected or refused, none ran)
     ├── WatchError ──────────────────── UNKNOWN      never retried here: the caller's
     │                                                ``transaction()`` loop re-runs its function
     ├── DataError, PubSubError, LockError ── PROGRAMMING permanent
@@ -84,6 +86,9 @@ _REFUSED_BY_SERVER: Final[tuple[type[BaseException], ...]] = (
     rx.BusyLoadingError,
     rx.TryAgainError,
     rx.ClusterDownError,  # MasterDownError derives from it
+    # RedisCluster's "TTL exhausted": every try of the command was redirected (MOVED, ASK) or
+    # refused (TRYAGAIN), so no node ran it.
+    rx.ClusterError,
 )
 _CONFIGURATION: Final[tuple[type[BaseException], ...]] = (rx.ReadOnlyError, rx.OutOfMemoryError)
 _PROGRAMMING: Final[tuple[type[BaseException], ...]] = (

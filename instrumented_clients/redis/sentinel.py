@@ -23,7 +23,7 @@ from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelConnectionPoolProxy
 
 from instrumented_clients.redis.settings import SENTINEL_SCHEME, parse_sentinel_url
 
@@ -57,14 +57,27 @@ def _announce(service: str, before: Any, after: Any) -> None:
                      service, before[0], before[1], address)
 
 
-class LoggingSentinelPool(SentinelConnectionPool):
-    """redis-py's ``SentinelConnectionPool`` that logs each change of primary."""
+class _LoggingPoolProxy(SentinelConnectionPoolProxy):
+    """What redis-py's sync connections ask for the primary (the pool's ``proxy``), logging."""
 
     def get_master_address(self) -> Any:
         before = self.master_address
         address = super().get_master_address()  # type: ignore[no-untyped-call]
         _announce(self.service_name, before, address)
         return address
+
+
+class LoggingSentinelPool(SentinelConnectionPool):
+    """redis-py's ``SentinelConnectionPool`` that logs each change of primary."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        # Sync connections reach the Sentinels through the pool's proxy, not the pool.
+        self.proxy = _LoggingPoolProxy(
+            connection_pool=self, is_master=self.is_master,
+            check_connection=self.check_connection, service_name=service_name,
+            sentinel_manager=sentinel_manager)  # type: ignore[no-untyped-call]
+        self.connection_kwargs["connection_pool"] = self.proxy
 
 
 class AsyncLoggingSentinelPool(async_sentinel.SentinelConnectionPool):
@@ -97,7 +110,7 @@ def sentinel_pool(pool_class: Any, url: str, connection_options: dict[str, Any])
                                                sentinel_kwargs=sentinel_options)
         return AsyncLoggingSentinelPool(address.service, manager, **options)  # type: ignore[no-untyped-call]
     manager = Sentinel(list(address.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    return LoggingSentinelPool(address.service, manager, **options)  # type: ignore[no-untyped-call]
+    return LoggingSentinelPool(address.service, manager, **options)
 
 
 def describe_primary(pool: Any) -> dict[str, str]:

@@ -3,6 +3,7 @@ ResilientRedis shape, redis-py's retries off, and unique-id writes while a prima
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -18,7 +19,7 @@ from instrumented_clients.testing import CapturedTelemetry, wait_until
 from scripts.local_clusters.redis_servers import RedisClusterSet
 
 from .failover import Reader, RetryLog, Workload, Writer, figures
-from .helpers import outcome
+from .helpers import Background, outcome, retries
 from .topologies import redis_cluster, redis_cluster_session
 
 pytestmark = pytest.mark.integration
@@ -141,3 +142,40 @@ def test_unique_id_writes_over_all_slots_while_a_primary_is_killed(
     refused = [error for error in retried.errors if is_refused_by_server(error)]
     assert any(isinstance(error, rx.ClusterDownError) for error in refused), \
         sorted({type(error).__name__ for error in retried.errors})
+
+
+def test_a_write_refused_with_tryagain_during_a_slot_migration_is_retried(
+    redis_cluster: RedisClusterSet, telemetry: CapturedTelemetry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A multi-key command on a slot being migrated, with one key moved and one not, is refused
+    # with TRYAGAIN. redis-py re-sends it within the attempt; when its tries run out
+    # ("TTL exhausted": no node ran it) the guard retries it, a write included, until the
+    # migration is over and the command is redirected to the slot's new node.
+    tag = uuid.uuid4().hex[:8]
+    here, moved = f"{{{tag}}}:here", f"{{{tag}}}:moved"
+    caplog.set_level(logging.DEBUG, "redis.cluster")
+    with ResilientRedisCluster(redis_cluster.startup_url(), name="tryagain", telemetry=telemetry,
+                               policy=default_policy(100, 0.02, 0.05)) as client:
+        client.set(here, "1")
+        client.set(moved, "2")
+        slot = client.keyslot(here)
+        by_port = {node.port: node for node in redis_cluster.nodes}
+        source = by_port[int(client.get_node_from_key(here).port)]
+        target = next(node for node in redis_cluster.primaries() if node != source)
+        source_id, target_id = (redis_cluster.cli(node, "CLUSTER", "MYID").strip()
+                                for node in (source, target))
+        redis_cluster.cli(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        redis_cluster.cli(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        redis_cluster.cli(source, "MIGRATE", "127.0.0.1", str(target.port), moved, "0", "5000")
+        write = Background(lambda: client.execute_command("MSET", here, "3", moved, "4"))
+        wait_until(lambda: retries(telemetry, "tryagain", "mset") >= 1, 20)
+        redis_cluster.cli(source, "MIGRATE", "127.0.0.1", str(target.port), here, "0", "5000")
+        for node in redis_cluster.primaries():
+            redis_cluster.cli(node, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+        done = write.join(30)
+        assert done.error is None
+        assert done.result is True
+        assert client.mget([here, moved]) == [b"3", b"4"]
+    assert "TRYAGAIN" in caplog.text
+    assert outcome(telemetry, "tryagain", "mset", "success_after_retry") == 1
