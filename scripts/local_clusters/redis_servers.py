@@ -133,8 +133,9 @@ class _Servers:
         return run(["redis-cli", "-h", "127.0.0.1", "-p", str(node.port), *command],
                    check=check, timeout=15)
 
-    def stop(self) -> None:
-        """Kill every server and remove ``root``. Idempotent."""
+    def kill_all(self, *, wipe: bool) -> None:
+        """``kill -9`` every server and wait until its port is closed; ``wipe``: remove their
+        data directories too (a rebuild starts from nothing)."""
         for node in self.nodes:
             pid = self.pid(node)
             if pid is not None:
@@ -143,6 +144,12 @@ class _Servers:
         for node in self.nodes:
             with contextlib.suppress(TimeoutError):
                 wait_for(lambda node=node: not port_open(node.port), 10, f"{node.name} to stop")
+            if wipe:
+                shutil.rmtree(self.root / node.name, ignore_errors=True)
+
+    def stop(self) -> None:
+        """Kill every server and remove ``root``. Idempotent."""
+        self.kill_all(wipe=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -222,14 +229,7 @@ class RedisSentinelSet(_Servers):
 
     def rebuild(self) -> RedisSentinelSet:
         """A fresh set on the same ports (after a test failed the primary over)."""
-        for node in self.nodes:
-            pid = self.pid(node)
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for node in self.nodes:
-            wait_for(lambda node=node: not port_open(node.port), 10, f"{node.name} to stop")
-            shutil.rmtree(self.root / node.name, ignore_errors=True)
+        self.kill_all(wipe=True)
         return self.start()
 
     def status(self) -> dict[str, Any]:
@@ -309,14 +309,7 @@ class RedisClusterSet(_Servers):
 
     def rebuild(self) -> RedisClusterSet:
         """A fresh cluster on the same ports (after a test left a node killed or promoted)."""
-        for node in self.nodes:
-            pid = self.pid(node)
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for node in self.nodes:
-            wait_for(lambda node=node: not port_open(node.port), 10, f"{node.name} to stop")
-            shutil.rmtree(self.root / node.name, ignore_errors=True)
+        self.kill_all(wipe=True)
         return self.start()
 
     def status(self) -> dict[str, Any]:
