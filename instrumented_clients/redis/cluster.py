@@ -49,7 +49,7 @@ from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_text, redact_url
 from instrumented_clients.redis.connection import adopt_pool, no_retry, strict_checkout
 from instrumented_clients.redis.core import RedisCore, env_arguments
-from instrumented_clients.redis.errors import is_refused_by_server
+from instrumented_clients.redis.errors import classify, is_refused_by_server
 from instrumented_clients.redis.guards import idempotent as writes_idempotent
 from instrumented_clients.redis.guards import writes_opted_in
 from instrumented_clients.redis.pipeline import report_partial
@@ -58,6 +58,7 @@ from instrumented_clients.redis.tracking import SYSTEM
 from instrumented_clients.resilience import (
     CircuitBreaker,
     ConnectionState,
+    ErrorCategory,
     Guard,
     RetryBudget,
     RetryPolicy,
@@ -120,6 +121,7 @@ class ResilientRedisCluster(RedisCluster):
     Raises:
         ConfigError: a malformed URL or startup node (before any I/O), or no startup node
             answered for the slot map.
+        redis.exceptions.AuthenticationError: the startup nodes refused the credentials.
     """
 
     def __init__(
@@ -169,6 +171,9 @@ class ResilientRedisCluster(RedisCluster):
             else:
                 super().__init__(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)  # type: ignore[no-untyped-call]
         except RedisClusterException as error:
+            cause = error.__cause__
+            if cause is not None and classify(cause) is ErrorCategory.AUTH:
+                raise cause from None  # a wrong password: the server's own answer
             raise ConfigError("url" if target is not None else "startup_nodes", shown,
                               f"a reachable Redis Cluster node ({redact_text(str(error))})"
                               ) from None

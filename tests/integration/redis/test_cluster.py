@@ -179,3 +179,28 @@ def test_a_write_refused_with_tryagain_during_a_slot_migration_is_retried(
         assert client.mget([here, moved]) == [b"3", b"4"]
     assert "TRYAGAIN" in caplog.text
     assert outcome(telemetry, "tryagain", "mset", "success_after_retry") == 1
+
+
+def test_a_wrong_password_is_the_servers_auth_error_at_construction_without_the_password(
+    redis_cluster: RedisClusterSet, telemetry: CapturedTelemetry,
+) -> None:
+    user = f"ic_test_{uuid.uuid4().hex[:10]}"
+    password, wrong = f"right-{uuid.uuid4().hex}", f"wrong-{uuid.uuid4().hex}"
+    for node in redis_cluster.nodes:  # ACL users are per node
+        redis_cluster.cli(node, "ACL", "SETUSER", user, "on", f">{password}", "~ic:*", "+@all")
+    port = redis_cluster.nodes[0].port
+    try:
+        with pytest.raises(rx.AuthenticationError) as raised:
+            ResilientRedisCluster(f"redis://{user}:{wrong}@127.0.0.1:{port}/0", name="cauth",
+                                  telemetry=telemetry)
+        with ResilientRedisCluster(f"redis://{user}:{password}@127.0.0.1:{port}/0",
+                                   name="cauth-ok", telemetry=telemetry) as good:
+            assert good.set("ic:test:auth", "v") is True  # the user works: it was the password
+            good.delete("ic:test:auth")
+    finally:
+        for node in redis_cluster.nodes:
+            redis_cluster.cli(node, "ACL", "DELUSER", user)
+    assert classify(raised.value) is ErrorCategory.AUTH
+    for text in (str(raised.value), repr(raised.value), telemetry.scrape()):
+        assert wrong not in text
+        assert password not in text
