@@ -21,7 +21,8 @@ What changes from redis-py's defaults, and why:
   unsent, a dead pooled connection seen at check-out).
 
 Health reports the primaries of the slot map (``primaries``), as redis-py last learnt it (no
-I/O); the pool gauges add up the nodes' pools. Labels stay the same bounded set: no node address.
+I/O), and the log names them when the client is built and when they change (a failover); the
+pool gauges add up the nodes' pools. Labels stay the same bounded set: no node address.
 Construction asks a startup node for the slot map, as ``RedisCluster`` does: it fails when no
 startup node answers.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -69,6 +71,7 @@ from instrumented_clients.telemetry import Telemetry
 __all__ = ["ClusterNodePools", "ResilientClusterPipeline", "ResilientRedisCluster"]
 
 DEFAULT_CLUSTER_URL = "redis://localhost:6379/0"
+_log = logging.getLogger("instrumented_clients.redis")
 
 
 class _AdoptedNodePool(ConnectionPool):
@@ -163,6 +166,8 @@ class ResilientRedisCluster(RedisCluster):
         )
         self._tracker = core.tracker
         self._guards = core.guards.by_name
+        self._primaries: list[str] = []
+        self.name = name
         target = url if url is not None and startup_nodes is None else None
         shown = redact_url(target) if target is not None else str(list(nodes))
         try:
@@ -177,8 +182,8 @@ class ResilientRedisCluster(RedisCluster):
             raise ConfigError("url" if target is not None else "startup_nodes", shown,
                               f"a reachable Redis Cluster node ({redact_text(str(error))})"
                               ) from None
-        self.name = name
         self.required = core.required
+        self._log_primaries()
         self.context = core.context
         self.policy = core.policy
         self.breaker = core.breaker
@@ -233,12 +238,28 @@ class ResilientRedisCluster(RedisCluster):
             result = guard.call(fn, *args, **kwargs)
         except BaseException as error:
             self._core.call_failed(guard, error)
+            self._log_primaries()
             raise
         finally:
             strict_checkout.reset(token)
         if not tracker.connected:
             self._core.attempt_succeeded()
+            self._log_primaries()
         return result
+
+    def _log_primaries(self) -> None:
+        """Log the slot map's primaries when they changed (slow paths only: after a failure,
+        and on the first success that follows)."""
+        try:
+            primaries = sorted(node.name for node in self.get_primaries())  # type: ignore[no-untyped-call]
+        except Exception:  # a client still being built has no slot map yet
+            return
+        if primaries != self._primaries:
+            level = logging.INFO if not self._primaries else logging.WARNING
+            _log.log(level, "redis cluster client %r: primaries are %s%s", self.name,
+                     ", ".join(primaries),
+                     f" (were {', '.join(self._primaries)})" if self._primaries else "")
+            self._primaries = primaries
 
     # -- pipelines --------------------------------------------------------------------------
 

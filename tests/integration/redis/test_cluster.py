@@ -86,8 +86,9 @@ def test_an_unreachable_startup_node_is_a_config_error_naming_it() -> None:
 
 def test_unique_id_writes_over_all_slots_while_a_primary_is_killed(
     redis_cluster: RedisClusterSet, telemetry: CapturedTelemetry,
-    record_property: pytest.RecordProperty,
+    record_property: pytest.RecordProperty, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, "instrumented_clients.redis")
     run = uuid.uuid4().hex[:8]
     retried = RetryLog()
     policy = default_policy(80, 0.05, 0.25).replace(on_retry=retried)
@@ -124,6 +125,9 @@ def test_unique_id_writes_over_all_slots_while_a_primary_is_killed(
         wait_until(lambda: len(reader.ok) > reads_before + 20, 10)  # reads continue
         assert client.state is ConnectionState.CONNECTED
         assert f"127.0.0.1:{victim.port}" not in client.health()["primaries"]
+        assert f"127.0.0.1:{victim.port} (were " not in caplog.text
+        assert "primaries are" in caplog.text
+        assert "(were " in caplog.text  # the failover, logged
     alive = next(node for node in redis_cluster.nodes if redis_cluster.running(node))
     with RedisCluster(host="127.0.0.1", port=alive.port) as admin:
         def present(key: str) -> set[str]:

@@ -200,6 +200,8 @@ def test_pipeline_of_100_incr_cut_mid_execution_is_not_applied_twice(
     done = cut_after_applied(proxy, lambda: admin.get(key) == b"100", run_pipeline)
     assert isinstance(done.error, rx.ConnectionError)
     assert admin.get(key) == b"100"  # all or nothing, and never 200
+    notes = getattr(done.error, "__notes__", [])
+    assert any("failed part-way" in note for note in notes) is (not transaction)
     operation = "transaction" if transaction else "pipeline"
     assert retries(telemetry, "proxied", operation) == 0
     assert outcome(telemetry, "proxied", operation, "failure") == 1
