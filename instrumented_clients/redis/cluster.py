@@ -34,6 +34,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.connection import ConnectionPool
@@ -55,7 +56,7 @@ from instrumented_clients.redis.errors import classify, is_refused_by_server
 from instrumented_clients.redis.guards import idempotent as writes_idempotent
 from instrumented_clients.redis.guards import writes_opted_in
 from instrumented_clients.redis.pipeline import report_partial
-from instrumented_clients.redis.settings import URL_EXPECTED, validate_url
+from instrumented_clients.redis.settings import validate_url
 from instrumented_clients.redis.tracking import SYSTEM
 from instrumented_clients.resilience import (
     CircuitBreaker,
@@ -443,11 +444,8 @@ def _startup_nodes(url: str | None,
             raise ConfigError("startup_nodes", "[]", "a non-empty list of (host, port) pairs")
         return checked
     url = validate_url(DEFAULT_CLUSTER_URL if url is None else url)
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss") or parts.path.strip("/") not in ("", "0"):
-        raise ConfigError("url", redact_url(url),
-                          "a redis:// or rediss:// URL of a cluster node, db 0 "
-                          f"(not {URL_EXPECTED.split(',')[0]} with another db)")
+        raise ConfigError("url", redact_url(url), "a redis:// or rediss:// URL of a cluster "
+                          "node, with db 0 or none (a cluster has no other db)")
     return [(parts.hostname or "localhost", parts.port or 6379)]
