@@ -268,6 +268,8 @@ class ResilientRedisCluster(RedisCluster):
         """A cluster pipeline whose ``execute()`` runs as one unit under the write-retry rule."""
         if shard_hint:
             raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        # The arguments RedisCluster.pipeline() passes, the lock included: it is the client's
+        # own (inherited) attribute, and redis-py offers no public accessor for it.
         return ResilientClusterPipeline(
             self, transaction=bool(transaction), nodes_manager=self.nodes_manager,
             commands_parser=self.commands_parser,
@@ -409,7 +411,9 @@ class ResilientClusterPipeline(ClusterPipeline):
         # redis-py re-sends, one by one, every command of a batch whose reply was an error it
         # may retry — a lost connection after sending included, which could apply a write
         # twice. Its redirections are therefore turned off here, and the failed commands are
-        # settled by the client's own rule (resend_failed).
+        # settled by the client's own rule (resend_failed). The queued PipelineCommand objects
+        # live in the pipeline's own (inherited) execution strategy, which send_cluster_commands
+        # takes as they are; redis-py has no public accessor for them.
         try:
             replies: list[Any] = self.send_cluster_commands(  # type: ignore[no-untyped-call]
                 self._execution_strategy.command_queue, raise_on_error=False,
