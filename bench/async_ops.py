@@ -6,8 +6,12 @@ the median and the spread of the rounds are reported:
 - Redis: ``tasks`` concurrent tasks each awaiting ``ops`` GETs, on ``redis.asyncio.Redis`` vs
   ``AsyncResilientRedis`` (metrics on, tracing not configured);
 - SQL: ``tasks`` concurrent tasks each running ``SELECT 1`` in its own committed transaction on
-  PostgreSQL through asyncpg: ``create_async_engine(url, pool_pre_ping=True)`` with
-  ``async with engine.connect()`` vs ``AsyncResilientDatabase.execute`` (the same pre-ping).
+  PostgreSQL through asyncpg: ``create_async_engine(url)`` without and with ``pool_pre_ping``,
+  with ``async with engine.connect()``, vs ``AsyncResilientDatabase.execute`` (a read: no ping,
+  a connection found dead is replaced and the read rerun at once);
+- SQL short transaction (INSERT + UPDATE): ``async with engine.begin()`` vs
+  ``AsyncResilientDatabase.transaction`` with and without COMMIT outcome resolution (which reads
+  the transaction id before COMMIT in the asyncio client: one round trip).
 
 Run: ``.venv/bin/python bench/async_ops.py [--rounds 7]``; prints markdown tables.
 """
@@ -16,14 +20,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from instrumented_clients import AsyncResilientDatabase, AsyncResilientRedis
 from instrumented_clients.telemetry import Telemetry
@@ -58,26 +64,59 @@ async def main(rounds: int, tasks: int, ops: int) -> None:
     ours_redis = AsyncResilientRedis(REDIS_URL, name="bench", telemetry=telemetry)
     await plain_redis.set("bench:async", "x")
     engine = create_async_engine(PG_URL, pool_pre_ping=True, hide_parameters=True)
+    unpinged = create_async_engine(PG_URL, hide_parameters=True)
     database = AsyncResilientDatabase(PG_URL, name="bench", telemetry=telemetry)
+    unresolved = AsyncResilientDatabase(PG_URL, name="bench-unresolved", telemetry=telemetry,
+                                        resolve_commit_outcome=False)
     select_one = text("SELECT 1")
+    table_name = f"bench_{uuid.uuid4().hex[:10]}"
+    insert = text(f"INSERT INTO {table_name} (id, v) VALUES (:id, 0)")
+    update = text(f"UPDATE {table_name} SET v = v + 1 WHERE id = :id")
+    ids = itertools.count(1)
+    async with unpinged.begin() as connection:
+        await connection.execute(text(f"CREATE TABLE {table_name} (id bigint PRIMARY KEY, v int)"))
 
-    async def plain_select() -> object:
-        async with engine.connect() as connection:
-            value = (await connection.execute(select_one)).scalar()
-            await connection.commit()
-            return value
+    def plain_select(on: AsyncEngine) -> Callable[[], Awaitable[object]]:
+        async def run() -> object:
+            async with on.connect() as connection:
+                value = (await connection.execute(select_one)).scalar()
+                await connection.commit()
+                return value
+
+        return run
 
     async def ours_select() -> object:
         return (await database.execute("SELECT 1")).scalar()
 
+    async def work(connection: AsyncConnection) -> None:
+        row_id = next(ids)
+        await connection.execute(insert, {"id": row_id})
+        await connection.execute(update, {"id": row_id})
+
+    async def plain_txn() -> object:
+        async with unpinged.begin() as connection:
+            await work(connection)
+        return None
+
+    def ours_txn(on: AsyncResilientDatabase) -> Callable[[], Awaitable[object]]:
+        return lambda: on.transaction(work)
+
     redis_results: dict[str, list[float]] = {"redis.asyncio": [], "AsyncResilientRedis": []}
-    sql_results: dict[str, list[float]] = {"AsyncEngine + pre-ping": [],
+    sql_results: dict[str, list[float]] = {"AsyncEngine": [], "AsyncEngine + pre-ping": [],
                                            "AsyncResilientDatabase": []}
+    txn_results: dict[str, list[float]] = {
+        "AsyncEngine": [], "AsyncResilientDatabase": [],
+        "AsyncResilientDatabase, no COMMIT resolution": []}
     contenders = [
         (redis_results["redis.asyncio"], lambda: plain_redis.get("bench:async"), ops),
         (redis_results["AsyncResilientRedis"], lambda: ours_redis.get("bench:async"), ops),
-        (sql_results["AsyncEngine + pre-ping"], plain_select, max(1, ops // 4)),
+        (sql_results["AsyncEngine"], plain_select(unpinged), max(1, ops // 4)),
+        (sql_results["AsyncEngine + pre-ping"], plain_select(engine), max(1, ops // 4)),
         (sql_results["AsyncResilientDatabase"], ours_select, max(1, ops // 4)),
+        (txn_results["AsyncEngine"], plain_txn, max(1, ops // 8)),
+        (txn_results["AsyncResilientDatabase"], ours_txn(database), max(1, ops // 8)),
+        (txn_results["AsyncResilientDatabase, no COMMIT resolution"], ours_txn(unresolved),
+         max(1, ops // 8)),
     ]
     for _ in contenders:  # warm-up: pools filled, statements cached
         await throughput(tasks, 5, _[1])
@@ -90,10 +129,19 @@ async def main(rounds: int, tasks: int, ops: int) -> None:
     print(table("Redis GET", redis_results, "redis.asyncio"))
     print()
     print(table("SQL SELECT 1", sql_results, "AsyncEngine + pre-ping"))
+    print()
+    print(table("SQL SELECT 1", sql_results, "AsyncEngine"))
+    print()
+    print(f"Short transaction (INSERT + UPDATE) × {max(1, ops // 8)} per task:\n")
+    print(table("SQL transaction", txn_results, "AsyncEngine"))
+    async with unpinged.begin() as connection:
+        await connection.execute(text(f"DROP TABLE IF EXISTS {table_name}"))
     await plain_redis.aclose()
     await ours_redis.aclose()
     await engine.dispose()
+    await unpinged.dispose()
     await database.aclose()
+    await unresolved.aclose()
 
 
 if __name__ == "__main__":

@@ -14,9 +14,13 @@ Contenders (window 1000 where the library pipelines):
 - ``ResilientPublisher x4 threads``: ``publish()`` from 4 threads, futures awaited at the end.
 
 Contenders are interleaved over ``--rounds`` rounds (the queue is purged between runs); the
-table shows the median, the spread (min–max) and the ratios. Run::
+table shows the median, the spread (min–max), the ratios and the client's CPU time per message
+(process time of this process, all threads, connection set-up included). Run::
 
     .venv/bin/python bench/rabbitmq_publish.py --rounds 7
+
+``--profile`` instead runs ResilientPublisher alone under yappi (CPU clock, every thread) and
+prints where its time goes, split between the I/O thread and the publishing threads.
 """
 
 from __future__ import annotations
@@ -172,13 +176,67 @@ CONTENDERS: dict[str, tuple[Callable[[str, bool, int], float], bool]] = {
 }
 
 
+def profile(persistent: bool, count: int, top: int) -> None:
+    """Where ResilientPublisher's CPU time goes (yappi slows everything down several-fold, so
+    read the shares, not the absolute times)."""
+    import yappi
+
+    admin = pika.BlockingConnection(pika.URLParameters(URL))
+    channel = admin.channel()
+    queue = f"bench-profile-{uuid.uuid4().hex[:8]}"
+    if persistent:
+        channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    else:
+        channel.queue_declare(queue, durable=False)
+    try:
+        resilient(queue, persistent, count // 4)  # warm up: imports, first connection
+        channel.queue_purge(queue)
+        yappi.set_clock_type("cpu")
+        yappi.set_context_name_callback(lambda: threading.current_thread().name)
+        yappi.start()
+        rate = resilient(queue, persistent, count)
+        yappi.stop()
+    finally:
+        channel.queue_delete(queue)
+        admin.close()
+    threads = {t.id: t.name for t in yappi.get_thread_stats()}
+    by_thread: dict[str, float] = {}
+    per_function: dict[tuple[str, str], float] = {}
+    for thread_id, name in threads.items():
+        group = ("I/O thread" if name.startswith("rabbitmq-io") else
+                 "publishing threads" if name.startswith("Thread-") else name)
+        for stat in yappi.get_func_stats(filter={"ctx_id": thread_id}):
+            by_thread[group] = by_thread.get(group, 0.0) + stat.tsub
+            key = (group, f"{stat.module.rsplit('/', 1)[-1]}:{stat.lineno} {stat.name}")
+            per_function[key] = per_function.get(key, 0.0) + stat.tsub
+    total = sum(by_thread.values())
+    print(f"{count} messages, {'persistent' if persistent else 'transient'}, "
+          f"{rate:,.0f} msg/s under the profiler; CPU by thread:")
+    for name, seconds in sorted(by_thread.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:40s} {seconds / total:6.1%}  {seconds / count * 1e6:7.2f} µs/msg")
+    print(f"\ntop {top} functions by own CPU time (µs per message):")
+    for (group, function), seconds in sorted(per_function.items(),
+                                             key=lambda kv: -kv[1])[:top]:
+        print(f"  {seconds / count * 1e6:7.2f}  {group[:24]:24s} {function}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--messages", type=int, default=5000, help="per pipelined run")
     parser.add_argument("--sequential-messages", type=int, default=1000,
                         help="per run of the one-at-a-time contenders")
+    parser.add_argument("--only", nargs="+", choices=list(CONTENDERS), metavar="NAME",
+                        help="run only these contenders (default: all)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile ResilientPublisher alone with yappi instead")
+    parser.add_argument("--persistent", action="store_true",
+                        help="with --profile: persistent messages to a quorum queue")
+    parser.add_argument("--top", type=int, default=30, help="with --profile: functions shown")
     args = parser.parse_args()
+    if args.profile:
+        profile(args.persistent, args.messages, args.top)
+        return
 
     admin = pika.BlockingConnection(pika.URLParameters(URL))
     channel = admin.channel()
@@ -190,7 +248,8 @@ def main() -> None:
     channel.queue_declare(queues["persistent"], durable=True,
                           arguments={"x-queue-type": "quorum"})
     results: dict[tuple[str, str], list[float]] = {}
-    names = list(CONTENDERS)
+    cpu: dict[tuple[str, str], list[float]] = {}
+    names = args.only or list(CONTENDERS)
     try:
         for round_number in range(args.rounds):
             order = names[round_number % len(names):] + names[:round_number % len(names)]
@@ -198,8 +257,11 @@ def main() -> None:
                 for name in order:
                     function, sequential = CONTENDERS[name]
                     count = args.sequential_messages if sequential else args.messages
+                    cpu_before = time.process_time()
                     rate = function(queue, scenario == "persistent", count)
+                    cpu_used = time.process_time() - cpu_before
                     results.setdefault((scenario, name), []).append(rate)
+                    cpu.setdefault((scenario, name), []).append(cpu_used / count * 1e6)
                     channel.queue_purge(queue)
             print(f"round {round_number + 1}/{args.rounds} done", flush=True)
     finally:
@@ -211,19 +273,21 @@ def main() -> None:
     print(f"{args.rounds} interleaved rounds; {args.messages} messages per pipelined run, "
           f"{args.sequential_messages} per sequential run; 100-byte bodies; confirmed msg/s.")
     for scenario in queues:
-        baseline = statistics.median(results[(scenario, "pika BlockingConnection")])
-        ceiling = statistics.median(results[(scenario, "pika SelectConnection (raw ceiling)")])
+        baseline = statistics.median(results.get((scenario, "pika BlockingConnection"), [1.0]))
+        ceiling = statistics.median(
+            results.get((scenario, "pika SelectConnection (raw ceiling)"), [1.0]))
         label = ("transient, classic queue" if scenario == "transient"
                  else "persistent, durable quorum queue")
         print(f"\n### {label}\n")
         print("| contender | median msg/s | spread (min–max) | × BlockingConnection | "
-              "% of raw ceiling |")
-        print("|---|---:|---:|---:|---:|")
+              "% of raw ceiling | client CPU µs/msg |")
+        print("|---|---:|---:|---:|---:|---:|")
         for name in names:
             rates = results[(scenario, name)]
             median = statistics.median(rates)
             print(f"| {name} | {median:,.0f} | {min(rates):,.0f}–{max(rates):,.0f} | "
-                  f"{median / baseline:.1f}× | {median / ceiling:.0%} |")
+                  f"{median / baseline:.1f}× | {median / ceiling:.0%} | "
+                  f"{statistics.median(cpu[(scenario, name)]):.1f} |")
 
 
 if __name__ == "__main__":

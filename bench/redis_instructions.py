@@ -8,13 +8,18 @@ cost of one operation, start-up and imports cancelled out. This counts the clien
 (the server's and the network's time are not in it), so the ratio is a lower bound of the
 throughput ratio: on loopback a GET's round trip adds at least as much wall time again.
 
-Run: ``python bench/redis_instructions.py [--asyncio]`` (needs valgrind and a Redis on
-127.0.0.1:6379). With ``--asyncio`` the asyncio pair is measured, each command awaited in turn on
-one event loop.
+Run: ``python bench/redis_instructions.py [--asyncio] [--source LABEL=DIR ...]`` (needs
+valgrind and a Redis on 127.0.0.1:6379). With ``--asyncio`` the asyncio pair is measured, each
+command awaited in turn on one event loop. Each ``--source`` measures the client from another
+source tree in the same run, so the steps of a change are compared before/after side by side:
+``git archive <commit> instrumented_clients | tar -x -C /tmp/step1`` then
+``--source step1=/tmp/step1``.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 import subprocess
 import sys
@@ -84,11 +89,14 @@ PAIRS = {"sync": (("redis-py", "redis-py"), ("resilient", "ResilientRedis")),
                      ("async-resilient", "AsyncResilientRedis"))}
 
 
-def instructions(contender: str, count: int, operation: str) -> int:
+def instructions(contender: str, count: int, operation: str, source: str | None = None) -> int:
+    env = dict(os.environ)
+    if source is not None:  # this tree's instrumented_clients comes first on the path
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (source, env.get("PYTHONPATH"))))
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, "-c", CHILD, contender, str(count), operation, ASYNC_CHILD],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, env=env, cwd=os.sep,  # not this tree
     )
     match = re.search(r"Collected : (\d+)", done.stderr)
     if match is None:
@@ -96,23 +104,36 @@ def instructions(contender: str, count: int, operation: str) -> int:
     return int(match.group(1))
 
 
-def per_operation(contender: str, operation: str) -> float:
+def per_operation(contender: str, operation: str, source: str | None = None) -> float:
     count = OPERATIONS[operation]
-    return (instructions(contender, 3 * count, operation)
-            - instructions(contender, count, operation)) / (2 * count)
+    return (instructions(contender, 3 * count, operation, source)
+            - instructions(contender, count, operation, source)) / (2 * count)
 
 
 def main() -> None:
-    (raw_mode, raw_name), (our_mode, our_name) = PAIRS[
-        "asyncio" if "--asyncio" in sys.argv[1:] else "sync"]
-    print(f"| operation | {raw_name} instructions/op | {our_name} instructions/op | added | "
-          f"{raw_name} / {our_name} |")
-    print("|---|---:|---:|---:|---:|")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--asyncio", action="store_true",
+                        help="measure redis.asyncio vs AsyncResilientRedis")
+    parser.add_argument(
+        "--source", action="append", default=[], metavar="LABEL=DIR",
+        help="measure our client from the source tree DIR (e.g. an earlier commit unpacked "
+             "with git archive) as column LABEL; repeatable, in the order given. Without it, "
+             "the installed package is measured")
+    options = parser.parse_args()
+    (raw_mode, raw_name), (our_mode, our_name) = PAIRS["asyncio" if options.asyncio else "sync"]
+    sources: list[tuple[str, str | None]] = [(our_name, None)]
+    if options.source:
+        sources = [tuple(item.split("=", 1)) for item in options.source]  # type: ignore[misc]
+    header = " | ".join(f"{label} (added, % of {raw_name})" for label, _ in sources)
+    print(f"| operation | {raw_name} instructions/op | {header} |")
+    print("|---|---:|" + "---:|" * len(sources))
     for operation in OPERATIONS:
         raw = per_operation(raw_mode, operation)
-        ours = per_operation(our_mode, operation)
-        print(f"| {operation} | {raw:,.0f} | {ours:,.0f} | {ours - raw:+,.0f} | "
-              f"{raw / ours:.1%} |")
+        cells = []
+        for _, source in sources:
+            ours = per_operation(our_mode, operation, source)
+            cells.append(f"{ours:,.0f} ({ours - raw:+,.0f}, {(ours - raw) / raw:+.1%})")
+        print(f"| {operation} | {raw:,.0f} | {' | '.join(cells)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ __all__ = [
     "DB_RETRY_BASE_DELAY",
     "DB_RETRY_MAX_ATTEMPTS",
     "DB_RETRY_MAX_DELAY",
+    "DB_VALIDATE_IDLE_AFTER",
     "METRICS_PORT",
     "PROMETHEUS_MULTIPROC_DIR",
     "RABBITMQ_CONNECT_TIMEOUT",
@@ -206,6 +207,11 @@ DB_RETRY_BASE_DELAY: Final = FloatSetting(
 DB_RETRY_MAX_DELAY: Final = FloatSetting(
     env="DB_RETRY_MAX_DELAY", default=30.0, minimum=0, unit="s", used_by=_DB_READERS,
     description="Cap on the retry delay.")
+DB_VALIDATE_IDLE_AFTER: Final = FloatSetting(
+    env="DB_VALIDATE_IDLE_AFTER", default=1.0, minimum=0, unit="s",
+    used_by=(DATABASE, "AsyncResilientDatabase", DEMO),
+    description="A pooled connection idle at least this long is pinged before use (0: every "
+    "checkout); psycopg reads and transactions find a dead one with their own BEGIN instead.")
 REDIS_URL: Final = UrlSetting(
     env="REDIS_URL", default="redis://localhost:6379/0",
     used_by=(REDIS, REDIS_CLUSTER, DEMO, CHECK),
@@ -236,6 +242,7 @@ SETTINGS: Final[tuple[AnySetting, ...]] = (
     RABBITMQ_RETRY_MAX_DELAY, RABBITMQ_MAX_PENDING_EVENTS, RABBITMQ_HEARTBEAT,
     RABBITMQ_CONNECT_TIMEOUT, RABBITMQ_PREFETCH,
     DATABASE_URL, DB_RETRY_MAX_ATTEMPTS, DB_RETRY_BASE_DELAY, DB_RETRY_MAX_DELAY,
+    DB_VALIDATE_IDLE_AFTER,
     REDIS_URL, REDIS_RETRY_MAX_ATTEMPTS, REDIS_RETRY_BASE_DELAY, REDIS_RETRY_MAX_DELAY,
     METRICS_PORT, PROMETHEUS_MULTIPROC_DIR,
 )

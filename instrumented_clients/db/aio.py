@@ -9,6 +9,10 @@ during COMMIT is :class:`~instrumented_clients.db.CommitOutcomeUnknownError` unl
 client); the connection state is kept by the same
 :func:`~instrumented_clients.db._rules.note_failure`.
 
+Start-up (``connect_with_retry``, a background reconnect task when the database is optional),
+the ``mysql`` → ``mariadb`` relabel, span names and attributes and idle validation are those of
+the sync client, from :mod:`instrumented_clients.db.core`.
+
 Drivers chosen when the URL names none: asyncpg for PostgreSQL (``postgresql+psycopg`` selects
 psycopg's async mode), aiomysql for MySQL/MariaDB, aiosqlite for SQLite (the default).
 
@@ -22,63 +26,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.elements import TextClause
 
-from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
-from instrumented_clients.db._engine import (
-    DEFAULT_DATABASE_URL,
-    READ_VERBS,
-    address_of,
-    as_statement,
-    build_engine,
-    normalize_url,
-    system_of,
-    verb_of,
-)
-from instrumented_clients.db._health import database_health, span_attributes
-from instrumented_clients.db._pool_metrics import bind_engine_pool_gauges
-from instrumented_clients.db._rules import (
-    commit_failure,
-    counts_against_breaker,
-    db_policy_from_env,
-    default_db_policy,
-    note_failure,
-    with_db_classifier,
-)
+from instrumented_clients.db._rules import commit_failure
+from instrumented_clients.db._startup import AsyncStartup
+from instrumented_clients.db.commit_outcome import AsyncCommitOutcomeResolver
+from instrumented_clients.db.core import DatabaseClient, DatabaseCore, env_arguments
 from instrumented_clients.db.result import ExecuteResult
-from instrumented_clients.resilience import (
-    CircuitBreaker,
-    ClientContext,
-    ConnectionState,
-    ConnectionTracker,
-    Guard,
-    RetryPolicy,
-)
-from instrumented_clients.settings import DATABASE_URL
-from instrumented_clients.telemetry import Telemetry, get_default_telemetry
-from instrumented_clients.telemetry.pool import unbind_pool_gauges
+from instrumented_clients.resilience import CircuitBreaker, RetryPolicy
+from instrumented_clients.settings import DB_VALIDATE_IDLE_AFTER
+from instrumented_clients.telemetry import Telemetry
 
 __all__ = ["AsyncResilientDatabase"]
 
 T = TypeVar("T")
 _log = logging.getLogger("instrumented_clients.db")
-_OPERATIONS: Final = ("execute", "transaction", "connect")
-_MAX_PREPARED: Final = 512
 
 
-class AsyncResilientDatabase:
+class AsyncResilientDatabase(DatabaseClient):
     """A SQL database behind a SQLAlchemy ``AsyncEngine``, with retries, a breaker and telemetry.
 
     Takes the arguments of :class:`~instrumented_clients.db.ResilientDatabase` with the same
-    meaning (``url`` may be an ``AsyncEngine``, used as it is); ``check()`` and ``close()`` are
-    coroutines, ``health()`` reads memory only.
+    meaning (``url`` may be an ``AsyncEngine``, used as it is); ``connect_with_retry()``,
+    ``check()`` and ``close()`` are coroutines, ``health()`` reads memory only.
+    ``resolve_commit_outcome`` works with psycopg's async mode and asyncpg alike (the question
+    is asked over a new connection of the same driver).
 
     Raises:
         ConfigError: a malformed URL or a missing driver, before any I/O.
+        ValueError: an empty ``name`` or a negative ``validate_idle_after``.
     """
 
     def __init__(
@@ -88,6 +67,7 @@ class AsyncResilientDatabase:
         name: str = "database",
         policy: RetryPolicy | None = None,
         retry: RetryPolicy | Literal[False] | None = None,
+        connect_policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | Literal[False] | None = None,
         failure_threshold: int = 5,
         recovery_timeout: float = 30.0,
@@ -95,71 +75,34 @@ class AsyncResilientDatabase:
         system: str | None = None,
         engine_options: Mapping[str, Any] | None = None,
         required: bool = True,
+        resolve_commit_outcome: bool = True,
+        query_text: bool = True,
+        validate_idle_after: float = DB_VALIDATE_IDLE_AFTER.default,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if isinstance(url, AsyncEngine):
-            self._engine, self._owns_engine = url, False
-        else:
-            parsed = normalize_url(DEFAULT_DATABASE_URL if url is None else url,
-                                   asynchronous=True)
-            self._engine = build_engine(parsed, engine_options or {}, asynchronous=True)
-            self._owns_engine = True
-        self.name = name
-        self.required = bool(required)
-        self.policy = with_db_classifier(resolve_retry(retry, policy, default_db_policy))
-        self.telemetry = telemetry or get_default_telemetry()
-        self.system = system or system_of(self._engine)
-        self._clock = self.policy.clock
-        self.context = ClientContext(self.system, name, self._clock, self.telemetry)
-        self.telemetry.prepare(self.system, name, _OPERATIONS)
-        url_obj = self._engine.url
-        self._address = address_of(url_obj)
-        self._span_base = span_attributes(self.system, url_obj)
-        self.breaker = resolve_breaker(breaker, lambda: CircuitBreaker(
-            failure_threshold, recovery_timeout, failure_on=counts_against_breaker,
-            context=self.context,
-        ))
-        self._tracker = ConnectionTracker(self.context)
-        self._execute_guards: dict[str, Guard] = {}
-        self._prepared: dict[str, tuple[Any, Guard, bool]] = {}
-        self._text_cache: dict[str, TextClause] = {}
-        self._transaction_guard = self._guard("transaction", "transaction", "TRANSACTION")
-        self._check_guard = self._guard("connect", "connect", None,
-                                        self.policy.replace(max_attempts=1))
-        metrics = self.telemetry.metrics
-        self._pool_wait: Any = (
-            metrics["pool_wait_seconds"].labels(self.system, name) if metrics else None
-        )
-        bind_engine_pool_gauges(self.telemetry, self.system, name, self._engine.sync_engine)
-        self._closed = False
-
-    def _guard(self, operation: str, span_name: str, verb: str | None,
-               policy: RetryPolicy | None = None) -> Guard:
-        attributes = dict(self._span_base)
-        if verb is not None:
-            attributes["db.operation.name"] = verb
-        return Guard(policy or self.policy, breaker=self.breaker, context=self.context,
-                     operation=operation, span_name=span_name, span_attributes=attributes,
-                     target=f"{self.system}/{self.name} {operation}")
+        core = DatabaseCore(
+            url, asynchronous=True, name=name, policy=policy, retry=retry,
+            connect_policy=connect_policy, breaker=breaker,
+            failure_threshold=failure_threshold, recovery_timeout=recovery_timeout,
+            telemetry=telemetry, system=system, engine_options=engine_options,
+            required=required, query_text=query_text, validate_idle_after=validate_idle_after)
+        super().__init__(core)
+        self._engine: AsyncEngine = core.engine
+        self._startup = AsyncStartup(core, self._probe)
+        self._commit_resolver = (AsyncCommitOutcomeResolver(self._engine, core.clock)
+                                 if resolve_commit_outcome and core.system == "postgresql"
+                                 else None)
 
     @classmethod
     def from_env(cls, name: str = "database", environ: Mapping[str, str] | None = None,
                  **overrides: Any) -> AsyncResilientDatabase:
-        """Build from ``DATABASE_URL`` and the ``DB_RETRY_*`` variables, as
-        :meth:`ResilientDatabase.from_env` does; keyword arguments win.
+        """Build from ``DATABASE_URL``, the ``DB_RETRY_*`` variables and
+        ``DB_VALIDATE_IDLE_AFTER``, as :meth:`ResilientDatabase.from_env` does; keyword
+        arguments win.
 
         Raises:
             ConfigError: naming the variable whose value does not parse.
         """
-        url = DATABASE_URL.read(environ)
-        if "policy" not in overrides:
-            overrides["policy"] = db_policy_from_env(environ)
-        if "url" not in overrides:
-            overrides["url"] = normalize_url(url, argument=DATABASE_URL.env, asynchronous=True)
-        return cls(name=name, **overrides)
-
-    # -- properties -------------------------------------------------------------------------
+        return cls(name=name, **env_arguments(environ, overrides, asynchronous=True))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -167,8 +110,18 @@ class AsyncResilientDatabase:
         return self._engine
 
     @property
-    def state(self) -> ConnectionState:
-        return self._tracker.state
+    def reconnecting(self) -> bool:
+        """Whether a background reconnect (``connect_with_retry(required=False)``) is running."""
+        return self._startup.reconnecting
+
+    async def _settle_early(self) -> None:
+        # Before the first operation is counted, so that it is counted under the right label.
+        try:
+            async with self._engine.connect():
+                pass
+        except Exception:
+            return  # the operation itself will fail, retry and report under the URL's label
+        self._core.settle_system()
 
     # -- the data path ----------------------------------------------------------------------
 
@@ -176,29 +129,18 @@ class AsyncResilientDatabase:
                       idempotent: bool | None = None) -> ExecuteResult:
         """Run one statement in its own transaction and commit it; retried on transient errors
         (see :meth:`ResilientDatabase.execute`)."""
-        prepared = self._prepared.get(statement) if isinstance(statement, str) else None
-        if prepared is None:
-            prepared = self._prepare(statement)
-        clause, guard, read = prepared
+        core = self._core
+        if not core.settled:
+            await self._settle_early()
+        clause, guard, read = core.prepare(statement)
+        safe = read if idempotent is None else idempotent
         result: ExecuteResult = await guard.acall(
-            self._run_committed, _statement_work(clause, parameters),
-            read if idempotent is None else idempotent)
+            self._run_committed, _statement_work(clause, parameters), safe)
         return result
 
-    def _prepare(self, statement: Any) -> tuple[Any, Guard, bool]:
-        verb = verb_of(statement)
-        guard = self._execute_guards.get(verb)
-        if guard is None:
-            guard = self._execute_guards[verb] = self._guard("execute", verb, verb)
-        prepared = (as_statement(statement, self._text_cache), guard, verb in READ_VERBS)
-        if isinstance(statement, str):
-            if len(self._prepared) >= _MAX_PREPARED:
-                self._prepared.clear()
-            self._prepared[statement] = prepared
-        return prepared
-
     async def transaction(self, fn: Callable[[AsyncConnection], Awaitable[T]], *,
-                          idempotent: bool = False, isolation_level: str | None = None) -> T:
+                          idempotent: bool = False, isolation_level: str | None = None,
+                          read_only: bool = False) -> T:
         """Await ``fn(connection)`` in one transaction; on a transient error, run all of it
         again on a fresh connection (see :meth:`ResilientDatabase.transaction`).
 
@@ -210,32 +152,43 @@ class AsyncResilientDatabase:
             await connection.begin()
             return await fn(connection)
 
-        result: T = await self._transaction_guard.acall(self._run_committed, work, idempotent)
+        if not self._core.settled:
+            await self._settle_early()
+        result: T = await self._core.transaction_guard.acall(
+            self._run_committed, work, idempotent or read_only)
         return result
 
     async def _checkout(self) -> AsyncConnection:
-        clock = self._clock
-        started = clock.monotonic()
-        connection = await self._engine.connect()  # pool checkout, pre-ping included
-        if self._pool_wait is not None:
-            self._pool_wait.observe(clock.monotonic() - started)
+        """A pooled connection, pinged first when it has been idle too long (the asyncio client
+        takes no transaction id at BEGIN, so the first round trip is always the caller's)."""
+        core = self._core
+        started = core.clock.monotonic()
+        connection = await self._engine.connect()
+        if core.pool_wait is not None:
+            core.pool_wait.observe(core.clock.monotonic() - started)
         return connection
 
     async def _run_committed(self, work: Callable[[AsyncConnection], Awaitable[T]],
                              idempotent: bool) -> T:
-        """One attempt: check a connection out, run ``work``, COMMIT, and keep the state."""
+        """One attempt: check a connection out, run ``work``, COMMIT, and keep the state
+        (the rules of ``ResilientDatabase``)."""
+        resolver = None if idempotent else self._commit_resolver
         try:
             connection = await self._checkout()
             try:
                 try:
                     value = await work(connection)
+                    marker = await resolver.mark(connection) if resolver is not None else None
                 except Exception:
                     await _rollback_quietly(connection)
                     raise
-                try:
-                    await connection.commit()
-                except Exception as error:
-                    raise commit_failure(error, idempotent) from error
+                if resolver is None:
+                    try:
+                        await connection.commit()
+                    except Exception as error:
+                        raise commit_failure(error, idempotent) from error
+                else:
+                    await resolver.commit(connection, marker)
             except asyncio.CancelledError:
                 # Mid-statement or mid-COMMIT: the driver connection's state is unknown.
                 await _invalidate_quietly(connection)
@@ -243,46 +196,64 @@ class AsyncResilientDatabase:
             finally:
                 await connection.close()
         except BaseException as error:
-            note_failure(self._tracker, error)
+            self._core.attempt_failed(error)
             raise
-        if not self._tracker.connected:
-            self._tracker.succeeded("operation succeeded")
+        if not self._core.tracker.connected:
+            self._core.succeeded("operation succeeded")
         return value
 
     # -- the client shape -------------------------------------------------------------------
 
+    async def _probe(self) -> None:
+        connection = await self._checkout()
+        try:
+            await connection.exec_driver_sql("SELECT 1")
+        finally:
+            await connection.close()
+
+    async def connect_with_retry(self, *, required: bool | None = None) -> bool:
+        """Connect at start-up, retrying transient failures under ``connect_policy``; with
+        ``required=False`` start degraded and keep trying in a background task (see
+        :meth:`ResilientDatabase.connect_with_retry`).
+
+        Raises:
+            DatabaseUnavailableError: attempts spent and ``required``.
+            sqlalchemy.exc.DBAPIError: a permanent error (wrong password, unknown database).
+        """
+        return await self._startup.connect(self.required if required is None else required)
+
     async def check(self) -> bool:
         """One ``SELECT 1``, without retry (through the breaker); True when it answered."""
-        if self._closed:
+        core = self._core
+        if core.closed:
             return False
         try:
-            await self._check_guard.acall(self._run_committed, _probe, True)
-        except Exception:
+            await core.check_guard.acall(self._probe)
+        except Exception as error:
+            core.attempt_failed(error)
             return False
+        if not core.tracker.connected:
+            core.succeeded("check succeeded")
         return True
 
-    def health(self) -> HealthReport:
-        """A JSON-ready snapshot: state, breaker, last error (redacted) and pool counts."""
-        return database_health(self.system, self.name, self._tracker, self.breaker,
-                               self._address, self._engine.sync_engine, closed=self._closed)
-
     async def aclose(self) -> None:
-        """Close the pooled connections (of an engine made here) and mark the client CLOSED.
-        Idempotent."""
-        if self._closed:
+        """Stop the background reconnect, close the pooled connections (of an engine made
+        here) and mark the client CLOSED. Idempotent."""
+        core = self._core
+        if core.closed:
             return
-        self._tracker.closing("close()")
-        self._closed = True
+        await self._startup.stop()
+        core.closing()
         try:
-            if self._owns_engine:
+            if self._commit_resolver is not None:
+                await self._commit_resolver.aclose()
+            if core.owns_engine:
                 await self._engine.dispose()
         finally:
-            unbind_pool_gauges(self.telemetry, self.system, self.name)
-            self._tracker.closed_now("close()")
+            core.closed_now()
 
     async def close(self, timeout: float | None = None) -> None:
-        """:meth:`aclose`, under the name every client shares (nothing runs in the background,
-        so there is nothing to wait ``timeout`` for)."""
+        """:meth:`aclose`, under the name every client shares."""
         await self.aclose()
 
     async def __aenter__(self) -> AsyncResilientDatabase:
@@ -291,10 +262,6 @@ class AsyncResilientDatabase:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def __repr__(self) -> str:
-        return (f"AsyncResilientDatabase(name={self.name!r}, system={self.system}, "
-                f"address={self._address!r}, state={self._tracker.state.value})")
-
 
 def _statement_work(statement: Any,
                     parameters: Any) -> Callable[[AsyncConnection], Awaitable[ExecuteResult]]:
@@ -302,10 +269,6 @@ def _statement_work(statement: Any,
         return ExecuteResult.of(await connection.execute(statement, parameters))
 
     return work
-
-
-async def _probe(connection: AsyncConnection) -> None:
-    await connection.exec_driver_sql("SELECT 1")
 
 
 async def _rollback_quietly(connection: AsyncConnection) -> None:

@@ -83,6 +83,10 @@ class DatabaseConnectionRetry:
             for operation in ("connect", "execute")
         }
 
+    def guard(self, operation: str) -> Guard:
+        """The Guard of ``connect`` or ``execute`` (what :func:`with_db_retry` wraps calls in)."""
+        return self._guards[operation]
+
     def connect_with_retry(self, connect_fn: Callable[[], T], name: str = "database") -> T:
         """Call ``connect_fn`` until it returns a connection or the attempts are spent."""
         _log.info("Attempting to connect to %s", name)
@@ -120,7 +124,7 @@ def with_db_retry(
     def decorate(fn: Callable[P, T]) -> Callable[P, T]:
         options.setdefault("client", getattr(fn, "__qualname__", "database"))
         handler = DatabaseConnectionRetry(max_retries, base_delay, max_delay, **options)
-        guard = handler._guards["execute"]
+        guard = handler.guard("execute")
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:

@@ -117,7 +117,7 @@ def build_clients(settings: Settings, urls: dict[str, Any], *, prefix: str, tele
     db_policy = settings.db_policy().replace(clock=clock)
     database = ResilientDatabase(
         urls["database"], name="orders-db", policy=db_policy, telemetry=telemetry,
-        recovery_timeout=breaker_cooldown)
+        recovery_timeout=breaker_cooldown, validate_idle_after=settings.db_validate_idle_after)
     table = Table(f"{prefix}_orders", MetaData(),
                   Column("id", String(36), primary_key=True),
                   Column("customer", String(64), nullable=False),

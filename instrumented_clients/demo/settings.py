@@ -37,6 +37,7 @@ class Settings:
     db_retry_max_attempts: int
     db_retry_base_delay: float
     db_retry_max_delay: float
+    db_validate_idle_after: float
     redis_retry_max_attempts: int
     redis_retry_base_delay: float
     redis_retry_max_delay: float
@@ -71,6 +72,7 @@ class Settings:
             db_retry_max_attempts=table.DB_RETRY_MAX_ATTEMPTS.read(environ),
             db_retry_base_delay=table.DB_RETRY_BASE_DELAY.read(environ),
             db_retry_max_delay=table.DB_RETRY_MAX_DELAY.read(environ),
+            db_validate_idle_after=table.DB_VALIDATE_IDLE_AFTER.read(environ),
             redis_retry_max_attempts=table.REDIS_RETRY_MAX_ATTEMPTS.read(environ),
             redis_retry_base_delay=table.REDIS_RETRY_BASE_DELAY.read(environ),
             redis_retry_max_delay=table.REDIS_RETRY_MAX_DELAY.read(environ),

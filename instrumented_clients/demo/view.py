@@ -22,7 +22,7 @@ from instrumented_clients.health import HealthRegistry
 __all__ = ["ClientRow", "DemoView", "Frame", "RecentLog", "metric_total", "plain_line", "render"]
 
 _COUNTED = {
-    "operations_total": "operations",
+    "operation_duration_seconds_count": "operations",
     "retries_total": "retries",
     "circuit_breaker_rejections_total": "rejections",
     "buffer_dropped_events_total": "drops",
@@ -108,7 +108,7 @@ _RATE_WINDOW = 2.0
 
 class DemoView:
     """Builds frames from the health registry and the metric registry; ops/s from the change
-    in ``operations_total`` over the last two seconds or so."""
+    in ``operation_duration_seconds_count`` over the last two seconds or so."""
 
     def __init__(self, health: HealthRegistry, registry: CollectorRegistry, *,
                  namespace: str = "resilient_client",

@@ -35,6 +35,7 @@ from instrumented_clients.telemetry.catalog import (
     BREAKER_STATES,
     CONNECTION_STATES,
     ERROR_OUTCOMES,
+    OPERATION_COUNT,
     SQL_SYSTEMS,
 )
 
@@ -138,7 +139,7 @@ def _count_stat(title: str, expr: str, healthy: str, *, description: str = "",
 
 def overview(config: ObservabilityConfig) -> list[Panel]:
     q = Queries(config)
-    ops = "operations_total"
+    ops = OPERATION_COUNT
     per_process = ", ".join(config.labels("job", "instance", "system", "client"))
     links = _client_links(config)
     return [
@@ -224,7 +225,7 @@ def overview(config: ObservabilityConfig) -> list[Panel]:
 
 def rabbitmq(config: ObservabilityConfig) -> list[Panel]:
     q = Queries(config)
-    ops = "operations_total"
+    ops = OPERATION_COUNT
     return [
         row("Publishing"),
         timeseries("Publishes by outcome", [
@@ -304,7 +305,7 @@ def _pool_panels(q: Queries) -> list[Panel]:
 
 def _datastore(config: ObservabilityConfig, extra: Sequence[Panel] = ()) -> list[Panel]:
     q = Queries(config)
-    ops = "operations_total"
+    ops = OPERATION_COUNT
     return [
         row("Operations"),
         timeseries("Operations by operation and outcome", [
@@ -351,7 +352,7 @@ def sql(config: ObservabilityConfig) -> list[Panel]:
                         + _EXTRAPOLATED,
             healthy="no bars, or rare ones under write contention."),
         timeseries("Transaction outcomes", [
-            Query(q.rate("operations_total", "client, outcome", transaction),
+            Query(q.rate(OPERATION_COUNT, "client, outcome", transaction),
                   "{{client}} {{outcome}}"),
         ], unit="ops", stacked=True, description="Transactions per second by outcome.",
             healthy="success and a little success_after_retry."),
@@ -394,9 +395,9 @@ def slo(config: ObservabilityConfig) -> list[Panel]:
             description=f"How the budget was spent. {whole_client}",
             healthy="flat or slowly falling; a cliff is an incident."),
         timeseries("Errors and operations", [
-            Query(q.rate("operations_total", "system, client", f'outcome=~"{ERRORS}"'),
+            Query(q.rate(OPERATION_COUNT, "system, client", f'outcome=~"{ERRORS}"'),
                   "errors {{client}}"),
-            Query(q.rate("operations_total", "system, client", 'outcome!="buffered"'),
+            Query(q.rate(OPERATION_COUNT, "system, client", 'outcome!="buffered"'),
                   "operations {{client}}"),
         ], unit="ops", description="The raw counts behind the ratios (this filter applies "
                                    "Instance).",
@@ -452,7 +453,7 @@ def build_all(config: ObservabilityConfig = DEFAULT_CONFIG) -> dict[str, dict[st
             title=title,
             description=description,
             panels=panels(config),
-            variable_metric=config.metric("operations_total"),
+            variable_metric=config.metric(OPERATION_COUNT),
             job_selector=config.job_selector,
             system_regex=system_regex,
             tags=["resilient-clients", stem],

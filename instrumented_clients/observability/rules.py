@@ -24,7 +24,7 @@ from instrumented_clients.observability.slo import (
     burn_expr,
     slo_rules,
 )
-from instrumented_clients.telemetry.catalog import ERROR_OUTCOMES
+from instrumented_clients.telemetry.catalog import ERROR_OUTCOMES, OPERATION_COUNT
 
 __all__ = ["ALERT_NAMES", "SLO_WINDOWS", "Alert", "alerts", "build_rules", "recording_rules"]
 
@@ -126,7 +126,7 @@ class _Expr:
 
     def traffic(self, seconds: int) -> str:
         """Operations per second: the minimum-traffic guard of the ratio alerts."""
-        return (f"{self.rate_sum('operations_total', seconds, 'outcome!=' + _q('buffered'))} "
+        return (f"{self.rate_sum(OPERATION_COUNT, seconds, 'outcome!=' + _q('buffered'))} "
                 f"> {self.c.min_operations_per_second:g}")
 
     def per_system(self, attribute: str, build: Callable[[str], str]) -> str:
@@ -175,11 +175,11 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
 
     def retry_ratio(matcher: str) -> str:
         return (f"{e.rate_sum('retries_total', five, matcher)}\n  /\n  "
-                f"{e.rate_sum('operations_total', five, matcher, 'outcome!=' + _q('buffered'))}")
+                f"{e.rate_sum(OPERATION_COUNT, five, matcher, 'outcome!=' + _q('buffered'))}")
 
     def error_ratio(matcher: str) -> str:
-        return (f"{e.rate_sum('operations_total', five, matcher, 'outcome=~' + _q(ERRORS))}\n  /\n"
-                f"  {e.rate_sum('operations_total', five, matcher, 'outcome!=' + _q('buffered'))}")
+        return (f"{e.rate_sum(OPERATION_COUNT, five, matcher, 'outcome=~' + _q(ERRORS))}\n  /\n"
+                f"  {e.rate_sum(OPERATION_COUNT, five, matcher, 'outcome!=' + _q('buffered'))}")
 
     def p99(matcher: str) -> str:
         bucket = e.rate_sum('operation_duration_seconds_bucket', five, matcher, extra="le")
@@ -343,9 +343,9 @@ def alerts(config: ObservabilityConfig = DEFAULT_CONFIG) -> list[Alert]:
         ),
         Alert(
             "ResilientClientMetricsAbsent",
-            f"absent({e.series('operations_total')})",
+            f"absent({e.series(OPERATION_COUNT)})",
             "warning", "No resilient client metrics are scraped.",
-            f"Prometheus has scraped no {c.metric('operations_total')} series"
+            f"Prometheus has scraped no {c.metric(OPERATION_COUNT)} series"
             "{{ with $labels.job }} of job {{ . }}{{ end }} for 15 minutes: the services are "
             "down, not scraped, or no longer instrumented.",
             for_seconds=15 * MINUTE, scope=JOB,

@@ -215,7 +215,7 @@ RUNBOOKS: dict[str, Runbook] = {
         "services are down, not scraped, or no longer instrumented. Every other alert here is "
         "blind while this fires.",
         "Prometheus → *Status* → *Targets*: is the service's target up? `curl` its `/metrics` "
-        "and look for `resilient_client_operations_total`.",
+        "and look for `resilient_client_operation_duration_seconds_count`.",
         ("Restart or redeploy the service if it is down.",
          "Fix the scrape configuration (job name, port, network policy) if it is up.",
          "If the metric namespace changed, regenerate the rules with `instrumented-clients "

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from instrumented_clients.observability.config import ObservabilityConfig
-from instrumented_clients.telemetry.catalog import ERROR_OUTCOMES, SYSTEMS
+from instrumented_clients.telemetry.catalog import ERROR_OUTCOMES, OPERATION_COUNT, SYSTEMS
 
 __all__ = [
     "PAGE_BURN",
@@ -65,7 +65,7 @@ class _Slo:
         self.sel = config.selector()
 
     def rate(self, matcher: str, seconds: int) -> str:
-        series = self.c.series("operations_total", matcher)
+        series = self.c.series(OPERATION_COUNT, matcher)
         return f"sum by ({self.by}) (rate({series}[{self.c.duration(seconds)}]))"
 
     def errors(self, seconds: int) -> str:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from types import TracebackType
+from typing import Final, Self
 
-if TYPE_CHECKING:
-    from instrumented_clients.rabbitmq.connection import RabbitConnection
-    from instrumented_clients.resilience.state import ConnectionState
+from instrumented_clients.rabbitmq.connection import RabbitConnection
+from instrumented_clients.resilience.state import ConnectionState
 
 __all__ = ["BrokerClient"]
 
 
 class BrokerClient:
-    """``system``, ``required``, ``state`` and ``check()`` of a client on a
+    """``system``, ``required``, ``state``, ``check()`` and the context manager of a client on a
     :class:`~instrumented_clients.rabbitmq.connection.RabbitConnection`."""
 
     system: Final = "rabbitmq"
-
-    if TYPE_CHECKING:
-        connection: RabbitConnection
+    connection: RabbitConnection  # set by the client's constructor
 
     @property
     def required(self) -> bool:
@@ -33,3 +31,13 @@ class BrokerClient:
         """One classified attempt: True when the connection is ready or the broker accepts a
         short-lived connection now; False with ``last_error`` set otherwise. Never raises."""
         return self.connection.probe()
+
+    def close(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -17,6 +17,11 @@ Interface, for a client built on :class:`RabbitConnection`:
   :meth:`~RabbitConnection.guarded`. Never touch a pika object from another thread.
 - :attr:`~RabbitConnection.generation` grows on every connect: a delivery tag from an older
   generation belongs to a dead channel and must be discarded, never acked.
+- :meth:`~RabbitConnection.in_io_thread` tells a caller whether it runs on the I/O thread (where
+  waiting for the I/O thread would wait for itself); :attr:`~RabbitConnection.running` whether
+  that thread is alive. :attr:`~RabbitConnection.fork_generation` grows in a forked child;
+  :meth:`~RabbitConnection.keep_after_fork` keeps an object the parent still uses referenced in
+  the child (so the child's garbage collector never closes the parent's file descriptors).
 - Read :attr:`~RabbitConnection.state`, :attr:`~RabbitConnection.blocked` and
   :meth:`~RabbitConnection.health` from any thread. :meth:`~RabbitConnection.close` closes the
   connection and stops the thread.
@@ -64,8 +69,8 @@ _S = ConnectionState
 _PERMANENT_CONNECT = frozenset({ErrorCategory.AUTH, ErrorCategory.PERMISSION,
                                 ErrorCategory.CONFIGURATION})
 
-# Objects of a parent's connection, kept referenced in a forked child so that the garbage
-# collector never closes (or warns about) file descriptors the parent still uses.
+# Objects of a parent's connection (and its clients), kept referenced in a forked child so that
+# the garbage collector never closes (or warns about) file descriptors the parent still uses.
 _ABANDONED_AFTER_FORK: list[object] = []
 _INSTANCES: weakref.WeakSet[RabbitConnection] = weakref.WeakSet()
 
@@ -165,6 +170,7 @@ class RabbitConnection:
         self._clock = clock
         self.context = ClientContext(SYSTEM, name, clock, telemetry)
         self._listeners: list[ConnectionListener] = []
+        self._fork_generation = 0
         self._reset_runtime()
         _INSTANCES.add(self)
 
@@ -224,6 +230,24 @@ class RabbitConnection:
         """Incremented on every successful connect; tags of an older generation are stale."""
         return self._generation
 
+    @property
+    def fork_generation(self) -> int:
+        """0 in the process that created the connection; incremented in every forked child that
+        restarts it (a listener's ``on_fork_child`` runs right after)."""
+        return self._fork_generation
+
+    @property
+    def running(self) -> bool:
+        """The I/O thread is alive (started, and not stopped by :meth:`close`)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @staticmethod
+    def keep_after_fork(obj: object) -> None:
+        """In a forked child, keep ``obj`` (the parent's socket, spool handle, ...) referenced for
+        the life of the process: collecting it would close a descriptor the parent still uses."""
+        _ABANDONED_AFTER_FORK.append(obj)
+
     def add_listener(self, listener: ConnectionListener) -> None:
         """Register a client; call before :meth:`start`."""
         self._listeners.append(listener)
@@ -247,6 +271,7 @@ class RabbitConnection:
                 )
 
     def in_io_thread(self) -> bool:
+        """True on this connection's I/O thread (a pika callback, a future's done-callback)."""
         return threading.current_thread() is self._thread
 
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -520,9 +545,23 @@ class RabbitConnection:
 
     # -- fork -------------------------------------------------------------------------------------
 
-    def _after_fork(self) -> None:
+    def before_fork(self) -> bool:
+        """Take the I/O lock so that ``fork()`` never splits a running callback; False when a
+        stuck callback held it for 5 s (fork goes ahead without it)."""
+        return self._io_lock.acquire(timeout=5)
+
+    def after_fork_in_parent(self) -> None:
+        """Release what :meth:`before_fork` took."""
+        self._io_lock.release()
+
+    def restart_after_fork(self) -> None:
+        """In a forked child (no-op elsewhere): a fresh I/O thread, loop and state; the parent's
+        loop, socket and queued work stay the parent's. Listeners' ``on_fork_child`` run first."""
+        if self._pid == os.getpid():
+            return
         was_started = self._thread is not None and not self._closed_event.is_set()
-        _ABANDONED_AFTER_FORK.extend((self._ioloop, self._connection))
+        self.keep_after_fork((self._ioloop, self._connection))
+        self._fork_generation += 1
         self._reset_runtime()
         for listener in list(self._listeners):
             hook = getattr(listener, "on_fork_child", None)
@@ -539,30 +578,26 @@ class RabbitConnection:
 
 
 def _after_fork_in_child() -> None:
-    """Give every connection of this process a fresh I/O thread; the parent's loop, socket and
-    queued work stay the parent's."""
-    pid = os.getpid()
+    """Give every connection of this process a fresh I/O thread."""
     for instance in list(_INSTANCES):
-        if instance._pid != pid:
-            try:
-                instance._after_fork()
-            except Exception:
-                _log.exception("rabbitmq %s: could not restart after fork", instance.name)
+        try:
+            instance.restart_after_fork()
+        except Exception:
+            _log.exception("rabbitmq %s: could not restart after fork", instance.name)
 
 
-_HELD_FOR_FORK: list[threading.RLock] = []
+_HELD_FOR_FORK: list[RabbitConnection] = []
 
 
 def _before_fork() -> None:
     for instance in list(_INSTANCES):
-        lock = instance._io_lock
-        if lock.acquire(timeout=5):  # a stuck callback must not hang fork() forever
-            _HELD_FOR_FORK.append(lock)
+        if instance.before_fork():
+            _HELD_FOR_FORK.append(instance)
 
 
 def _after_fork_in_parent() -> None:
     while _HELD_FOR_FORK:
-        _HELD_FOR_FORK.pop().release()
+        _HELD_FOR_FORK.pop().after_fork_in_parent()
 
 
 def _after_fork_child_hook() -> None:

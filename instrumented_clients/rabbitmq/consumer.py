@@ -1,5 +1,12 @@
 """``ResilientConsumer``: consume a queue with a handler in a worker pool, surviving the broker.
 
+The consumer is a façade over small objects:
+:class:`~instrumented_clients.rabbitmq.consume_channel.ConsumeChannel` (the channel, on the I/O
+thread), :class:`~instrumented_clients.rabbitmq.consumer_worker.HandlerPool` and
+:class:`~instrumented_clients.rabbitmq.consumer_worker.HandlerRunner` (the handler, in worker
+threads) and :class:`~instrumented_clients.rabbitmq.settlements.SettlementBatcher` (outcomes back
+to the channel).
+
 Threading: the I/O thread of a :class:`~instrumented_clients.rabbitmq.connection.RabbitConnection`
 owns the channel. Each delivery is handed to a ``ThreadPoolExecutor``; the handler never runs on
 the I/O thread, so a slow handler cannot starve heartbeats. When it returns, its settlement
@@ -27,35 +34,29 @@ import logging
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
-from pika import exceptions as pika_errors
-
-from instrumented_clients.client import resolve_breaker, resolve_retry
+from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
+from instrumented_clients.rabbitmq.broker_client import BrokerClient
 from instrumented_clients.rabbitmq.connection import RabbitConnection, default_reconnect_policy
-from instrumented_clients.rabbitmq.consumer_config import ConsumerConfigMixin
-from instrumented_clients.rabbitmq.consumer_worker import HandlerRunnerMixin
-from instrumented_clients.rabbitmq.errors import reply_code_category
+from instrumented_clients.rabbitmq.consume_channel import ConsumeChannel
+from instrumented_clients.rabbitmq.consumer_worker import HandlerPool, HandlerRunner
 from instrumented_clients.rabbitmq.incoming import (
     Delivery,
     DeliveryCounter,
     IncomingMessage,
-    broker_delivery_count,
-    plan_acks,
     positive_int,
 )
-from instrumented_clients.rabbitmq.settings import DEFAULT_URL
-from instrumented_clients.rabbitmq.topology import Queue, Topology, declare_topology
-from instrumented_clients.redaction import redact_text
+from instrumented_clients.rabbitmq.settings import DEFAULT_URL, connection_settings_from_env
+from instrumented_clients.rabbitmq.settlements import SettlementBatcher
+from instrumented_clients.rabbitmq.topology import Queue, Topology
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
 from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 from instrumented_clients.resilience.context import ClientContext
-from instrumented_clients.resilience.errors import CircuitOpenError
-from instrumented_clients.resilience.events import ConsumeOutcome, MessageConsumed
 from instrumented_clients.resilience.retry import RetryPolicy
+from instrumented_clients.settings import RABBITMQ_PREFETCH
 from instrumented_clients.telemetry.conventions import PROCESS
 from instrumented_clients.telemetry.core import Telemetry, get_default_telemetry
 
@@ -64,15 +65,16 @@ __all__ = ["Handler", "ResilientConsumer"]
 _log = logging.getLogger(__name__)
 SYSTEM = "rabbitmq"
 _FAMILIES = (
-    "operations_total", "operation_duration_seconds", "connection_state",
+    "operation_duration_seconds", "connection_state",
     "connection_transitions_total", "illegal_transitions_total", "reconnect_attempts_total",
     "reconnect_duration_seconds", "connection_blocked", "consumed_messages_total",
 )
 
 Handler = Callable[[IncomingMessage], object]
+C = TypeVar("C", bound="ResilientConsumer")
 
 
-class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
+class ResilientConsumer(BrokerClient):
     """Consume one queue; run ``handler`` per message in a worker pool; ack when it returns.
 
     The handler gets an :class:`~instrumented_clients.rabbitmq.incoming.IncomingMessage`.
@@ -164,7 +166,7 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         self.workers = positive_int("workers", default_workers if workers is None else workers)
         self.max_deliveries = (None if max_deliveries is None
                                else positive_int("max_deliveries", max_deliveries))
-        self._counter = DeliveryCounter(poison_cache_size)
+        self.counter = DeliveryCounter(poison_cache_size)
         self.trace_link_only = bool(trace_link_only)
         self.handler = handler
         self.name = name
@@ -192,42 +194,54 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
             connection_name=connection_name, topology=self.topology, required=required,
             clock=clock,
         )
-        self._reset_state()
+        self._assemble()
         self.connection.add_listener(self)
         if auto_start:
             self.start()
 
-    def _reset_state(self) -> None:
-        """The initial state, and all a forked child must not inherit."""
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"consumer-{self.name}")
-        self._cond = threading.Condition(threading.Lock())
-        self._local = threading.local()
-        self._in_flight = 0      # delivered, handler not yet finished (or skipped)
-        self._running = 0        # handlers executing right now
-        self._stopping = False
+    def _assemble(self) -> None:
+        """The parts, fresh: at construction and in a forked child (which inherits nothing)."""
+        self.settlements = SettlementBatcher()
+        self.pool = HandlerPool(self.workers, self.name, self._handle,
+                                self.settlements.is_current)
+        self.consume_channel = ConsumeChannel(
+            self.connection, queue_name=self.queue_name, prefetch=self.prefetch,
+            topology=self.topology, breaker=self.breaker, pool=self.pool,
+            batcher=self.settlements, counter=self.counter, telemetry=self.telemetry)
+        self.runner = HandlerRunner(
+            name=self.name, queue_name=self.queue_name, handler=self.handler,
+            policy=self.handler_policy, breaker=self.breaker, counter=self.counter,
+            max_deliveries=self.max_deliveries, recorder=self._recorder,
+            tracker=self.connection.tracker, trace_link_only=self.trace_link_only,
+            on_breaker_open=self.consume_channel.request_pause,
+            on_breaker_closed=self.consume_channel.request_end_probe)
         self._stopped = threading.Event()
-        self._settlements: deque[tuple[Delivery, ConsumeOutcome, float]] = deque()
-        self._flush_scheduled = False
-        # I/O-thread state
-        self._conn: Any = None
-        self._channel: Any = None
-        self._opening = False
-        self._generation = 0
-        self._consumer_tag: str | None = None
-        self._consuming = False
-        self._outstanding: dict[int, None] = {}  # unsettled tags of the channel, oldest first
-        self._needs_declare = False
-        self._channel_failures = 0
-        self._reopen_timer: Any = None
-        self._paused = False      # the breaker is open: not consuming
-        self._probing = False     # half-open: consuming one message at a time
-        self._resume_timer: Any = None
-        # observation
-        self.cancellations = 0
-        self.channel_closed_by_broker = 0
-        self.stale_settlements = 0
-        self.last_error: str | None = None
-        self.queue_error: str | None = None  # the broker refused the queue; cleared on consume-ok
+
+    def _handle(self, delivery: Delivery) -> None:
+        """In a worker: run the handler, queue the outcome for the I/O thread."""
+        outcome, duration = self.runner.run(delivery)
+        if self.settlements.add(delivery, outcome, duration) and not self._stopped.is_set():
+            self.consume_channel.wake()
+
+    @classmethod
+    def from_env(
+        cls: type[C], queue: str | Queue, handler: Callable[[IncomingMessage], object],
+        name: str = "consumer", environ: Mapping[str, str] | None = None, **overrides: Any,
+    ) -> C:
+        """Build a consumer from the ``RABBITMQ_*`` variables of the settings table
+        (:mod:`instrumented_clients.settings`).
+
+        ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
+        ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_HEARTBEAT``,
+        ``RABBITMQ_CONNECT_TIMEOUT``, ``RABBITMQ_PREFETCH``. Keyword arguments win over the
+        environment. A value that does not parse raises ``ConfigError`` naming the variable.
+        """
+        settings: dict[str, Any] = {
+            **connection_settings_from_env(environ),
+            "prefetch": RABBITMQ_PREFETCH.read(environ),
+        }
+        settings.update(overrides)
+        return cls(queue=queue, handler=handler, name=name, **settings)
 
     # -- life cycle (any thread) -------------------------------------------------------------------
 
@@ -254,255 +268,113 @@ class ResilientConsumer(ConsumerConfigMixin, HandlerRunnerMixin):
         if timeout is None:
             timeout = 10.0
         deadline = time.monotonic() + max(timeout, 0.0)
-        with self._cond:
-            self._stopping = True
-        io_alive = self.connection._thread is not None and self.connection._thread.is_alive()
+        self.pool.stop()
+        channel = self.consume_channel
+        channel.stop()
+        io_alive = self.connection.running
         if io_alive:
-            self.connection.call_soon(self._cancel_consumer)
-        own = 1 if getattr(self._local, "in_handler", False) else 0  # close() from a handler
-        with self._cond:
-            self._cond.wait_for(lambda: self._running <= own,
-                                timeout=max(deadline - time.monotonic(), 0.0))
-            unfinished = self._running - own
+            self.connection.call_soon(channel.cancel)
+        unfinished = self.pool.wait_for_handlers(deadline - time.monotonic())
         if io_alive:
             # call_soon is FIFO: the acks are written before close() queues the close frames.
-            self.connection.call_soon(self._flush)
+            self.connection.call_soon(channel.flush)
         self.connection.close(max(deadline - time.monotonic(), 1.0))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
         self._stopped.set()
         if unfinished:
             _log.warning("rabbitmq %s: stopped with %d handler(s) still running; their messages "
                          "stay unacked and will be redelivered", self.name, unfinished)
 
-    # -- the I/O thread: channel and consumer -----------------------------------------------------
+    def stop(self, timeout: float | None = None) -> None:
+        """Deprecated spelling of :meth:`close`."""
+        warnings.warn("ResilientConsumer.stop() is deprecated: use close(timeout=...)",
+                      DeprecationWarning, stacklevel=2)
+        self.close(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`close` finished (e.g. from a signal handler); True if it did."""
+        return self._stopped.wait(timeout)
+
+    # -- the I/O thread: connection events ---------------------------------------------------------
 
     def on_connection_ready(self, connection: Any) -> None:
-        """Connected, topology declared (by the connection): open the consuming channel."""
-        self._cancel_reopen()
-        self._conn = connection
-        self._channel = None
-        self._opening = False
-        self._needs_declare = False
-        self._channel_failures = 0
-        self._open_channel(connection)
+        self.consume_channel.on_connection_ready(connection)
 
     def on_connection_lost(self, error: BaseException | None) -> None:
-        """Every channel died with the connection: their tags are void."""
-        self._cancel_reopen()
-        self._drop_channel()
-        self._conn = None
-        self._opening = False
+        self.consume_channel.on_connection_lost(error)
 
     def on_fork_child(self) -> None:
         """In a forked child: a fresh pool and state; the parent's deliveries stay its own."""
-        self._reset_state()
+        self._assemble()
 
-    def _open_channel(self, connection: Any) -> None:
-        self._reopen_timer = None
-        if (self._stopping or connection is not self._conn or not connection.is_open
-                or self._channel is not None or self._opening):
-            return
-        self._opening = True
-        connection.channel(on_open_callback=self.connection.guarded(self._on_channel_open))
+    # -- observation -------------------------------------------------------------------------------
 
-    def _on_channel_open(self, channel: Any) -> None:
-        self._opening = False
-        if self._stopping or self._conn is None or channel.connection is not self._conn:
-            channel.close()
-            return
-        self._generation += 1
-        self._channel = channel
-        self._outstanding = {}
-        guarded = self.connection.guarded
-        channel.add_on_close_callback(guarded(self._on_channel_closed))
-        channel.add_on_cancel_callback(guarded(self._on_cancelled))
-        channel.basic_qos(prefetch_count=1 if self._probing else self.prefetch,
-                          callback=guarded(lambda _frame: self._after_qos(channel)))
+    @property
+    def consecutive_failures(self) -> int:
+        """Failures in a row (handler runs and connection attempts) since the last success."""
+        return self.connection.tracker.consecutive_failures
 
-    def _after_qos(self, channel: Any) -> None:
-        if channel is not self._channel:
-            return
-        if self._needs_declare and self.topology:
-            declare_topology(channel, self.topology,
-                             self.connection.guarded(lambda: self._consume(channel)))
-        else:
-            self._consume(channel)
+    @property
+    def consuming(self) -> bool:
+        """True while the broker has confirmed the consumer (``basic.consume-ok``)."""
+        return self.consume_channel.consuming
 
-    def _consume(self, channel: Any) -> None:
-        if channel is not self._channel or self._stopping or self._paused \
-                or self._consumer_tag is not None:
-            return
-        self._needs_declare = False
-        guarded = self.connection.guarded
-        self._consumer_tag = channel.basic_consume(
-            self.queue_name, guarded(self._on_message),
-            callback=guarded(lambda _frame: self._on_consume_ok(channel)))
+    @property
+    def in_flight(self) -> int:
+        """Deliveries received whose handler has not finished yet."""
+        return self.pool.in_flight
 
-    def _on_consume_ok(self, channel: Any) -> None:
-        if channel is not self._channel:
-            return
-        self._consuming = True
-        self._channel_failures = 0
-        self.queue_error = None
-        _log.info("rabbitmq %s: consuming (prefetch %d)", self.name, self.prefetch)
+    @property
+    def cancellations(self) -> int:
+        """Times the broker cancelled the consumer (queue deleted, node failover)."""
+        return self.consume_channel.cancellations
 
-    def _on_cancelled(self, _frame: Any) -> None:
-        """The broker cancelled the consumer (queue deleted, quorum leader moved): start over on
-        a new channel, re-declaring the topology."""
-        self.cancellations += 1
-        self._consuming = False
-        _log.warning("rabbitmq %s: the broker cancelled the consumer (queue deleted or node "
-                     "failover); re-declaring and consuming again", self.name)
-        channel = self._channel
-        if channel is not None and channel.is_open:
-            channel.close()  # _on_channel_closed opens the next one
+    @property
+    def channel_closed_by_broker(self) -> int:
+        """Times the broker closed the consuming channel."""
+        return self.consume_channel.channel_closed_by_broker
 
-    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
-        if channel is not self._channel:
-            return
-        self._drop_channel()
-        connection = self._conn
-        if self._stopping or connection is None or not connection.is_open:
-            return  # stopping, or the connection is going: on_connection_ready reopens
-        if isinstance(reason, pika_errors.ChannelClosedByBroker):
-            self.channel_closed_by_broker += 1
-            self.last_error = redact_text(
-                f"channel closed by the broker: ({reason.reply_code}) {reason.reply_text}")[:500]
-            _log.warning("rabbitmq %s: %s", self.name, self.last_error)
-            if not reply_code_category(reason.reply_code).is_transient:
-                self.queue_error = self.last_error
-        self._needs_declare = True
-        self._channel_failures += 1
-        failures = self._channel_failures
-        delay = 0.0 if failures == 1 else self.connection.policy.backoff(failures - 1)
-        self._reopen_timer = self.connection.call_later(
-            delay, lambda: self._open_channel(connection))
+    @property
+    def stale_settlements(self) -> int:
+        """Settlements discarded because their channel was gone (the broker redelivers)."""
+        return self.settlements.stale
 
-    def _drop_channel(self) -> None:
-        """Forget the channel: its unsettled tags are void from now on."""
-        self._channel = None
-        self._consuming = False
-        self._consumer_tag = None
-        self._outstanding = {}
-        self._generation += 1
+    @property
+    def last_error(self) -> str | None:
+        """The broker's last reason for closing the consuming channel (redacted)."""
+        return self.consume_channel.last_error
 
-    def _cancel_reopen(self) -> None:
-        if self._reopen_timer is not None:
-            self.connection.remove_timeout(self._reopen_timer)
-            self._reopen_timer = None
+    @property
+    def queue_error(self) -> str | None:
+        """The broker refuses the queue (missing, access refused, other arguments)."""
+        return self.consume_channel.queue_error
 
-    def _cancel_consumer(self) -> None:
-        channel = self._channel
-        self._consuming = False
-        if channel is not None and channel.is_open and self._consumer_tag is not None:
-            channel.basic_cancel(self._consumer_tag)
-            self._consumer_tag = None
+    def health(self) -> HealthReport:
+        """State for a health endpoint; never a password.
 
-    # -- the I/O thread: the breaker pauses consumption --------------------------------------------
-
-    def _pause(self) -> None:
-        breaker = self.breaker
-        remaining = breaker.remaining() if breaker is not None else 0.0
-        if self._paused or self._stopping or remaining <= 0:
-            return
-        self._paused = True
-        self._probing = False
-        _log.warning("rabbitmq %s: circuit breaker open after %d consecutive handler failures: "
-                     "consumption paused for %.1f s", self.name, self.consecutive_failures,
-                     remaining)
-        self._cancel_consumer()
-        self._resume_timer = self.connection.call_later(remaining + 0.01, self._resume)
-
-    def _resume(self) -> None:
-        """The cool-down is over: consume one probe message (half-open)."""
-        self._resume_timer = None
-        breaker = self.breaker
-        if breaker is None or not self._paused or self._stopping:
-            return
-        try:
-            breaker.before_call("process")  # OPEN -> HALF_OPEN, admitting this probe
-        except CircuitOpenError as exc:
-            self._resume_timer = self.connection.call_later(max(exc.remaining, 0.05),
-                                                            self._resume)
-            return
-        self._paused = False
-        self._probing = breaker.state is BreakerState.HALF_OPEN
-        channel = self._channel
-        if channel is not None and channel.is_open:  # else the next channel consumes
-            channel.basic_qos(
-                prefetch_count=1 if self._probing else self.prefetch,
-                callback=self.connection.guarded(lambda _frame: self._consume(channel)))
-
-    def _end_probe(self) -> None:
-        """The probe succeeded and the breaker closed: back to the full prefetch."""
-        if not self._probing:
-            return
-        self._probing = False
-        _log.info("rabbitmq %s: circuit breaker closed: consumption resumed", self.name)
-        channel = self._channel
-        if channel is not None and channel.is_open:
-            channel.basic_qos(prefetch_count=self.prefetch)
-
-    # -- the I/O thread: deliveries and settlements -----------------------------------------------
-
-    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        if channel is not self._channel:
-            return
-        tag = method.delivery_tag
-        headers = properties.headers or {}
-        message_id = properties.message_id
-        message = IncomingMessage(body, message_id, method.routing_key, method.exchange,
-                                  bool(method.redelivered), 0, headers, properties, tag)
-        delivery = Delivery(tag, self._generation, message)
-        count = broker_delivery_count(headers)
-        if count is None and len(self._counter):
-            count = self._counter.get(delivery.key)
-        if count:
-            delivery.message = dataclasses.replace(message, delivery_count=count)
-        self._outstanding[tag] = None
-        with self._cond:
-            self._in_flight += 1
-        try:
-            self._pool.submit(self._process, delivery)
-        except RuntimeError:  # the pool is shut down (stopping): leave it unacked
-            with self._cond:
-                self._in_flight -= 1
-                self._cond.notify_all()
-
-    def _flush(self) -> None:
-        """Send the queued settlements: discard stale ones, batch the acks."""
-        self._flush_scheduled = False  # before draining: a settlement queued now wakes us again
-        items = self._settlements
-        channel = self._channel
-        live = channel is not None and channel.is_open
-        outstanding = self._outstanding
-        acks: dict[int, float] = {}
-        emit = self.telemetry.emit
-        for _ in range(len(items)):
-            delivery, outcome, duration = items.popleft()
-            if not live or delivery.generation != self._generation \
-                    or delivery.tag not in outstanding:
-                self.stale_settlements += 1
-                continue
-            if outcome == "ack":
-                acks[delivery.tag] = duration
-                continue
-            del outstanding[delivery.tag]
-            if outcome == "requeue":
-                channel.basic_nack(delivery.tag, multiple=False, requeue=True)
-            else:
-                channel.basic_reject(delivery.tag, requeue=False)
-            emit(MessageConsumed(SYSTEM, self.name, outcome, duration))
-        if not acks:
-            return
-        upto, singles = plan_acks(outstanding, acks)
-        if upto is not None:
-            channel.basic_ack(upto, multiple=True)
-        for tag in singles:
-            channel.basic_ack(tag)
-        for tag, duration in acks.items():
-            del outstanding[tag]
-            emit(MessageConsumed(SYSTEM, self.name, "ack", duration))
+        Without a breaker (``breaker=False``), ``circuit_breaker`` reads ``closed``: nothing
+        ever pauses. ``healthy`` is False while the connection is down, the breaker is open, or
+        the broker refuses the queue (``queue_error``: missing, access refused, other arguments).
+        """
+        connection = self.connection
+        channel = self.consume_channel
+        breaker_open = self.breaker is not None and self.breaker.state is BreakerState.OPEN
+        report = HealthReport.build(
+            SYSTEM, self.name, connection.tracker, self.breaker, address=connection.address,
+            connected=connection.connected, blocked=connection.blocked,
+            connection_name=connection.connection_name,
+            healthy=connection.connected and not breaker_open and channel.queue_error is None,
+            paused=channel.paused,
+            queue=self.queue_name, queue_error=channel.queue_error, consuming=channel.consuming,
+            in_flight=self.pool.in_flight,
+            prefetch=self.prefetch, workers=self.workers, max_deliveries=self.max_deliveries,
+            cancellations=channel.cancellations,
+            channel_closed_by_broker=channel.channel_closed_by_broker,
+            stale_settlements=self.settlements.stale,
+        )
+        if channel.last_error:  # the broker refused the queue: that says more than the link
+            report = dataclasses.replace(report, last_error=channel.last_error)
+        return report
 
     def __repr__(self) -> str:
         return (f"ResilientConsumer({self.name!r}, queue={self.queue_name!r}, "

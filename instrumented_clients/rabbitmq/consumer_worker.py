@@ -1,7 +1,10 @@
-"""The worker-thread half of the consumer: run the handler, decide the outcome, queue it.
+"""The consumer's worker side: the handler runner and the pool it runs in.
 
-Runs in the consumer's ``ThreadPoolExecutor``, never on the I/O thread. The outcome goes back to
-the I/O thread through a deque and one ``call_soon`` per burst.
+Nothing here touches pika. :class:`HandlerRunner` runs the handler for one delivery and decides
+its outcome (ack, requeue, reject: poison counting, breaker, metrics, span); :class:`HandlerPool`
+runs deliveries in worker threads, never on the I/O thread, and knows how many are in flight.
+The outcome goes back to the channel's thread through a
+:class:`~instrumented_clients.rabbitmq.settlements.SettlementBatcher`.
 """
 
 from __future__ import annotations
@@ -9,10 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
-from instrumented_clients.rabbitmq.incoming import Delivery, DeliveryCounter, RejectMessage
+from instrumented_clients.rabbitmq.incoming import (
+    Delivery,
+    DeliveryCounter,
+    IncomingMessage,
+    RejectMessage,
+)
 from instrumented_clients.rabbitmq.tracing import (
     REDELIVERED,
     SETTLEMENT,
@@ -23,71 +31,57 @@ from instrumented_clients.redaction import redact_text
 from instrumented_clients.resilience.breaker import BreakerState, CircuitBreaker
 from instrumented_clients.resilience.events import ConsumeOutcome, Outcome
 from instrumented_clients.resilience.retry import RetryPolicy
+from instrumented_clients.resilience.tracker import ConnectionTracker
+from instrumented_clients.telemetry.core import OperationRecorder
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from instrumented_clients.rabbitmq.connection import RabbitConnection
-    from instrumented_clients.rabbitmq.incoming import IncomingMessage
-    from instrumented_clients.telemetry.core import OperationRecorder
-
-__all__ = ["HandlerRunnerMixin"]
+__all__ = ["HandlerPool", "HandlerRunner"]
 
 _log = logging.getLogger("instrumented_clients.rabbitmq.consumer")
 
 
-class HandlerRunnerMixin:
-    """Worker-thread half of :class:`~instrumented_clients.rabbitmq.consumer.ResilientConsumer`."""
+class HandlerRunner:
+    """Runs the handler for one delivery and decides how it is settled. Thread-safe.
 
-    if TYPE_CHECKING:
-        name: str
-        queue_name: str
-        trace_link_only: bool
-        handler: Callable[[IncomingMessage], object]
-        handler_policy: RetryPolicy
-        breaker: CircuitBreaker | None
-        max_deliveries: int | None
-        connection: RabbitConnection
-        _recorder: OperationRecorder
-        _counter: DeliveryCounter
-        _cond: threading.Condition
-        _local: threading.local
-        _stopping: bool
-        _stopped: threading.Event
-        _generation: int
-        _in_flight: int
-        _running: int
-        _paused: bool
-        _probing: bool
-        _settlements: deque[tuple[Delivery, ConsumeOutcome, float]]
-        _flush_scheduled: bool
+    Args:
+        name: the ``client`` label (for logs).
+        queue_name: the consumed queue (span name and attributes).
+        handler: the user's handler.
+        policy: retries of the handler inside the worker (``max_attempts=1``: none).
+        breaker: the breaker over the handler, or None.
+        counter: failed deliveries per message (poison counting).
+        max_deliveries: reject at this many failed deliveries (None: requeue forever).
+        recorder: the ``process`` operation's recorder.
+        tracker: the connection's failure bookkeeping (handler runs count too).
+        trace_link_only: a delivery's span starts a new trace linked to the producer's.
+        on_breaker_open: called (on the worker thread) when the breaker is open after a run.
+        on_breaker_closed: called when it is closed after a run.
+    """
 
-        def _flush(self) -> None: ...
-        def _pause(self) -> None: ...
-        def _end_probe(self) -> None: ...
+    def __init__(self, *, name: str, queue_name: str, handler: Callable[[IncomingMessage], object],
+                 policy: RetryPolicy, breaker: CircuitBreaker | None, counter: DeliveryCounter,
+                 max_deliveries: int | None, recorder: OperationRecorder,
+                 tracker: ConnectionTracker, trace_link_only: bool,
+                 on_breaker_open: Callable[[], None],
+                 on_breaker_closed: Callable[[], None]) -> None:
+        self.name = name
+        self.queue_name = queue_name
+        self.handler = handler
+        self.policy = policy
+        self.breaker = breaker
+        self.counter = counter
+        self.max_deliveries = max_deliveries
+        self.recorder = recorder
+        self.tracker = tracker
+        self.trace_link_only = trace_link_only
+        self._on_breaker_open = on_breaker_open
+        self._on_breaker_closed = on_breaker_closed
+        self._lock = threading.Lock()  # the tracker is shared by every worker
 
-    def _process(self, delivery: Delivery) -> None:
-        with self._cond:
-            if self._stopping or delivery.generation != self._generation:
-                # Stopping, or the channel died while this waited: the broker redelivers it.
-                self._in_flight -= 1
-                self._cond.notify_all()
-                return
-            self._running += 1
-        self._local.in_handler = True
-        try:
-            outcome, duration = self._run_handler(delivery)
-            self._settle_later(delivery, outcome, duration)
-        finally:
-            self._local.in_handler = False
-            with self._cond:
-                self._running -= 1
-                self._in_flight -= 1
-                self._cond.notify_all()
-
-    def _run_handler(self, delivery: Delivery) -> tuple[ConsumeOutcome, float]:
+    def run(self, delivery: Delivery) -> tuple[ConsumeOutcome, float]:
+        """Run the handler once (or on the retry policy); returns the settlement and the
+        handler's duration in seconds."""
         message = delivery.message
-        recorder = self._recorder
+        recorder = self.recorder
         scope = None
         if recorder.tracing:
             scope = recorder.begin(*process_parent(message.headers, self.trace_link_only))
@@ -99,10 +93,10 @@ class HandlerRunnerMixin:
         error: BaseException | None = None
         outcome: ConsumeOutcome = "ack"
         try:
-            if self.handler_policy.max_attempts == 1:
+            if self.policy.max_attempts == 1:
                 self.handler(message)
             else:
-                self.handler_policy.call(self.handler, message)
+                self.policy.call(self.handler, message)
         except RejectMessage as exc:
             error, outcome = exc, "reject"
             self._forget(delivery)
@@ -115,9 +109,9 @@ class HandlerRunnerMixin:
         if self.breaker is not None and not isinstance(error, RejectMessage):
             self._report_to_breaker(self.breaker, error)
         retried = message.redelivered or message.delivery_count > 0
-        tracker = self.connection.tracker
+        tracker = self.tracker
         op: Outcome
-        with self._cond:
+        with self._lock:
             if error is None:
                 if tracker.consecutive_failures:
                     tracker.record_success()
@@ -134,8 +128,8 @@ class HandlerRunnerMixin:
         return outcome, duration
 
     def _forget(self, delivery: Delivery) -> None:
-        if len(self._counter):  # skip hashing the body when nothing has failed lately
-            self._counter.forget(delivery.key)
+        if len(self.counter):  # skip hashing the body when nothing has failed lately
+            self.counter.forget(delivery.key)
 
     def _report_to_breaker(self, breaker: CircuitBreaker, error: BaseException | None) -> None:
         if error is None:
@@ -143,18 +137,17 @@ class HandlerRunnerMixin:
         else:
             breaker.on_failure(error)
         if breaker.remaining() > 0:
-            if not self._paused:
-                self.connection.call_soon(self._pause)
-        elif self._probing and breaker.state is BreakerState.CLOSED:
-            self.connection.call_soon(self._end_probe)
+            self._on_breaker_open()
+        elif breaker.state is BreakerState.CLOSED:
+            self._on_breaker_closed()
 
     def _after_failure(self, delivery: Delivery, exc: Exception) -> ConsumeOutcome:
         message = delivery.message
         limit = self.max_deliveries
-        failures = self._counter.failed(delivery.key, message.delivery_count + 1)
+        failures = self.counter.failed(delivery.key, message.delivery_count + 1)
         text = redact_text(f"{type(exc).__name__}: {exc}")[:300]
         if limit is not None and failures >= limit:
-            self._counter.forget(delivery.key)
+            self.counter.forget(delivery.key)
             _log.error("rabbitmq %s: message %s failed %d time(s) (max_deliveries=%d): rejected "
                        "to the dead-letter exchange: %s", self.name, message.message_id,
                        failures, limit, text)
@@ -165,12 +158,91 @@ class HandlerRunnerMixin:
                      exc_info=exc if failures == 1 else None)
         return "requeue"
 
-    def _settle_later(self, delivery: Delivery, outcome: ConsumeOutcome,
-                      duration: float) -> None:
-        self._settlements.append((delivery, outcome, duration))
-        if not self._flush_scheduled and not self._stopped.is_set():
-            self._flush_scheduled = True
-            try:
-                self.connection.call_soon(self._flush)
-            except Exception:  # the I/O loop is gone (closed): the broker redelivers
-                self._flush_scheduled = False
+
+class HandlerPool:
+    """Deliveries run in worker threads; counts what is in flight and running.
+
+    Args:
+        workers: threads.
+        name: thread name prefix.
+        run: ``run(delivery)``, called in a worker thread for each admitted delivery.
+        is_current: ``is_current(delivery)``: False once the delivery's channel is gone (it is
+            then skipped: the broker redelivers it).
+    """
+
+    def __init__(self, workers: int, name: str, run: Callable[[Delivery], None],
+                 is_current: Callable[[Delivery], bool]) -> None:
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"consumer-{name}")
+        self._run = run
+        self._is_current = is_current
+        self._cond = threading.Condition(threading.Lock())
+        self._local = threading.local()
+        self._in_flight = 0   # submitted, handler not yet finished (or skipped)
+        self._running = 0     # handlers executing right now
+        self._stopping = False
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries submitted whose handler has not finished yet."""
+        return self._in_flight
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def in_handler(self) -> bool:
+        """True when called from a handler this pool runs."""
+        return bool(getattr(self._local, "in_handler", False))
+
+    def submit(self, delivery: Delivery) -> None:
+        """Run ``delivery`` in a worker (left unacked when the pool is shut down)."""
+        with self._cond:
+            self._in_flight += 1
+        try:
+            self._executor.submit(self._process, delivery)
+        except RuntimeError:  # the pool is shut down (stopping): leave it unacked
+            self._done(running=False)
+
+    def process_inline(self, delivery: Delivery) -> None:
+        """Run one delivery in the calling thread, exactly as a worker would."""
+        with self._cond:
+            self._in_flight += 1
+        self._process(delivery)
+
+    def _process(self, delivery: Delivery) -> None:
+        with self._cond:
+            if self._stopping or not self._is_current(delivery):
+                # Stopping, or the channel died while this waited: the broker redelivers it.
+                self._in_flight -= 1
+                self._cond.notify_all()
+                return
+            self._running += 1
+        self._local.in_handler = True
+        try:
+            self._run(delivery)
+        finally:
+            self._local.in_handler = False
+            self._done(running=True)
+
+    def _done(self, running: bool) -> None:
+        with self._cond:
+            if running:
+                self._running -= 1
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Run nothing more; deliveries not started are skipped."""
+        with self._cond:
+            self._stopping = True
+
+    def wait_for_handlers(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for running handlers (other than the caller's own);
+        returns how many are still running."""
+        own = 1 if self.in_handler() else 0  # close() from a handler
+        with self._cond:
+            self._cond.wait_for(lambda: self._running <= own, timeout=max(timeout, 0.0))
+            return self._running - own
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -68,7 +68,7 @@ class OutgoingMessage:
         self.sync = sync
         self.sent_at = 0.0
         self.resent = False
-        self.recorded = False  # the operations_total outcome is counted once per message
+        self.recorded = False  # the operation outcome is counted once per message
         self.returned: tuple[int, str] | None = None
         self.span: Any = None  # the current transmission's send span
         self.origin: Any = None  # the creation context injected into the headers, when traced

@@ -1,10 +1,23 @@
 """``ResilientPublisher``: confirmed, pipelined, buffered publishing that survives broker outages.
 
+The publisher is a façade over small objects, each owning its state:
+
+- :class:`~instrumented_clients.rabbitmq.outbox.Outbox`: accepted, unsent messages in sending
+  order (re-sends, buffer, inbox), flow control and the spool;
+- :class:`~instrumented_clients.rabbitmq.confirms.ConfirmTracker`: delivery tags of the
+  confirm-mode channel and the messages they stand for;
+- :class:`~instrumented_clients.rabbitmq.breaker_gate.BreakerGate`: the window the circuit
+  breaker allows, and its half-open probe;
+- :class:`~instrumented_clients.rabbitmq.outcomes.PublishOutcomes`: resolving a message
+  (future, metrics, breaker, span, spool);
+- :class:`~instrumented_clients.rabbitmq.confirm_channel.ConfirmChannel`: the pika channel on
+  the connection's I/O thread, which drives the others.
+
 Threading: :meth:`ResilientPublisher.publish` may be called from any thread. It validates the
-message, writes it to the spool (when one is configured), appends it to an in-memory inbox and
-wakes the I/O thread (one wake-up per burst). Everything else — routing a message to the channel
-or to the bounded buffer, confirms, returns, re-sends, timeouts — happens on the I/O thread that
-owns the connection (:class:`~instrumented_clients.rabbitmq.connection.RabbitConnection`).
+message, hands it to the outbox (which spools it when a spool is configured) and wakes the I/O
+thread (one wake-up per burst). Everything else — routing a message to the channel or to the
+bounded buffer, confirms, returns, re-sends, timeouts — happens on the I/O thread that owns the
+connection (:class:`~instrumented_clients.rabbitmq.connection.RabbitConnection`).
 
 Order of sending on the I/O thread: unconfirmed messages of a lost connection (delivery-tag
 order), then the buffer, then live publishes. A message's future resolves on the I/O thread, so
@@ -15,22 +28,23 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pika
 
-from instrumented_clients.client import resolve_breaker, resolve_retry
+from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
+from instrumented_clients.rabbitmq.breaker_gate import BreakerGate
+from instrumented_clients.rabbitmq.broker_client import BrokerClient
+from instrumented_clients.rabbitmq.confirm_channel import ConfirmChannel
+from instrumented_clients.rabbitmq.confirms import ConfirmTracker
 from instrumented_clients.rabbitmq.connection import (
     RabbitConnection,
     default_reconnect_policy,
 )
-from instrumented_clients.rabbitmq.delivery import PublisherDelivery
 from instrumented_clients.rabbitmq.errors import (
     NotConnectedError,
     PublisherClosedError,
@@ -44,13 +58,15 @@ from instrumented_clients.rabbitmq.message import (
     OutgoingMessage,
     PublishResult,
     build_properties,
-    properties_to_dict,
 )
-from instrumented_clients.rabbitmq.publisher_config import PublisherConfigMixin
-from instrumented_clients.rabbitmq.spool import SpooledMessages
+from instrumented_clients.rabbitmq.outbox import Outbox
+from instrumented_clients.rabbitmq.outcomes import PublishOutcomes
+from instrumented_clients.rabbitmq.settings import connection_settings_from_env
+from instrumented_clients.rabbitmq.spool import SpooledMessages, SpoolRecord
 from instrumented_clients.rabbitmq.topology import Topology
 from instrumented_clients.rabbitmq.tracing import (
     end_span,
+    extracted_origin,
     inject_current,
     publish_sync_attributes,
     start_create,
@@ -61,6 +77,8 @@ from instrumented_clients.resilience.clock import SYSTEM_CLOCK, Clock
 from instrumented_clients.resilience.context import ClientContext
 from instrumented_clients.resilience.errors import BufferFullError
 from instrumented_clients.resilience.retry import Guard, RetryPolicy
+from instrumented_clients.resilience.state import ConnectionState
+from instrumented_clients.settings import RABBITMQ_MAX_PENDING_EVENTS
 from instrumented_clients.telemetry.conventions import SEND, rabbitmq_span_name
 from instrumented_clients.telemetry.core import Telemetry, get_default_telemetry
 from instrumented_clients.telemetry.otel import exception_type
@@ -68,10 +86,11 @@ from instrumented_clients.telemetry.otel import exception_type
 __all__ = ["ResilientPublisher", "default_publish_policy"]
 
 _log = logging.getLogger(__name__)
+P = TypeVar("P", bound="ResilientPublisher")
 SYSTEM = "rabbitmq"
 _BYTES = (bytes, bytearray, memoryview)
 _FAMILIES = (
-    "operations_total", "operation_duration_seconds", "retries_total", "retries_exhausted_total",
+    "operation_duration_seconds", "retries_total", "retries_exhausted_total",
     "connection_state", "connection_transitions_total", "illegal_transitions_total",
     "reconnect_attempts_total", "reconnect_duration_seconds", "connection_blocked",
     "circuit_breaker_state", "circuit_breaker_rejections_total", "buffer_events",
@@ -86,7 +105,7 @@ def default_publish_policy(clock: Clock = SYSTEM_CLOCK) -> RetryPolicy:
                        clock=clock)
 
 
-class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
+class ResilientPublisher(BrokerClient):
     """Publish to RabbitMQ with confirms, buffering, re-sends after reconnects and telemetry.
 
     Args:
@@ -189,22 +208,28 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         self._cached_tracer: Any = None
         self._tracer_checked_at = float("-inf")
         self._guards: dict[str, Guard] = {}
-        self._spool_path = spool_path
-        self.spool = SpooledMessages(spool_path) if spool_path else None
-        self.connection = RabbitConnection(
-            url, name=name, telemetry=self.telemetry,
-            reconnect_policy=reconnect_policy or default_reconnect_policy(clock=clock),
-            heartbeat=heartbeat, connect_timeout=connect_timeout, stack_timeout=stack_timeout,
-            blocked_connection_timeout=blocked_connection_timeout,
-            connection_name=connection_name, topology=topology, required=required, clock=clock,
-        )
+        spool = SpooledMessages(spool_path) if spool_path else None
         try:
-            self._reset_state()
+            self.connection = RabbitConnection(
+                url, name=name, telemetry=self.telemetry,
+                reconnect_policy=reconnect_policy or default_reconnect_policy(clock=clock),
+                heartbeat=heartbeat, connect_timeout=connect_timeout,
+                stack_timeout=stack_timeout,
+                blocked_connection_timeout=blocked_connection_timeout,
+                connection_name=connection_name, topology=topology, required=required,
+                clock=clock,
+            )
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            raise
+        try:
+            self._assemble(spool)
             self._recover_spool()
         except BaseException:
             self.connection.close(0)
-            if self.spool is not None:
-                self.spool.close()
+            if spool is not None:
+                spool.close()
             raise
         self.connection.add_listener(self)
         try:
@@ -213,32 +238,149 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
             self.close(timeout=0)
             raise
 
-    def _reset_state(self) -> None:
-        """Everything a forked child must not inherit (and the initial state)."""
-        buffer_policy = (OverflowPolicy.DROP_NEWEST
-                         if self.overflow in (OverflowPolicy.BLOCK, OverflowPolicy.RAISE)
-                         else self.overflow)
-        self.buffer: EventBuffer[OutgoingMessage] = EventBuffer(
-            self.max_pending_events, overflow=buffer_policy, on_drop=self._on_buffer_drop,
-            context=self.context,
-        )
-        self._inbox: deque[OutgoingMessage] = deque()
-        self._resend: deque[OutgoingMessage] = deque()
-        self._unconfirmed: OrderedDict[int, OutgoingMessage] = OrderedDict()
-        self._missing_exchanges: dict[str, tuple[float, str]] = {}
-        self._spool_settled: list[int] = []
-        self._room = threading.Condition(threading.Lock())
-        self._room_waiters = 0
-        self._drained = threading.Event()
+    def _assemble(self, spool: SpooledMessages | None) -> None:
+        """The parts, fresh: at construction and in a forked child (which inherits nothing)."""
         self._accepting = True
         self._closed = False
-        self._pump_scheduled = False
-        self._channel: Any = None
-        self._channel_ready = False
-        self._next_tag = 1
-        self._probe: OutgoingMessage | None = None
-        self._breaker_timer: Any = None
-        self._sweep_timer: Any = None
+        self._gate = BreakerGate(self.breaker)
+        outbox = self._outbox = Outbox(
+            self.max_pending_events, self.overflow, self.block_timeout, self.context,
+            on_drop=self._on_drop, on_buffered=self._on_buffered, spool=spool)
+        self._confirms: ConfirmTracker[OutgoingMessage] = ConfirmTracker()
+        self._outcomes = PublishOutcomes(self.name, self.telemetry, self._recorder,
+                                         self.connection.tracker, self._gate, outbox,
+                                         self._user_on_drop)
+        self.confirm_channel = ConfirmChannel(
+            self.connection, outbox, self._confirms, self._outcomes, self._gate,
+            self.max_in_flight, self.confirm_timeout, self._tracer, self._clock)
+
+    # The outbox is built before the outcomes it reports to: these two forward late.
+    def _on_drop(self, message: OutgoingMessage, reason: str) -> None:
+        self._outcomes.dropped(message, reason)
+
+    def _on_buffered(self, message: OutgoingMessage) -> None:
+        self._outcomes.buffered(message)
+
+    @classmethod
+    def from_env(
+        cls: type[P], name: str = "publisher", environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> P:
+        """Build a publisher from the ``RABBITMQ_*`` variables of the settings table
+        (:mod:`instrumented_clients.settings`).
+
+        ``RABBITMQ_URL`` (comma-separated), ``RABBITMQ_REQUIRED``, ``RABBITMQ_MAX_RETRIES``,
+        ``RABBITMQ_RETRY_DELAY``, ``RABBITMQ_RETRY_MAX_DELAY``, ``RABBITMQ_MAX_PENDING_EVENTS``,
+        ``RABBITMQ_HEARTBEAT``, ``RABBITMQ_CONNECT_TIMEOUT``. Keyword arguments win over the
+        environment. A value that does not parse raises ``ConfigError`` naming the variable.
+        """
+        settings: dict[str, Any] = {
+            **connection_settings_from_env(environ),
+            "max_pending_events": RABBITMQ_MAX_PENDING_EVENTS.read(environ),
+        }
+        settings.update(overrides)
+        return cls(name=name, **settings)
+
+    # -- observation -----------------------------------------------------------------------------
+
+    @property
+    def buffer(self) -> EventBuffer[OutgoingMessage]:
+        """The bounded buffer of messages waiting for the broker."""
+        return self._outbox.buffer
+
+    @property
+    def spool(self) -> SpooledMessages | None:
+        """The durable spool, when ``spool_path`` was given (None in a forked child)."""
+        return self._outbox.spool
+
+    @property
+    def ready(self) -> bool:
+        """Connected, with the confirm-mode channel open: publishes go straight out."""
+        return self.connection.connected and self.confirm_channel.ready
+
+    @property
+    def pending_events(self) -> int:
+        """Messages accepted but not yet sent (inbox, buffer and re-sends)."""
+        return self._outbox.pending
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and not yet confirmed."""
+        return len(self._confirms)
+
+    def health(self) -> HealthReport:
+        """State for a health endpoint; never a password."""
+        connection = self.connection
+        spool = self.spool
+        return HealthReport.build(
+            self.system, self.name, connection.tracker, self.breaker,
+            address=connection.address, connected=connection.connected,
+            blocked=connection.blocked, connection_name=connection.connection_name,
+            pending_events=self.pending_events, in_flight=self.in_flight,
+            buffer_capacity=self.buffer.capacity, dropped_events=self.buffer.stats().dropped,
+            spool=spool.path if spool is not None else None,
+        )
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting, flush the buffer, wait for confirms (up to ``timeout`` seconds,
+        default 10), then close. Idempotent.
+
+        What is still undelivered is dropped with reason ``shutdown`` (counted, logged, given to
+        ``on_drop``, its futures failed) — or, with a spool, kept there for the next start.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if timeout is None:
+            timeout = 10.0
+        self._accepting = False
+        connection = self.connection
+        channel = self.confirm_channel
+        if timeout > 0 and connection.state in (ConnectionState.CONNECTED,
+                                                 ConnectionState.CONNECTING,
+                                                 ConnectionState.DISCONNECTED):
+            connection.call_soon(channel.pump)
+            if not connection.in_io_thread():
+                self._outbox.wait_drained(timeout)
+        connection.call_soon(self._shutdown)
+        connection.close(max(timeout, 1.0))
+        if not connection.running:
+            self._shutdown()  # the loop never ran (or is gone): settle here
+        spool = self.spool
+        if spool is not None:
+            spool.close()
+
+    def _shutdown(self) -> None:
+        self.confirm_channel.shutdown(PublisherClosedError(
+            f"publisher {self.name!r} closed; message kept in the spool"))
+
+    # -- the I/O thread: connection events -------------------------------------------------------
+
+    def on_connection_ready(self, connection: Any) -> None:
+        self.confirm_channel.on_connection_ready(connection)
+
+    def on_connection_lost(self, error: BaseException | None) -> None:
+        self.confirm_channel.on_connection_lost(error)
+
+    # -- spool and fork ---------------------------------------------------------------------------
+
+    def _recover_spool(self) -> None:
+        """Queue what a previous process left in the spool: sent before anything new."""
+        count = self._outbox.recover(_recovered_message)
+        if count:
+            _log.info("rabbitmq %s: %d message(s) recovered from the spool %s", self.name,
+                      count, self.spool.path if self.spool is not None else "")
+
+    def on_fork_child(self) -> None:
+        """In a forked child: a fresh, empty publisher state; the parent keeps its buffer,
+        confirms and spool (the spool has one owner: the child runs without it)."""
+        spool = self.spool
+        if spool is not None:
+            self.connection.keep_after_fork(spool)
+            spool.abandon_after_fork()
+        self._assemble(None)
 
     # -- publishing (any thread) -----------------------------------------------------------------
 
@@ -373,57 +515,22 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
         return tracer
 
     def _submit(self, message: OutgoingMessage) -> None:
-        if len(self._inbox) + len(self.buffer) >= self.max_pending_events \
-                and not self.connection.in_io_thread():  # a done-callback must never wait
-            self._wait_for_room(message)
-        if self.spool is not None and not self.spool.closed:
-            message.spool_id = self.spool.add(
-                message.exchange, message.routing_key, message.body,
-                properties_to_dict(message.properties), message.mandatory)
-        if self._drained.is_set():
-            self._drained.clear()
-        self._inbox.append(message)
-        if not self._pump_scheduled:
-            self._pump_scheduled = True
-            self.connection.call_soon(self._pump)
-
-    def _wait_for_room(self, message: OutgoingMessage) -> None:
-        """Flow control. With ``block``, always wait for room (then raise); with ``raise``,
-        raise at once. With the drop policies, wait only while the broker is connected — it is
-        draining, so the wait is short and nothing is dropped for a burst; while disconnected
-        the buffer's drop policy applies instead."""
-        policy = self.overflow
-        if policy is OverflowPolicy.RAISE:
-            room = False
-        elif policy is OverflowPolicy.BLOCK or self._channel_ready:
-            capacity = self.max_pending_events
-            deadline = time.monotonic() + self.block_timeout
-            with self._room:
-                self._room_waiters += 1
-                try:
-                    # Short slices: the I/O thread reads _room_waiters without the lock, so a
-                    # notify can be missed; a slice bounds that to 50 ms.
-                    while len(self._inbox) + len(self.buffer) >= capacity:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._room.wait(min(remaining, 0.05))
-                finally:
-                    self._room_waiters -= 1
-            room = len(self._inbox) + len(self.buffer) < capacity
-        else:
-            return
-        if room or policy not in (OverflowPolicy.BLOCK, OverflowPolicy.RAISE):
-            return
-        self._recorder.record("rejected", time.monotonic() - message.started)
-        raise BufferFullError(
-            f"publisher {self.name!r}: {self.max_pending_events} messages pending"
-            + (f" for {self.block_timeout}s" if policy is OverflowPolicy.BLOCK else ""))
+        outbox = self._outbox
+        # A done-callback on the I/O thread must never wait for room.
+        if outbox.full() and not self.connection.in_io_thread() \
+                and not outbox.wait_for_room(self.confirm_channel.ready):
+            self._recorder.record("rejected", time.monotonic() - message.started)
+            raise BufferFullError(
+                f"publisher {self.name!r}: {self.max_pending_events} messages pending"
+                + (f" for {self.block_timeout}s" if self.overflow is OverflowPolicy.BLOCK
+                   else ""))
+        outbox.accept(message)
+        self.confirm_channel.wake()
 
     def _publish_attempt(self, payload: bytes, routing_key: str, exchange: str,
                          headers: Mapping[str, Any] | None, properties: Any,
                          mandatory: bool) -> PublishResult:
-        if not (self.connection.connected and self._channel_ready):
+        if not self.ready:
             raise NotConnectedError(f"publisher {self.name!r} is {self.connection.state.value}")
         message = self._make_message(payload, routing_key, exchange, headers, properties,
                                      mandatory, None, sync=True)
@@ -445,3 +552,13 @@ class ResilientPublisher(PublisherDelivery, PublisherConfigMixin):
                                   result.message_id)
         raise PublishTimeoutError(f"no confirm within {self.confirm_timeout}s",
                                   result.message_id)
+
+
+def _recovered_message(record: SpoolRecord) -> OutgoingMessage:
+    message = OutgoingMessage(record.exchange, record.routing_key, record.body,
+                              pika.BasicProperties(**record.properties), record.mandatory, None,
+                              0.0)
+    message.spool_id = record.spool_id
+    message.origin = extracted_origin(message.properties.headers)
+    message.recorded = True  # counted by the process that accepted it
+    return message

@@ -55,8 +55,10 @@ REDELIVERED = "resilient_client.redelivered"  # the broker delivered it before
 SETTLEMENT = "resilient_client.settlement"  # what the consumer did: ack, requeue or reject
 
 # Made current around ``basic_publish``: the pika contrib instrumentation then neither starts a
-# root span on the I/O thread nor overwrites the context ``publish()`` injected.
-SUPPRESS_CONTRIB = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True,
+# root span on the I/O thread nor overwrites the context ``publish()`` injected. The plain
+# "suppress_instrumentation" key is the one opentelemetry-instrumentation's
+# is_instrumentation_enabled() reads besides its own private key, which the API does not export.
+SUPPRESS_CONTRIB = otel_context.set_value("suppress_instrumentation", True,
                                           otel_context.Context())
 
 

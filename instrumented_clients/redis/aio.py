@@ -21,43 +21,28 @@ method, so a health registry can call it without awaiting.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import ConnectionPool
 
-from instrumented_clients.client import HealthReport
+from instrumented_clients.redis.base import RedisClientBase
 from instrumented_clients.redis.connection import strict_checkout
-from instrumented_clients.redis.core import (
-    RedisCore,
-    env_arguments,
-    resolve_pool,
-)
-from instrumented_clients.redis.guards import idempotent as writes_idempotent
-from instrumented_clients.redis.guards import writes_opted_in
+from instrumented_clients.redis.guards import CommandGuards, writes_opted_in
 from instrumented_clients.redis.pipeline import replayer
-from instrumented_clients.redis.tracking import SYSTEM
-from instrumented_clients.resilience import (
-    CircuitBreaker,
-    ConnectionState,
-    Guard,
-    RetryBudget,
-    RetryPolicy,
-)
-from instrumented_clients.resilience.clock import Clock
-
-if TYPE_CHECKING:
-    from instrumented_clients.telemetry import Telemetry
+from instrumented_clients.redis.tracking import close_at_once
+from instrumented_clients.resilience import ConnectionState, Guard
 
 __all__ = ["AsyncResilientPipeline", "AsyncResilientRedis"]
 
 _base_execute_command = redis.asyncio.Redis.execute_command
 
 
-class AsyncResilientRedis(redis.asyncio.Redis):
+# redis.asyncio.Redis's own bases disagree on command_info(); mypy reports it on any subclass
+# that adds a base of its own.
+class AsyncResilientRedis(RedisClientBase, redis.asyncio.Redis):  # type: ignore[misc]
     """A ``redis.asyncio.Redis`` with retries, a circuit breaker, connection state and telemetry.
 
     Takes the arguments of :class:`~instrumented_clients.redis.ResilientRedis`, with the same
@@ -67,79 +52,7 @@ class AsyncResilientRedis(redis.asyncio.Redis):
         ConfigError: a malformed URL (before any I/O), naming the argument.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        name: str = "redis",
-        policy: RetryPolicy | None = None,
-        retry: RetryPolicy | Literal[False] | None = None,
-        breaker: CircuitBreaker | Literal[False] | None = None,
-        budget: RetryBudget | None = None,
-        telemetry: Telemetry | None = None,
-        retry_writes: bool = False,
-        clock: Clock | None = None,
-        connection_pool: ConnectionPool | None = None,
-        health_check_interval: float = 30.0,
-        failure_threshold: int = 5,
-        recovery_timeout: float = 30.0,
-        single_connection_client: bool = False,
-        required: bool = True,
-        **connection_options: Any,
-    ) -> None:
-        connection_pool, owns_pool = resolve_pool(
-            ConnectionPool, name, connection_pool, url, health_check_interval, connection_options)
-        super().__init__(
-            connection_pool=connection_pool, single_connection_client=single_connection_client
-        )
-        self.auto_close_connection_pool = owns_pool
-        core = self._core = RedisCore(
-            connection_pool, name=name, required=required, policy=policy, retry=retry,
-            breaker=breaker, budget=budget, telemetry=telemetry, retry_writes=retry_writes,
-            clock=clock, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout,
-            owns_pool=owns_pool,
-        )
-        self.name = name
-        self.required = core.required
-        self.context = core.context
-        self.policy = core.policy
-        self.breaker = core.breaker
-        self.budget = budget
-        self.address = core.address
-        self.db = core.db
-        self._tracker = core.tracker
-        self._guards = core.guards.by_name
-
-    @classmethod
-    def from_env(
-        cls,
-        name: str = "redis",
-        environ: Mapping[str, str] | None = None,
-        **overrides: Any,
-    ) -> AsyncResilientRedis:
-        """Build from the environment, as :meth:`ResilientRedis.from_env` does.
-
-        Raises:
-            ConfigError: a variable that does not parse, naming it, its value and what was
-                expected.
-        """
-        return cls(name=name, **env_arguments(environ, overrides))
-
-    system = SYSTEM
-
-    @property
-    def retry_writes(self) -> bool:
-        """Whether writes are retried after ambiguous failures too (for idempotent use)."""
-        return self._core.guards.retry_writes
-
-    @property
-    def state(self) -> ConnectionState:
-        """The connection state (see :mod:`instrumented_clients.redis.tracking`)."""
-        return self._tracker.state
-
-    def policy_for(self, *command: Any) -> RetryPolicy:
-        """The retry policy a command runs under here and now (the write-retry rule)."""
-        return self._core.guards.for_command(command).policy
+    pool_class = ConnectionPool
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -187,29 +100,26 @@ class AsyncResilientRedis(redis.asyncio.Redis):
                  shard_hint: Any = None) -> AsyncResilientPipeline:
         """A pipeline whose ``execute()`` runs as one unit under the write-retry rule."""
         return AsyncResilientPipeline(
-            self, self.connection_pool, self.response_callbacks, transaction, shard_hint
+            self.connection_pool, self.response_callbacks, transaction, shard_hint,
+            guards=self._core.guards, run=self._run,
         )
-
-    @staticmethod
-    @contextlib.contextmanager
-    def idempotent() -> Iterator[None]:
-        """Within the block (in this task), writes and pipelines are retried like reads."""
-        with writes_idempotent():
-            yield
 
     # -- the client shape -------------------------------------------------------------------
 
-    async def check(self) -> bool:
-        """One ``PING``, no retry (through the breaker); True when Redis answered."""
+    async def check(self, *, raise_on_error: bool = False) -> bool:
+        """One ``PING``, no retry (through the breaker); True when Redis answered.
+
+        Args:
+            raise_on_error: raise the failure (classified and recorded all the same) instead of
+                returning False.
+        """
         try:
             await self._run(self._core.guards.check, _base_execute_command, self, "PING")
         except Exception:
+            if raise_on_error:
+                raise
             return False
         return True
-
-    def health(self) -> HealthReport:
-        """A snapshot for health endpoints: no URL, no password (no I/O, hence not async)."""
-        return self._core.health()
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         """Release the connections, as ``redis.asyncio.Redis.aclose()`` does; idempotent.
@@ -232,10 +142,6 @@ class AsyncResilientRedis(redis.asyncio.Redis):
         """:meth:`aclose`, under the name every client shares (``timeout`` is not waited on)."""
         await self.aclose()
 
-    def __repr__(self) -> str:
-        return (f"AsyncResilientRedis(name={self.name!r}, address={self.address!r}, "
-                f"db={self.db}, state={self._tracker.state.value})")
-
 
 class AsyncResilientPipeline(Pipeline):
     """Returned by :meth:`AsyncResilientRedis.pipeline`; use it as a ``redis.asyncio`` pipeline.
@@ -245,27 +151,28 @@ class AsyncResilientPipeline(Pipeline):
     only when nothing of it was sent.
     """
 
-    def __init__(self, owner: AsyncResilientRedis, connection_pool: ConnectionPool,
-                 response_callbacks: Any, transaction: bool, shard_hint: Any) -> None:
+    def __init__(self, connection_pool: ConnectionPool, response_callbacks: Any,
+                 transaction: bool, shard_hint: Any, *, guards: CommandGuards,
+                 run: Callable[[Guard, Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
         super().__init__(connection_pool, response_callbacks, transaction, shard_hint)
-        self._owner = owner
+        self._command_guards = guards
+        self._run_guarded = run
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send the queued commands (in MULTI/EXEC when transactional) and return the replies."""
         stack = self.command_stack
         if not stack and not self.watching:
             return []
-        owner = self._owner
         transactional = self.is_transaction or self.explicit_transaction
-        guard = owner._core.guards.for_pipeline(transactional, stack)
+        guard = self._command_guards.for_pipeline(transactional, stack)
         before_attempt = replayer(self)
 
         async def attempt() -> list[Any]:
             before_attempt()
-            result: list[Any] = await Pipeline.execute(self, raise_on_error)
+            result: list[Any] = await super(AsyncResilientPipeline, self).execute(raise_on_error)
             return result
 
-        result: list[Any] = await owner._run(guard, attempt)
+        result: list[Any] = await self._run_guarded(guard, attempt)
         return result
 
     # Replies of a batch cancelled half-way may be unread: its connection is never reused.
@@ -273,17 +180,17 @@ class AsyncResilientPipeline(Pipeline):
     async def _execute_transaction(self, connection: Any, commands: Any,
                                    raise_on_error: bool) -> Any:
         return await _closing_on_cancel(
-            connection, Pipeline._execute_transaction(self, connection, commands, raise_on_error))
+            connection, super()._execute_transaction(connection, commands, raise_on_error))
 
     async def _execute_pipeline(self, connection: Any, commands: Any,
                                 raise_on_error: bool) -> Any:
         return await _closing_on_cancel(
-            connection, Pipeline._execute_pipeline(self, connection, commands, raise_on_error))
+            connection, super()._execute_pipeline(connection, commands, raise_on_error))
 
 
 async def _closing_on_cancel(connection: Any, operation: Awaitable[Any]) -> Any:
     try:
         return await operation
     except asyncio.CancelledError:
-        connection._close()
+        close_at_once(connection)
         raise

@@ -23,17 +23,21 @@ What changes from redis-py's defaults, and why:
 Health reports the primaries of the slot map (``primaries``), as redis-py last learnt it (no
 I/O), and the log names them when the client is built and when they change (a failover); the
 pool gauges add up the nodes' pools. Labels stay the same bounded set: no node address.
-Construction asks a startup node for the slot map, as ``RedisCluster`` does: it fails when no
-startup node answers.
+
+Construction does no I/O, so a service starts while the cluster is down: the driver's own
+``__init__`` (which asks a startup node for the slot map) runs on the first call, inside that
+call's guarded attempt, and again on the calls that follow until a node answers. Until then a
+call fails with a ``ConnectionError`` marked as not sent (a write is retried), or with the
+node's ``AuthenticationError`` for a wrong password.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
@@ -50,24 +54,14 @@ from redis.exceptions import (
 from instrumented_clients.client import HealthReport
 from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_text, redact_url
-from instrumented_clients.redis.connection import adopt_pool, no_retry, strict_checkout
-from instrumented_clients.redis.core import RedisCore, env_arguments
-from instrumented_clients.redis.errors import classify, is_refused_by_server
-from instrumented_clients.redis.guards import idempotent as writes_idempotent
+from instrumented_clients.redis.base import SyncRedisClientBase
+from instrumented_clients.redis.connection import adopt_pool, no_retry
+from instrumented_clients.redis.core import check_name
+from instrumented_clients.redis.errors import classify, is_refused_by_server, mark_unsent
 from instrumented_clients.redis.guards import writes_opted_in
 from instrumented_clients.redis.pipeline import report_partial
 from instrumented_clients.redis.settings import validate_url
-from instrumented_clients.redis.tracking import SYSTEM
-from instrumented_clients.resilience import (
-    CircuitBreaker,
-    ConnectionState,
-    ErrorCategory,
-    Guard,
-    RetryBudget,
-    RetryPolicy,
-)
-from instrumented_clients.resilience.clock import Clock
-from instrumented_clients.telemetry import Telemetry
+from instrumented_clients.resilience import ErrorCategory
 
 __all__ = ["ClusterNodePools", "ResilientClusterPipeline", "ResilientRedisCluster"]
 
@@ -101,6 +95,15 @@ class ClusterNodePools:
         return [node.redis_connection.connection_pool for node in self._cluster.get_nodes()  # type: ignore[no-untyped-call]
                 if node.redis_connection is not None]
 
+    def get_connection_count(self) -> list[tuple[int, dict[str, Any]]]:
+        """(idle, in use) summed over the nodes' pools, in the shape of redis-py's pools."""
+        idle = in_use = 0
+        for pool in self.member_pools():
+            (node_idle, _), (node_in_use, _) = pool.get_connection_count()
+            idle += node_idle
+            in_use += node_in_use
+        return [(idle, {}), (in_use, {})]
+
     @property
     def max_connections(self) -> int:
         return sum(int(pool.max_connections or 0) for pool in self.member_pools())
@@ -110,7 +113,7 @@ class ClusterNodePools:
             pool.disconnect(inuse_connections=inuse_connections)
 
 
-class ResilientRedisCluster(RedisCluster):
+class ResilientRedisCluster(SyncRedisClientBase, RedisCluster):
     """A ``RedisCluster`` with retries, a circuit breaker, connection state and telemetry.
 
     Args:
@@ -123,103 +126,63 @@ class ResilientRedisCluster(RedisCluster):
             ``read_from_replicas``, ``require_full_coverage``, ...); ``retry`` is ours.
 
     Raises:
-        ConfigError: a malformed URL or startup node (before any I/O), or no startup node
-            answered for the slot map.
-        redis.exceptions.AuthenticationError: the startup nodes refused the credentials.
+        ConfigError: a malformed URL or startup node (before any I/O).
+        ValueError: ``connection_pool`` or ``single_connection_client`` (a cluster has a pool
+            per node), or both ``url`` and ``startup_nodes``.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        startup_nodes: Sequence[tuple[str, int]] | None = None,
-        name: str = "redis-cluster",
-        policy: RetryPolicy | None = None,
-        retry: RetryPolicy | Literal[False] | None = None,
-        breaker: CircuitBreaker | Literal[False] | None = None,
-        budget: RetryBudget | None = None,
-        telemetry: Telemetry | None = None,
-        retry_writes: bool = False,
-        clock: Clock | None = None,
-        health_check_interval: float = 30.0,
-        failure_threshold: int = 5,
-        recovery_timeout: float = 30.0,
-        required: bool = True,
-        **cluster_options: Any,
-    ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        nodes = _startup_nodes(url, startup_nodes)
-        options: dict[str, Any] = {
+    pool_class = ConnectionPool
+
+    def __init__(self, url: str | None = None, *, name: str = "redis-cluster",
+                 **options: Any) -> None:
+        super().__init__(url, name=name, **options)
+        self._core.after_change = self._log_primaries  # a failover shows in the log
+
+    def _start_driver(self, name: str, url: str | None, connection_pool: Any,
+                      health_check_interval: float, single_connection_client: bool,
+                      connection_options: dict[str, Any]) -> Any:
+        check_name(name)
+        if connection_pool is not None or single_connection_client:
+            raise ValueError("connection_pool and single_connection_client do not apply to a "
+                             "cluster (one pool per node): give url or startup_nodes")
+        nodes = _startup_nodes(url, connection_options.pop("startup_nodes", None))
+        self._driver_options: dict[str, Any] = {
             "connection_pool_class": functools.partial(
                 _AdoptedNodePool, health_check_interval=health_check_interval),
-            **cluster_options,
+            **connection_options,
             "retry": no_retry(),  # every attempt is one of ours (see the module docstring)
         }
-        # RedisCluster runs commands (COMMAND) while it is built: they go through the Guards.
+        if url is not None:
+            self._driver_options["url"] = url
+        else:
+            self._driver_options["startup_nodes"] = [ClusterNode(h, p) for h, p in nodes]
+        self._started = False
+        self._starting = False
+        self._start_lock = threading.RLock()
+        self._primaries: list[str] = []
         host, port = nodes[0]
         self.node_pools = ClusterNodePools(self, host, port)
-        core = self._core = RedisCore(
-            self.node_pools, name=name, required=required, policy=policy, retry=retry,
-            breaker=breaker, budget=budget, telemetry=telemetry, retry_writes=retry_writes,
-            clock=clock, failure_threshold=failure_threshold, recovery_timeout=recovery_timeout,
-            owns_pool=False,
-        )
-        self._tracker = core.tracker
-        self._guards = core.guards.by_name
-        self._primaries: list[str] = []
-        self.name = name
-        target = url if url is not None and startup_nodes is None else None
-        shown = redact_url(target) if target is not None else str(list(nodes))
-        try:
-            if target is not None:
-                super().__init__(url=target, **options)
-            else:
-                super().__init__(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)  # type: ignore[no-untyped-call]
-        except RedisClusterException as error:
-            cause = error.__cause__
-            if cause is not None and classify(cause) is ErrorCategory.AUTH:
-                raise cause from None  # a wrong password: the server's own answer
-            raise ConfigError("url" if target is not None else "startup_nodes", shown,
-                              f"a reachable Redis Cluster node ({redact_text(str(error))})"
-                              ) from None
-        self.required = core.required
+        return self.node_pools
+
+    def _start(self) -> None:
+        """Run the driver's ``__init__``: the slot map (and COMMAND) from a startup node."""
+        with self._start_lock:
+            if self._started or self._starting:  # done, or the driver's own COMMAND call
+                return
+            self._starting = True
+            try:
+                RedisCluster.__init__(self, **self._driver_options)
+            except RedisClusterException as error:
+                cause = error.__cause__
+                if cause is not None and classify(cause) is ErrorCategory.AUTH:
+                    raise cause from None  # a wrong password: the server's own answer
+                raise mark_unsent(ConnectionError(
+                    "no Redis Cluster node answered for the slot map "
+                    f"({redact_text(str(error))})")) from None
+            finally:
+                self._starting = False
+            self._started = True
         self._log_primaries()
-        self.context = core.context
-        self.policy = core.policy
-        self.breaker = core.breaker
-        self.budget = budget
-        self.address = core.address
-
-    system = SYSTEM
-
-    @classmethod
-    def from_env(
-        cls,
-        name: str = "redis-cluster",
-        environ: Mapping[str, str] | None = None,
-        **overrides: Any,
-    ) -> ResilientRedisCluster:
-        """Build from ``REDIS_URL`` (any node of the cluster) and the ``REDIS_RETRY_*``
-        variables, as :meth:`ResilientRedis.from_env`; ``overrides`` win.
-
-        Raises:
-            ConfigError: a variable that does not parse, naming it, its value and what was
-                expected.
-        """
-        return cls(name=name, **env_arguments(environ, overrides))
-
-    @property
-    def retry_writes(self) -> bool:
-        return self._core.guards.retry_writes
-
-    @property
-    def state(self) -> ConnectionState:
-        return self._tracker.state
-
-    def policy_for(self, *command: Any) -> RetryPolicy:
-        """The retry policy a command runs under here and now (the write-retry rule)."""
-        return self._core.guards.for_command(command).policy
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -228,39 +191,33 @@ class ResilientRedisCluster(RedisCluster):
         guard = self._guards.get(args[0])
         if guard is None or writes_opted_in.get():
             guard = self._core.guards.for_command(args)
-        return self._run(guard, RedisCluster.execute_command, self, *args, **kwargs)
+        return self._run(guard, functools.partial(self._send, *args, **kwargs))
 
-    def _run(self, guard: Guard, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        tracker = self._tracker
-        if not tracker.connected:
-            tracker.attempt_started()
-        token = strict_checkout.set(True)
-        try:
-            result = guard.call(fn, *args, **kwargs)
-        except BaseException as error:
-            self._core.call_failed(guard, error)
-            self._log_primaries()
-            raise
-        finally:
-            strict_checkout.reset(token)
-        if not tracker.connected:
-            self._core.attempt_succeeded()
-            self._log_primaries()
-        return result
+    def _send(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._started:
+            self._start()
+        return RedisCluster.execute_command(self, *args, **kwargs)
+
+    def _ping_once(self) -> Any:
+        return self._send("PING")
 
     def _log_primaries(self) -> None:
         """Log the slot map's primaries when they changed (slow paths only: after a failure,
         and on the first success that follows)."""
-        try:
-            primaries = sorted(node.name for node in self.get_primaries())  # type: ignore[no-untyped-call]
-        except Exception:  # a client still being built has no slot map yet
-            return
-        if primaries != self._primaries:
+        primaries = self.primaries()
+        if primaries and primaries != self._primaries:
             level = logging.INFO if not self._primaries else logging.WARNING
             _log.log(level, "redis cluster client %r: primaries are %s%s", self.name,
                      ", ".join(primaries),
                      f" (were {', '.join(self._primaries)})" if self._primaries else "")
             self._primaries = primaries
+
+    def primaries(self) -> list[str]:
+        """The primaries (``host:port``) of the slot map as last loaded; none before the first
+        load (no I/O)."""
+        if not self._started:
+            return []
+        return sorted(node.name for node in self.get_primaries())  # type: ignore[no-untyped-call]
 
     # -- pipelines --------------------------------------------------------------------------
 
@@ -268,6 +225,8 @@ class ResilientRedisCluster(RedisCluster):
         """A cluster pipeline whose ``execute()`` runs as one unit under the write-retry rule."""
         if shard_hint:
             raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        if not self._started:  # the pipeline is built on the slot map: load it, as a call would
+            self._run(self._core.guards.for_command(("CLUSTER", "SLOTS")), self._start)
         # The arguments RedisCluster.pipeline() passes, the lock included: it is the client's
         # own (inherited) attribute, and redis-py offers no public accessor for it.
         return ResilientClusterPipeline(
@@ -302,50 +261,9 @@ class ResilientRedisCluster(RedisCluster):
         result: list[Any] = self._run(guard, attempt)
         return result
 
-    @staticmethod
-    @contextlib.contextmanager
-    def idempotent() -> Iterator[None]:
-        """Within the block, writes (and pipelines) are retried like reads."""
-        with writes_idempotent():
-            yield
-
-    # -- ResilientClient --------------------------------------------------------------------
-
-    def check(self) -> bool:
-        """One ``PING`` of the default node, no retry (through the breaker)."""
-        try:
-            self._run(self._core.guards.check, RedisCluster.execute_command, self, "PING")
-        except Exception:
-            return False
-        return True
-
     def health(self) -> HealthReport:
         """A snapshot for health endpoints: the primaries of the slot map; no URL, no password."""
-        primaries = sorted(node.name for node in self.get_primaries())  # type: ignore[no-untyped-call]
-        return self._core.health(primaries=primaries)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Close every node's connections; idempotent. The client stays usable.
-
-        Args:
-            timeout: accepted for the shape every client shares; closing does not wait.
-        """
-        tracker = getattr(self, "_tracker", None)
-        if tracker is None or tracker.state is ConnectionState.CLOSED:
-            with contextlib.suppress(AttributeError):  # a half-built client
-                super().close()
-            return
-        tracker.closing()
-        try:
-            super().close()
-        finally:
-            self._core.closed()
-
-    def __enter__(self) -> ResilientRedisCluster:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        return self._core.health(primaries=self.primaries())
 
     def __repr__(self) -> str:
         return (f"ResilientRedisCluster(name={self.name!r}, address={self.address!r}, "

@@ -31,6 +31,7 @@ instance's ``name`` (the ``client`` label) and the operations ``connect`` / ``ex
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
@@ -116,9 +117,8 @@ class RedisConnectionRetry:
             if pool is not None and hasattr(pool, "set_retry"):
                 adopt_pool(pool)
             # A ResilientRedis retries its own PING: verify it with one attempt, not 4 x 4.
-            ping = client._run_check if isinstance(client, ResilientRedis) else getattr(
-                client, "ping", None
-            )
+            ping: Any = (functools.partial(client.check, raise_on_error=True)
+                         if isinstance(client, ResilientRedis) else getattr(client, "ping", None))
             if callable(ping):
                 try:
                     ping()

@@ -12,7 +12,7 @@ and held by both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
@@ -57,6 +57,7 @@ __all__ = [
     "counts_against_redis",
     "env_arguments",
     "make_pool",
+    "check_name",
     "resolve_pool",
 ]
 
@@ -99,6 +100,12 @@ def env_arguments(environ: Mapping[str, str] | None, overrides: dict[str, Any]) 
     return overrides
 
 
+def check_name(name: object) -> None:
+    """Raises ValueError unless ``name`` (the ``client`` label) is a non-empty string."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+
 def resolve_pool(pool_class: Any, name: object, connection_pool: Any, url: str | None,
                  health_check_interval: float,
                  connection_options: dict[str, Any]) -> tuple[Any, bool]:
@@ -108,8 +115,7 @@ def resolve_pool(pool_class: Any, name: object, connection_pool: Any, url: str |
         ValueError: a bad ``name``, or a pool combined with a URL or connection options.
         ConfigError: a malformed URL.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    check_name(name)
     if connection_pool is not None and (url is not None or connection_options):
         raise ValueError(
             "connection_pool cannot be combined with url or connection options "
@@ -140,7 +146,6 @@ class RedisCore:
         clock: Clock | None,
         failure_threshold: int,
         recovery_timeout: float,
-        owns_pool: bool,
     ) -> None:
         self.name = name
         self.required = bool(required)
@@ -175,8 +180,10 @@ class RedisCore:
             self.policy, breaker=self.breaker, budget=budget, context=self.context,
             span_attributes=span_base, retry_writes=bool(retry_writes), on_retry=self.on_retry,
         )
-        bind_pool_metrics(self.telemetry, SYSTEM, name, pool, owned=owns_pool)
+        bind_pool_metrics(self.telemetry, SYSTEM, name, pool)
         self.pool_gauges_bound = True
+        self.after_change: Callable[[], None] | None = None
+        """Called after a failure and after the success that ends one (a topology's log)."""
 
     # -- connection state (slow paths only) -------------------------------------------------
 
@@ -194,12 +201,16 @@ class RedisCore:
                 # Used again after close(): the pool gauges follow it again.
                 bind_pool_count_gauges(self.telemetry, SYSTEM, self.name, self.pool)
                 self.pool_gauges_bound = True
+            if self.after_change is not None:
+                self.after_change()
         except Exception:  # a successful call must not fail on bookkeeping
             _log.exception("redis client %r: connection state bookkeeping failed", self.name)
 
     def call_failed(self, guard: Guard, error: BaseException) -> None:
         try:
             call_failed(self.tracker, self.pool, guard, error)
+            if self.after_change is not None:
+                self.after_change()
         except Exception:  # the caller must see the original error, not a bookkeeping one
             _log.exception("redis client %r: connection state bookkeeping failed", self.name)
 

@@ -13,7 +13,7 @@ function, and which is never retried here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.db_attributes import DB_OPERATION_BATCH_SIZE
@@ -21,9 +21,8 @@ from redis.client import Pipeline
 from redis.connection import ConnectionPool
 
 from instrumented_clients.redis.errors import was_unsent
-
-if TYPE_CHECKING:
-    from instrumented_clients.redis.client import ResilientRedis
+from instrumented_clients.redis.guards import CommandGuards
+from instrumented_clients.resilience import Guard
 
 __all__ = ["ResilientPipeline", "replayer", "report_partial"]
 
@@ -67,33 +66,35 @@ class ResilientPipeline(Pipeline):
 
     def __init__(
         self,
-        owner: ResilientRedis,
         connection_pool: ConnectionPool,
         response_callbacks: Any,
         transaction: bool,
         shard_hint: Any,
+        *,
+        guards: CommandGuards,
+        run: Callable[[Guard, Callable[[], Any]], Any],
     ) -> None:
         super().__init__(connection_pool, response_callbacks, transaction, shard_hint)
-        self._owner = owner
+        self._command_guards = guards
+        self._run_guarded = run
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send the queued commands (in MULTI/EXEC when transactional) and return the replies."""
         stack = self.command_stack
         if not stack and not self.watching:
             return []
-        owner = self._owner
         # ``transaction`` is an instance flag here, shadowing Redis.transaction() (hence vars()).
         transactional = bool(vars(self)["transaction"]) or self.explicit_transaction
-        guard = owner._core.guards.for_pipeline(transactional, stack)
+        guard = self._command_guards.for_pipeline(transactional, stack)
         before_attempt = replayer(self)
 
         def attempt() -> list[Any]:
             before_attempt()
-            result: list[Any] = Pipeline.execute(self, raise_on_error)
+            result: list[Any] = super(ResilientPipeline, self).execute(raise_on_error)
             return result
 
         try:
-            result: list[Any] = owner._run(guard, attempt)
+            result: list[Any] = self._run_guarded(guard, attempt)
         except BaseException as error:
             if not transactional:
                 report_partial(error, len(stack))

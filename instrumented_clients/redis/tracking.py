@@ -29,7 +29,7 @@ from instrumented_clients.redis.errors import StaleConnectionError, classify, wa
 from instrumented_clients.resilience import CircuitOpenError, ErrorCategory, Guard
 from instrumented_clients.resilience.tracker import ConnectionTracker
 
-__all__ = ["SYSTEM", "attempt_failed", "call_failed", "drop_idle_connections"]
+__all__ = ["SYSTEM", "attempt_failed", "call_failed", "close_at_once", "drop_idle_connections"]
 
 SYSTEM: Final = "redis"
 _CONNECTION_TROUBLE: Final = frozenset({ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT})
@@ -40,11 +40,22 @@ _REFUSED_AT_CONNECT: Final = {
 }
 
 
+def close_at_once(connection: Any) -> None:
+    """Close a ``redis.asyncio`` connection's socket without awaiting.
+
+    redis.asyncio has no public way to do this: its ``disconnect()`` is a coroutine, and the
+    callers here cannot await (a task being cancelled, a synchronous bookkeeping hook). The
+    connection's own ``_close()`` is what redis-py calls itself for the same purpose.
+    """
+    connection._close()
+
+
 def drop_idle_connections(pool: Any) -> None:
     """Close the idle connections of a sync or asyncio pool, without awaiting anything."""
     if inspect.iscoroutinefunction(pool.disconnect):
+        # No public list of the idle connections either (see close_at_once).
         for connection in list(getattr(pool, "_available_connections", ())):
-            connection._close()  # the asyncio pool's disconnect() is a coroutine
+            close_at_once(connection)
     else:
         pool.disconnect(inuse_connections=False)
 

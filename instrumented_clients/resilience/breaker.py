@@ -130,6 +130,10 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes_admitted = 0
         self._probes_succeeded = 0
+        self.quiet = self._window is None
+        """True while closed with no failure counted (and no failure-rate window): a success
+        then changes nothing, so callers may skip :meth:`before_call` and :meth:`on_success`.
+        Kept by the transitions, read without the lock, like the state itself."""
         self._instrumentation.emit(
             BreakerStateChanged(system, name, None, BreakerState.CLOSED.value)
         )
@@ -194,6 +198,7 @@ class CircuitBreaker:
         change = None
         with self._lock:
             self._consecutive_failures = 0
+            self._refresh_quiet()
             if self._state is BreakerState.HALF_OPEN:
                 self._probes_succeeded += 1
                 if self._probes_succeeded >= self.half_open_max_calls:
@@ -227,6 +232,7 @@ class CircuitBreaker:
         change = None
         with self._lock:
             self._consecutive_failures += 1
+            self.quiet = False
             if self._state is BreakerState.HALF_OPEN:
                 change = self._set_state(BreakerState.OPEN, "probe call failed")
             elif self._state is BreakerState.CLOSED:
@@ -246,6 +252,7 @@ class CircuitBreaker:
         with self._lock:
             change = self._set_state(BreakerState.CLOSED, "reset")
             self._consecutive_failures = 0
+            self._refresh_quiet()
         if change is not None:
             self._instrumentation.emit(change)
 
@@ -261,6 +268,10 @@ class CircuitBreaker:
             return self._set_state(BreakerState.OPEN, f"failure rate {rate:.0%}")
         return None
 
+    def _refresh_quiet(self) -> None:
+        self.quiet = (self._state is BreakerState.CLOSED and self._consecutive_failures == 0
+                      and self._window is None)
+
     def _set_state(self, to_state: BreakerState, reason: str) -> BreakerStateChanged | None:
         """Change state under the lock; the caller emits the returned event after releasing it."""
         from_state = self._state
@@ -273,6 +284,7 @@ class CircuitBreaker:
             self._window.clear()
         self._probes_admitted = 0
         self._probes_succeeded = 0
+        self._refresh_quiet()
         return BreakerStateChanged(self.system, self.name, from_state.value, to_state.value, reason)
 
     # -- convenience ----------------------------------------------------------------------------

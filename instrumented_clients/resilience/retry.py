@@ -243,7 +243,7 @@ class Guard:
 
     Created once per (client, operation) and reused, so that the labelled metric children and the
     observer are resolved at construction and the success path does nothing else: two clock
-    reads, a state check on the breaker and one call to the observer.
+    reads, the breaker's ``quiet`` flag, the tracing check and one observation.
 
     Args:
         policy: the retry policy.
@@ -264,7 +264,7 @@ class Guard:
     """
 
     __slots__ = ("_breaker", "_budget", "_clock", "_instrumentation", "_monotonic", "_observer",
-                 "client", "operation", "policy", "system", "target")
+                 "_record_success", "client", "operation", "policy", "system", "target")
 
     def __init__(
         self,
@@ -300,6 +300,7 @@ class Guard:
             system, client, operation, span_name=span_name, span_attributes=span_attributes,
             span_kind=span_kind, describe_error=describe_error,
         )
+        self._record_success = self._observer.record_success
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` with retries; the last error is raised unchanged."""
@@ -314,7 +315,7 @@ class Guard:
         previous_delay: float | None = None
         while True:
             try:
-                if breaker is not None:
+                if breaker is not None and not breaker.quiet:
                     breaker.before_call(self.operation)
                 result = fn(*args, **kwargs)
             except BaseException as error:
@@ -329,14 +330,13 @@ class Guard:
                 previous_delay = delay
                 attempt += 1
                 continue
-            if breaker is not None:
+            if breaker is not None and not breaker.quiet:
                 breaker.on_success()
-            observer.finish(
-                "success" if attempt == 1 else "success_after_retry",
-                monotonic() - started,
-                attempt,
-                scope,
-            )
+            if attempt == 1 and scope is None:
+                self._record_success(monotonic() - started)
+            else:
+                observer.finish("success" if attempt == 1 else "success_after_retry",
+                                monotonic() - started, attempt, scope)
             return result
 
     async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
@@ -352,7 +352,7 @@ class Guard:
         previous_delay: float | None = None
         while True:
             try:
-                if breaker is not None:
+                if breaker is not None and not breaker.quiet:
                     breaker.before_call(self.operation)
                 result = await fn(*args, **kwargs)
             except BaseException as error:
@@ -367,14 +367,13 @@ class Guard:
                 previous_delay = delay
                 attempt += 1
                 continue
-            if breaker is not None:
+            if breaker is not None and not breaker.quiet:
                 breaker.on_success()
-            observer.finish(
-                "success" if attempt == 1 else "success_after_retry",
-                monotonic() - started,
-                attempt,
-                scope,
-            )
+            if attempt == 1 and scope is None:
+                self._record_success(monotonic() - started)
+            else:
+                observer.finish("success" if attempt == 1 else "success_after_retry",
+                                monotonic() - started, attempt, scope)
             return result
 
     def _interrupted(

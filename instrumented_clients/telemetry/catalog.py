@@ -27,6 +27,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "ERROR_OUTCOMES",
     "METRICS",
+    "OPERATION_COUNT",
     "OUTCOMES",
     "POOLED_SYSTEMS",
     "RECONNECT_BUCKETS",
@@ -47,6 +48,9 @@ _BROKER: Final = ("rabbitmq",)
 OUTCOMES: Final = (
     "success", "success_after_retry", "failure", "failure_after_retry", "rejected", "buffered"
 )
+OPERATION_COUNT: Final = "operation_duration_seconds_count"
+"""The series that counts operations: one histogram gives both the count (by outcome) and the
+duration, so an operation pays for one observation."""
 ERROR_OUTCOMES: Final = ("failure", "failure_after_retry", "rejected")
 """The SLO's errors; ``buffered`` counts on neither side."""
 CONNECTION_STATES: Final = (
@@ -104,14 +108,11 @@ _SC = ("system", "client")
 
 METRICS: Final[tuple[MetricSpec, ...]] = (
     MetricSpec(
-        "operations_total", "counter",
-        "Logical operations by outcome; retries of one operation count once.",
-        (*_SC, "operation", "outcome"), label_values=(("outcome", OUTCOMES),),
-    ),
-    MetricSpec(
         "operation_duration_seconds", "histogram",
-        "Duration of whole logical operations, retries and backoff included.",
-        (*_SC, "operation"), buckets=DURATION_BUCKETS,
+        "Duration of whole logical operations by outcome, retries and backoff included; its "
+        "_count counts operations (retries of one operation count once).",
+        (*_SC, "operation", "outcome"), buckets=DURATION_BUCKETS,
+        label_values=(("outcome", OUTCOMES),),
     ),
     MetricSpec(
         "retries_total", "counter",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
@@ -15,7 +15,12 @@ from prometheus_client import CollectorRegistry
 from instrumented_clients.resilience.events import Event, Outcome, SpanKindName
 from instrumented_clients.telemetry.catalog import DEFAULT_NAMESPACE, OUTCOMES
 from instrumented_clients.telemetry.log_sink import LoggingSink
-from instrumented_clients.telemetry.otel import ErrorDescriber, OpenTelemetrySink, SpanScope
+from instrumented_clients.telemetry.otel import (
+    GLOBAL_SLOT,
+    ErrorDescriber,
+    OpenTelemetrySink,
+    SpanScope,
+)
 from instrumented_clients.telemetry.prometheus import PrometheusMetrics, PrometheusSink
 
 __all__ = ["OperationRecorder", "Sink", "Telemetry", "get_default_telemetry",
@@ -32,15 +37,20 @@ class Sink(Protocol):
     def emit(self, event: Event) -> None: ...
 
 
+def _ignore(duration: float) -> None:
+    return None
+
+
 class OperationRecorder:
     """The observer of one (system, client, operation): metric children resolved once.
 
-    The success path costs a counter increment and a histogram observation; with tracing
-    configured, a span around the operation and the trace id as the histogram's exemplar.
+    The success path costs one histogram observation (its ``_count`` is the operation count, by
+    outcome); with tracing configured, a span around the operation and the trace id as the
+    histogram's exemplar.
     """
 
-    __slots__ = ("_attributes", "_describe_error", "_exemplars", "_histogram", "_kind", "_otel",
-                 "_outcomes", "_span_name")
+    __slots__ = ("_attributes", "_describe_error", "_exemplars", "_kind", "_otel", "_outcomes",
+                 "_span_name", "record_success")
 
     def __init__(
         self,
@@ -61,26 +71,27 @@ class OperationRecorder:
         self._describe_error = describe_error
         self._exemplars = True
         if metrics is not None:
-            counter = metrics["operations_total"]
+            histogram = metrics["operation_duration_seconds"]
             self._outcomes: dict[str, Any] | None = {
-                outcome: counter.labels(system, client, operation, outcome) for outcome in OUTCOMES
+                outcome: histogram.labels(system, client, operation, outcome)
+                for outcome in OUTCOMES
             }
-            self._histogram: Any = metrics["operation_duration_seconds"].labels(
-                system, client, operation
-            )
             # Not used here, but an operation that exists should show 0 exhaustions, not none.
             metrics["retries_exhausted_total"].labels(system, client, operation)
+            self.record_success: Callable[[float], object] = self._outcomes["success"].observe
         else:
             self._outcomes = None
-            self._histogram = None
+            self.record_success = _ignore
 
     @property
     def tracing(self) -> bool:
         otel = self._otel
         if otel is None:
             return False
-        if otel._resolved:  # the common case, read inline: this runs on every call
-            return otel._tracer is not None
+        if otel.resolved:  # read inline, not through otel.enabled: this runs on every call
+            return otel.resolved_tracer is not None
+        if GLOBAL_SLOT and trace._TRACER_PROVIDER is None:  # see otel.GLOBAL_SLOT
+            return False
         return otel.enabled
 
     def begin(self, parent: otel_context.Context | None = None,
@@ -101,11 +112,10 @@ class OperationRecorder:
     ) -> None:
         outcomes = self._outcomes
         if outcomes is not None:
-            outcomes[outcome].inc()
             if scope is not None and self._exemplars:
-                self._observe_with_exemplar(duration, scope)
+                self._observe_with_exemplar(outcomes[outcome], duration, scope)
             else:
-                self._histogram.observe(duration)
+                outcomes[outcome].observe(duration)
         if scope is not None:
             scope.close(attempts, error, None)
 
@@ -113,16 +123,16 @@ class OperationRecorder:
         """Count an operation that did not run through a Guard (e.g. a buffered publish)."""
         self.finish(outcome, duration, 1)
 
-    def _observe_with_exemplar(self, duration: float, scope: SpanScope) -> None:
+    def _observe_with_exemplar(self, histogram: Any, duration: float, scope: SpanScope) -> None:
         context = scope.span.get_span_context()
         if not context.is_valid or not context.trace_flags.sampled:
-            self._histogram.observe(duration)
+            histogram.observe(duration)
             return
         try:
-            self._histogram.observe(duration, {"trace_id": trace.format_trace_id(context.trace_id)})
+            histogram.observe(duration, {"trace_id": trace.format_trace_id(context.trace_id)})
         except Exception:  # multiprocess mode has no exemplars: stop trying
             self._exemplars = False
-            self._histogram.observe(duration)
+            histogram.observe(duration)
 
 
 class Telemetry:

@@ -23,7 +23,7 @@ from instrumented_clients.telemetry.conventions import (
     SCHEMA_URL,
 )
 
-__all__ = ["ErrorDescriber", "OpenTelemetrySink", "SpanScope", "exception_type"]
+__all__ = ["GLOBAL_SLOT", "ErrorDescriber", "OpenTelemetrySink", "SpanScope", "exception_type"]
 
 # Turns a failure into span attributes (``error.type`` and, for a database, its SQLSTATE).
 ErrorDescriber = Callable[[BaseException], Mapping[str, Any]]
@@ -56,11 +56,13 @@ def _is_configured(provider: trace.TracerProvider) -> bool:
 # yet?" is the only question worth asking per call. ``trace.get_tracer_provider()`` answers it
 # with an ``os.environ`` lookup (~1 µs); the module attribute it reads costs a few ns. If a future
 # opentelemetry-api renames that attribute, fall back to the public call.
-_HAS_GLOBAL_SLOT = hasattr(trace, "_TRACER_PROVIDER")
+GLOBAL_SLOT = hasattr(trace, "_TRACER_PROVIDER")
+"""Whether opentelemetry-api keeps the global provider in ``trace._TRACER_PROVIDER`` (read
+directly per call; no public API answers "is it set?" without an environment look-up)."""
 
 
 def _global_provider_set() -> bool:
-    if _HAS_GLOBAL_SLOT:
+    if GLOBAL_SLOT:
         return trace._TRACER_PROVIDER is not None
     return _is_configured(trace.get_tracer_provider())
 
@@ -102,10 +104,11 @@ class OpenTelemetrySink:
         self._provider = (
             None if isinstance(tracer_provider, ProxyTracerProvider) else tracer_provider
         )
-        self._tracer: trace.Tracer | None = None
-        # True once the answer to "is tracing configured?" can no longer change: an injected
-        # provider, or the set-once global provider after it was set.
-        self._resolved = False
+        self.resolved_tracer: trace.Tracer | None = None
+        """The tracer once :attr:`resolved` (None: tracing is off for good)."""
+        self.resolved = False
+        """True once the answer to "is tracing configured?" can no longer change: an injected
+        provider, or the set-once global provider after it was set."""
         self._reconnect_spans: dict[tuple[str, str], Span] = {}
         # Clients that have been connected: only they can have an outage (a first connection
         # at start-up is not one).
@@ -130,25 +133,25 @@ class OpenTelemetrySink:
 
     def _resolve(self, provider: trace.TracerProvider) -> None:
         if _is_configured(provider):
-            self._tracer = provider.get_tracer("instrumented_clients", PACKAGE_VERSION,
+            self.resolved_tracer = provider.get_tracer("instrumented_clients", PACKAGE_VERSION,
                                                schema_url=SCHEMA_URL)
-        self._resolved = True
+        self.resolved = True
 
     @property
     def tracer(self) -> trace.Tracer | None:
         """The tracer, or None while no SDK is configured."""
-        if not self._resolved:
+        if not self.resolved:
             if not _global_provider_set():
                 return None
             self._resolve(trace.get_tracer_provider())
-        return self._tracer
+        return self.resolved_tracer
 
     @property
     def enabled(self) -> bool:
         """Whether tracing is configured; costs an attribute check while it is not."""
-        if self._resolved:
-            return self._tracer is not None
-        if _HAS_GLOBAL_SLOT and trace._TRACER_PROVIDER is None:
+        if self.resolved:
+            return self.resolved_tracer is not None
+        if GLOBAL_SLOT and trace._TRACER_PROVIDER is None:
             return False  # no SDK configured (yet): the common case, answered inline
         return self.tracer is not None
 
@@ -174,7 +177,7 @@ class OpenTelemetrySink:
         return SpanScope(span, token, describe_error)
 
     def emit(self, event: ev.Event) -> None:
-        if self._tracer is None and not self.enabled:
+        if self.resolved_tracer is None and not self.enabled:
             return
         handler = self._handlers.get(type(event))
         if handler is not None:

@@ -23,10 +23,11 @@ from instrumented_clients.telemetry.catalog import (
     MetricSpec,
     metric,
 )
+from instrumented_clients.telemetry.histogram import PerThreadHistogram, create_histogram
 
 __all__ = ["PrometheusMetrics", "PrometheusSink"]
 
-Metric = Counter | Gauge | Histogram
+Metric = Counter | Gauge | Histogram | PerThreadHistogram
 
 _cache_lock = threading.Lock()
 _cache: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, PrometheusMetrics]] = (
@@ -41,7 +42,7 @@ def _create(spec: MetricSpec, namespace: str, registry: CollectorRegistry) -> Me
     if spec.kind == "gauge":
         return Gauge(name, spec.help, spec.labels, registry=registry,
                      multiprocess_mode=spec.multiprocess_mode)  # type: ignore[arg-type]
-    return Histogram(name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
+    return create_histogram(name, spec.help, spec.labels, spec.buckets, registry)
 
 
 class PrometheusMetrics:

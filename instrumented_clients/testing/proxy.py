@@ -22,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 __all__ = ["FaultProxy", "ProxyMode"]
@@ -50,8 +51,10 @@ def _reset(sock: socket.socket) -> None:
 class _Link:
     """One proxied connection: a client socket, its upstream socket, and two pump threads."""
 
-    def __init__(self, proxy: FaultProxy, downstream: socket.socket) -> None:
+    def __init__(self, proxy: FaultProxy, downstream: socket.socket,
+                 on_closed: Callable[[_Link], None]) -> None:
         self.proxy = proxy
+        self.on_closed = on_closed
         self.downstream = downstream
         self.upstream: socket.socket | None = None
         self.closed = threading.Event()
@@ -116,7 +119,7 @@ class _Link:
         _reset(self.downstream)
         if upstream is not None:
             _reset(upstream)
-        self.proxy._forget(self)
+        self.on_closed(self)
 
 
 class FaultProxy:
@@ -262,7 +265,7 @@ class FaultProxy:
             except OSError:
                 return
             self.accepted += 1
-            link = _Link(self, downstream)
+            link = _Link(self, downstream, self._forget)
             with self._lock:
                 self._links.add(link)
             link.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
@@ -27,11 +28,14 @@ from tests.otlp_receiver import OtlpReceiver
 TIME_SCALE = 0.02  # `for: 2m` becomes 3 s, a 5m window 6 s
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: every socket stays bound until all are chosen, so the
+    kernel cannot hand the same port out twice."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
@@ -120,8 +124,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     processes = Processes(logs)
     proxies = [FaultProxy("127.0.0.1", port).start() for port in (6379, 5672, 5432)]
     redis_proxy, rabbitmq_proxy, postgres_proxy = proxies
-    metrics_port, healthy_port = free_port(), free_port()
-    prometheus_port, alertmanager_port = free_port(), free_port()
+    metrics_port, healthy_port, prometheus_port, alertmanager_port = free_ports(4)
     otlp = OtlpReceiver()
     try:
         processes.start("workload", [
@@ -200,7 +203,8 @@ def outage(stack: Stack) -> OutageReport:
     """Cut Redis and RabbitMQ (and reset PostgreSQL connections) until the alerts fire in
     Alertmanager, restore them, and wait until the alerts resolve."""
     wait_until(lambda: len(stack.query(
-        'sum by (instance) (rate(resilient_client_operations_total{outcome="success"}[5s])) > 0'
+        'sum by (instance) '
+        '(rate(resilient_client_operation_duration_seconds_count{outcome="success"}[5s])) > 0'
     )) == 2, 30, interval=0.5, message=lambda: f"no traffic scraped\n{stack.log_tail()}")
     started = time.time()
     # RabbitMQ first goes silent (a blackhole: publishes are written, never confirmed) and only

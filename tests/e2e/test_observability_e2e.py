@@ -170,7 +170,7 @@ def test_the_workload_scrape_passes_promtool_check_metrics(stack: Stack) -> None
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
         scrape = response.read()
-    assert b"resilient_client_operations_total" in scrape
+    assert b"resilient_client_operation_duration_seconds_count" in scrape
     result = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True,
                             timeout=30, check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()

@@ -42,7 +42,7 @@ async def test_orders_metrics_health_and_ready(app_client: httpx.AsyncClient) ->
     assert (await app_client.get("/orders/count")).json() == {"stored": 3, "counted": 3}
 
     metrics = (await app_client.get("/metrics")).text
-    assert 'resilient_client_operations_total{client="cache",operation="incrby",' \
+    assert 'resilient_client_operation_duration_seconds_count{client="cache",operation="incrby",' \
            'outcome="success",system="redis"} 3.0' in metrics
     assert 'client="orders-db",operation="transaction",outcome="success",system="sqlite"' \
            in metrics

@@ -78,7 +78,7 @@ async def test_terminated_backend_inside_transaction_reruns_it_and_writes_once(
     assert pg_admin.execute(f"SELECT count(*), sum(v) FROM {pg_table}").fetchone() == (1, 42)
     assert telemetry.value("retries_total", system="postgresql", client=f"apg-kill-{driver}",
                            operation="transaction", error_type="connection") == 1
-    assert telemetry.value("operations_total", system="postgresql",
+    assert telemetry.value("operation_duration_seconds_count", system="postgresql",
                            client=f"apg-kill-{driver}", operation="transaction",
                            outcome="success_after_retry") == 1
     assert db.health()["state"] == "connected"
@@ -189,7 +189,8 @@ async def test_wrong_password_one_attempt_clear_error_no_password(
     for text_out in (str(raised.value), repr(db.health()), telemetry.scrape()):
         assert wrong not in text_out
         assert password not in text_out
-    assert telemetry.value("operations_total", system="mariadb", client="amaria-auth",
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="mariadb", client="amaria-auth",
                            operation="execute", outcome="failure") == 1
 
 

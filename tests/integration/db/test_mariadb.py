@@ -155,7 +155,7 @@ def test_wrong_password_fails_once_with_a_clear_error_and_no_password(
     for text_out in (str(raised.value), repr(db.health()), telemetry.scrape()):
         assert wrong not in text_out
         assert password not in text_out
-    assert telemetry.value("operations_total", system="mysql", client="maria-auth",
+    assert telemetry.value("operation_duration_seconds_count", system="mysql", client="maria-auth",
                            operation="connect", outcome="failure") == 1
 
 

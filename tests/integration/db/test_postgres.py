@@ -51,7 +51,8 @@ def test_terminated_session_before_commit_reruns_the_transaction_and_writes_once
     assert row == (1, 42)
     assert telemetry.value("retries_total", system="postgresql", client="pg-kill",
                            operation="transaction", error_type="connection") == 1
-    assert telemetry.value("operations_total", system="postgresql", client="pg-kill",
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="postgresql", client="pg-kill",
                            operation="transaction", outcome="success_after_retry") == 1
     assert db.health()["state"] == "connected"
 
@@ -158,7 +159,8 @@ def test_wrong_password_fails_once_with_a_clear_error_and_no_password(
     with pytest.raises(sa_exc.OperationalError):
         db.execute("SELECT 1")
     assert clock.sleeps == []
-    assert telemetry.value("operations_total", system="postgresql", client="pg-auth",
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="postgresql", client="pg-auth",
                            operation="execute", outcome="failure") == 1
 
 

@@ -123,7 +123,8 @@ def test_the_breaker_opens_and_fails_fast_then_closes_again(
     assert db.health()["circuit_breaker"] == "closed"
     assert (telemetry.value("circuit_breaker_rejections_total", system="postgresql",
                             client="pg-breaker") or 0) >= 1
-    assert telemetry.value("operations_total", system="postgresql", client="pg-breaker",
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="postgresql", client="pg-breaker",
                            operation="execute", outcome="rejected") == 1
 
 
@@ -141,7 +142,7 @@ def test_compat_names_with_raw_drivers(telemetry: CapturedTelemetry) -> None:
         assert retry.execute_with_retry(fetch, "fetch answer") == (42,)
     finally:
         connection.close()
-    assert telemetry.value("operations_total", system="mysql", client="legacy-raw",
+    assert telemetry.value("operation_duration_seconds_count", system="mysql", client="legacy-raw",
                            operation="connect", outcome="success") == 1
 
     attempts: list[int] = []
@@ -186,11 +187,10 @@ def test_close_stops_the_background_reconnects(make_db: MakeDb) -> None:
         db = make_db(proxy.url(PG_URL), name="pg-close",
                      connect_policy=fast_policy(max_attempts=1, max_delay=0.02))
         assert db.connect_with_retry(required=False) is False
-        reconnector = db._reconnector
-        assert reconnector is not None
+        assert db.reconnecting
         wait_until(lambda: db.reconnect_attempts >= 3, 10)  # it keeps trying in the background
         db.close()
-        assert not reconnector.is_alive()
+        assert not db.reconnecting
         assert db.health()["state"] == "closed"
 
 
@@ -201,7 +201,7 @@ def test_a_permanent_error_is_raised_even_when_the_database_is_optional(
     db = make_db(f"postgresql://postgres:wrong@127.0.0.1:{port}/postgres", name="pg-optional")
     with pytest.raises(Exception, match="password authentication failed"):
         db.connect_with_retry(required=False)
-    assert db._reconnector is None  # nothing keeps retrying a wrong password
+    assert not db.reconnecting  # nothing keeps retrying a wrong password
 
 
 def test_promtool_accepts_a_scrape_with_the_sql_metrics(

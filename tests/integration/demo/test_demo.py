@@ -68,7 +68,8 @@ def test_demo_starts_degraded_buffers_and_recovers_without_losing_an_event(
             assert metric(base, "resilient_client_buffer_events", client="order-events") >= 10
             assert metric(base, "resilient_client_reconnect_attempts_total", system="rabbitmq",
                           outcome="failure") > 0
-            assert metric(base, "resilient_client_operations_total", client="order-events",
+            assert metric(base, "resilient_client_operation_duration_seconds_count",
+                          client="order-events",
                           outcome="buffered") >= 10
 
             # The servers "appear": the proxies let traffic through again.

@@ -94,6 +94,7 @@ WORKER = textwrap.dedent("""
     import sys
     from instrumented_clients.health import HealthRegistry, serve_metrics_and_health
     from instrumented_clients.resilience import ConnectionState, ConnectionStateMachine, EventBuffer
+    from instrumented_clients.resilience import Guard, RetryPolicy
     from instrumented_clients.telemetry import Telemetry
 
     role, depth = sys.argv[1], int(sys.argv[2])
@@ -104,6 +105,8 @@ WORKER = textwrap.dedent("""
     buffer = EventBuffer(100, system="rabbitmq", client="events", instrumentation=telemetry)
     for item in range(depth):
         buffer.put(item)
+    Guard(RetryPolicy(), instrumentation=telemetry, system="rabbitmq", client="events",
+          operation="publish").call(lambda: None)
     if role == "serve":
         server = serve_metrics_and_health(0, health=HealthRegistry(), host="127.0.0.1")
         print(server.port, flush=True)
@@ -144,6 +147,10 @@ def test_multiprocess_mode_sums_two_processes_without_pid(tmp_path: Path) -> Non
                 process.stdout.close()
     assert status == 200
     assert 'pid="' not in text
+    # The operation histogram falls back to prometheus_client's own in multiprocess mode.
+    operations = _metric_lines(text, "resilient_client_operation_duration_seconds_count")
+    assert ('resilient_client_operation_duration_seconds_count{client="events",'
+            'operation="publish",outcome="success",system="rabbitmq"} 2.0') in operations
     depth = _metric_lines(text, "resilient_client_buffer_events")
     assert depth == ['resilient_client_buffer_events{client="events",system="rabbitmq"} 8.0']
     buffered = _metric_lines(text, "resilient_client_buffered_events_total")

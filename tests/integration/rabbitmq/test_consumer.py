@@ -20,6 +20,7 @@ from instrumented_clients.rabbitmq import Exchange, Queue, Topology, default_rec
 from instrumented_clients.rabbitmq.consumer import ResilientConsumer
 from instrumented_clients.rabbitmq.incoming import IncomingMessage
 from instrumented_clients.resilience.breaker import CircuitBreaker
+from instrumented_clients.telemetry.catalog import OUTCOMES
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
 
 pytestmark = pytest.mark.integration
@@ -183,10 +184,12 @@ def test_handles_every_message_in_the_pool_and_acks_it(
     assert admin.message_count(queue) == 0
     assert not any(name.startswith("rabbitmq-io") for name in handler.threads)
     assert all(name.startswith(f"consumer-{consumer.name}") for name in handler.threads)
-    assert telemetry.value("operations_total", system="rabbitmq", client=consumer.name,
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="rabbitmq", client=consumer.name,
                            operation="process", outcome="success") == 200
-    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq",
-                           client=consumer.name, operation="process") == 200
+    assert sum(telemetry.value("operation_duration_seconds_count", system="rabbitmq",
+                               client=consumer.name, operation="process", outcome=outcome) or 0
+               for outcome in OUTCOMES) == 200  # one duration per handler run, whatever its end
     spans = [s for s in telemetry.spans() if s.name == f"process {queue}"]
     assert len(spans) == 200
     attributes = spans[0].attributes
@@ -227,7 +230,8 @@ def test_poison_message_dead_lettered_by_quorum_delivery_limit(
     assert consumed(telemetry, consumer, "requeue") == 3
     assert consumed(telemetry, consumer, "reject") == 0
     assert admin.message_count(queue.name) == 0
-    assert telemetry.value("operations_total", system="rabbitmq", client=consumer.name,
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="rabbitmq", client=consumer.name,
                            operation="process", outcome="failure_after_retry") == 2
 
 

@@ -43,7 +43,7 @@ def test_publishes_are_confirmed_with_generated_ids_and_counted(
     assert len({result.message_id for result in results}) == 500
     assert telemetry.value("publish_confirms_total", system="rabbitmq", client="test",
                            outcome="ack") == 500
-    assert telemetry.value("operations_total", system="rabbitmq", client="test",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="test",
                            operation="publish", outcome="success") == 500
     received = admin.drain(queue, 500)
     assert [body for _, body in received] == [f"m{i}".encode() for i in range(500)]

@@ -47,7 +47,7 @@ def test_broker_down_at_start_buffers_then_drains_in_order(
     assert {result.outcome for result in results} == {"ack"}
     assert [body for _, body in admin.drain(queue, 300)] == [f"{i}".encode()
                                                              for i in range(300)]
-    assert telemetry.value("operations_total", system="rabbitmq", client="test",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="test",
                            operation="publish", outcome="buffered") == 300
     assert telemetry.value("buffered_events_total", system="rabbitmq", client="test") == 300
     assert telemetry.value("buffer_flushed_events_total", system="rabbitmq",
@@ -206,7 +206,7 @@ def test_publish_sync_retries_then_raises_while_down(
     assert 1.2 <= elapsed < 4  # 3 attempts: waits of ~0.5 s and ~1 s between them
     assert telemetry.value("retries_total", system="rabbitmq", client="test",
                            operation="publish", error_type="connection") == 2
-    assert telemetry.value("operations_total", system="rabbitmq", client="test",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="test",
                            operation="publish", outcome="failure_after_retry") == 1
 
 

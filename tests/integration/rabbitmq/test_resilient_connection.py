@@ -48,7 +48,8 @@ def test_reconnects_after_a_cut_and_retries_the_operation(
     assert admin.message_count(queue) == 2
     # Either the health check saw the reset (a plain success on a fresh connection) or the
     # publish failed and was retried on one; never a failure.
-    outcomes = {outcome: telemetry.value("operations_total", system="rabbitmq", client="legacy",
+    outcomes = {outcome: telemetry.value("operation_duration_seconds_count",
+                                         system="rabbitmq", client="legacy",
                                          operation="publish", outcome=outcome)
                 for outcome in ("success", "success_after_retry", "failure",
                                 "failure_after_retry")}

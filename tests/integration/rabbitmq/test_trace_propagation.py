@@ -199,7 +199,7 @@ def test_with_the_pika_instrumentation_active_the_consumer_sees_the_callers_trac
                    20)
         one_trace(telemetry, request, queue, work.table)  # type: ignore[arg-type]
         # the contrib wrapper was on our channel's basic_publish, yet made no span of its own
-        assert hasattr(publisher._channel.basic_publish, "_original_function")
+        assert hasattr(publisher.confirm_channel.channel.basic_publish, "_original_function")
         assert not [s for s in telemetry.spans() if s.instrumentation_scope is not None
                     and s.instrumentation_scope.name == "opentelemetry.instrumentation.pika"]
     finally:

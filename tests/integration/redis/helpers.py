@@ -23,7 +23,8 @@ def metric(telemetry: CapturedTelemetry, name: str, client: str, **labels: str) 
 
 
 def outcome(telemetry: CapturedTelemetry, client: str, operation: str, result: str) -> float:
-    return metric(telemetry, "operations_total", client, operation=operation, outcome=result)
+    return metric(telemetry, "operation_duration_seconds_count",
+                  client, operation=operation, outcome=result)
 
 
 def retries(telemetry: CapturedTelemetry, client: str, operation: str) -> float:

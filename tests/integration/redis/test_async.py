@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis
+import redis.asyncio
 from redis import exceptions as rx
 
 from instrumented_clients import AsyncResilientRedis, CircuitOpenError, ConfigError, ErrorCategory
@@ -90,14 +91,35 @@ async def test_commands_pipelines_health_and_close(
     assert outcome(telemetry, "async", "transaction", "success") == 1
     assert telemetry.value("pool_connections", system="redis", client="async",
                            state="idle") == 1
-    assert (telemetry.value("pool_wait_seconds_count", system="redis", client="async")
-            or 0) >= 1
+    # The default pool never makes a caller wait: its check-out is not timed.
+    assert telemetry.value("pool_wait_seconds_count", system="redis", client="async") == 0
     await client.aclose()
     assert client.state is S.CLOSED
     assert await client.get(f"{prefix}:k") == b"v"  # usable again, as redis-py's client is
     assert client.state is S.CONNECTED
     await client.close()
     assert client.state is S.CLOSED
+
+
+async def test_a_blocking_pool_times_the_wait_for_a_free_connection(
+    prefix: str, telemetry: CapturedTelemetry
+) -> None:
+    pool = redis.asyncio.BlockingConnectionPool.from_url(URL, max_connections=1, timeout=5)
+    client = AsyncResilientRedis(connection_pool=pool, name="ablocking", telemetry=telemetry)
+    try:
+        held = await pool.get_connection()
+        waiting = asyncio.create_task(client.get(f"{prefix}:k"))
+        await asyncio.sleep(0)  # let it reach the empty pool
+        assert not waiting.done()
+        await pool.release(held)
+        assert await waiting is None
+        assert telemetry.value("pool_wait_seconds_count", system="redis",
+                               client="ablocking") == 2
+        assert (telemetry.value("pool_wait_seconds_sum", system="redis", client="ablocking")
+                or 0) > 0
+    finally:
+        await client.aclose()
+        await pool.aclose()
 
 
 async def test_redis_py_retries_are_off_on_the_asyncio_pool(client: AsyncResilientRedis) -> None:

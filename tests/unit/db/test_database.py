@@ -159,7 +159,7 @@ def test_a_syntax_error_is_raised_at_once(
     with pytest.raises(sa_exc.OperationalError, match="syntax error"):
         db.execute("SELEC 1")
     assert clock.sleeps == []
-    assert telemetry.value("operations_total", system="sqlite", client="unit",
+    assert telemetry.value("operation_duration_seconds_count", system="sqlite", client="unit",
                            operation="execute", outcome="failure") == 1
 
 

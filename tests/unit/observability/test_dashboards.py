@@ -43,8 +43,8 @@ def test_dashboard_has_uid_title_and_the_five_variables(stem: str) -> None:
     instance = dashboard["templating"]["list"][2]
     assert instance["multi"]
     assert instance["includeAll"]
-    assert instance["query"] == ('label_values(resilient_client_operations_total{job=~"$job"}, '
-                                 "instance)")
+    assert instance["query"] == (
+        'label_values(resilient_client_operation_duration_seconds_count{job=~"$job"}, instance)')
     uids = [d["uid"] for d in DASHBOARDS.values()]
     assert len(set(uids)) == len(uids)
 
@@ -143,7 +143,7 @@ def test_a_namespace_renames_every_metric() -> None:
     built = build_all(ObservabilityConfig(namespace="acme_clients"))
     text = json.dumps(built)
     assert "resilient_client_" not in text
-    assert "acme_clients_operations_total" in text
+    assert "acme_clients_operation_duration_seconds_count" in text
 
 
 def test_a_job_selector_reaches_the_variable_queries() -> None:

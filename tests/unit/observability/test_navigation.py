@@ -166,7 +166,8 @@ def test_grouping_labels_reach_aggregations_variables_and_urls() -> None:
     names = [v["name"] for v in overview["templating"]["list"]]
     assert names == ["datasource", "cluster", "namespace", "job", "instance", "system", "client"]
     assert overview["templating"]["list"][2]["query"] == (
-        'label_values(resilient_client_operations_total{cluster=~"$cluster"}, namespace)')
+        'label_values(resilient_client_operation_duration_seconds_count{cluster=~"$cluster"}, '
+        'namespace)')
     targets = [t["expr"] for p in all_panels(overview) for t in p.get("targets", [])]
     assert all('cluster=~"$cluster", namespace=~"$namespace"' in t for t in targets
                if "resilient_client_" in t)

@@ -22,6 +22,7 @@ from instrumented_clients.rabbitmq.incoming import (
     plan_acks,
     poison_key,
 )
+from instrumented_clients.rabbitmq.settlements import SettlementBatcher
 from instrumented_clients.rabbitmq.topology import Queue, Topology
 from instrumented_clients.resilience import RetryPolicy
 from instrumented_clients.testing import CapturedTelemetry, FakeClock
@@ -150,15 +151,14 @@ def deliver(consumer: ResilientConsumer, message_id: str | None = "m1", tag: int
     the settlements it queued (outcome, duration)."""
     key = poison_key(message_id, "rk", b"body")
     broker_count = broker_delivery_count(headers)
-    count = broker_count if broker_count is not None else consumer._counter.get(key)
+    count = broker_count if broker_count is not None else consumer.counter.get(key)
     message = IncomingMessage(b"body", message_id, "rk", "", redelivered, count, headers or {},
                               pika.BasicProperties(message_id=message_id, headers=headers), tag)
-    with consumer._cond:
-        consumer._in_flight += 1
-    gen = consumer._generation if generation is None else generation
-    consumer._process(Delivery(tag, gen, message, key))
-    settled = [(outcome, duration) for _d, outcome, duration in consumer._settlements]
-    consumer._settlements.clear()
+    gen = consumer.settlements.generation if generation is None else generation
+    consumer.pool.process_inline(Delivery(tag, gen, message, key))
+    settled: list[tuple[str, float]] = [
+        (outcome, duration) for _d, outcome, duration in consumer.settlements.pending()]
+    consumer.settlements.discard_pending()
     return settled
 
 
@@ -176,7 +176,7 @@ def test_a_handler_that_returns_acks(make_consumer: Callable[..., ResilientConsu
     assert seen[0].body == b"body"
     assert seen[0].message_id == "m1"
     assert consumer.in_flight == 0
-    assert telemetry.value("operations_total", system="rabbitmq", client="consumer",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="consumer",
                            operation="process", outcome="success") == 1
 
 
@@ -187,9 +187,9 @@ def test_a_handler_that_raises_requeues_and_counts_a_failure(
     assert deliver(consumer)[0][0] == "requeue"
     assert deliver(consumer, redelivered=True)[0][0] == "requeue"  # no limit: forever
     assert consumer.health()["consecutive_failures"] == 2
-    assert telemetry.value("operations_total", system="rabbitmq", client="consumer",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="consumer",
                            operation="process", outcome="failure") == 1
-    assert telemetry.value("operations_total", system="rabbitmq", client="consumer",
+    assert telemetry.value("operation_duration_seconds_count", system="rabbitmq", client="consumer",
                            operation="process", outcome="failure_after_retry") == 1
 
 
@@ -199,7 +199,7 @@ def test_classic_poison_message_is_rejected_after_max_deliveries(
     consumer = make_consumer(failing, max_deliveries=3)
     outcomes = [deliver(consumer, redelivered=i > 0)[0][0] for i in range(3)]
     assert outcomes == ["requeue", "requeue", "reject"]
-    assert consumer._counter.get("m1") == 0  # forgotten once settled for good
+    assert consumer.counter.get("m1") == 0  # forgotten once settled for good
     assert deliver(consumer, message_id="other")[0][0] == "requeue"  # counted per message
 
 
@@ -232,7 +232,7 @@ def test_success_after_a_failure_resets_the_count(
     consumer = make_consumer(flaky, max_deliveries=2)
     assert deliver(consumer)[0][0] == "requeue"
     assert deliver(consumer, redelivered=True)[0][0] == "ack"
-    assert consumer._counter.get("m1") == 0
+    assert consumer.counter.get("m1") == 0
     assert consumer.health()["consecutive_failures"] == 0
 
 
@@ -241,9 +241,11 @@ def test_deliveries_of_a_dead_channel_or_after_stop_are_not_handled(
 ) -> None:
     seen: list[IncomingMessage] = []
     consumer = make_consumer(seen.append)
-    consumer._generation = 2
+    consumer.settlements.new_channel()
+    consumer.settlements.new_channel()
+    assert consumer.settlements.generation == 2
     assert deliver(consumer, generation=1) == []  # its channel died while it waited
-    consumer._stopping = True
+    consumer.pool.stop()
     assert deliver(consumer) == []
     assert seen == []
     assert consumer.in_flight == 0
@@ -395,3 +397,64 @@ def test_a_retry_policy_never_reruns_a_rejected_or_permanent_failure(
     consumer = make_consumer(refuses, retry=RetryPolicy(max_attempts=5, clock=FakeClock()))
     assert deliver(consumer)[0][0] == "requeue"
     assert calls == ["run"]
+
+
+# -- settlement batcher ----------------------------------------------------------------------------
+
+
+class Frames:
+    """The frames a flush writes, in order (what a channel would send)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, bool]] = []
+
+    def basic_ack(self, delivery_tag: int = 0, multiple: bool = False) -> None:
+        self.sent.append(("ack", delivery_tag, multiple))
+
+    def basic_nack(self, delivery_tag: int = 0, multiple: bool = False,
+                   requeue: bool = True) -> None:
+        self.sent.append(("nack", delivery_tag, requeue))
+
+    def basic_reject(self, delivery_tag: int = 0, requeue: bool = True) -> None:
+        self.sent.append(("reject", delivery_tag, requeue))
+
+
+def delivered(batcher: SettlementBatcher, tag: int) -> Delivery:
+    message = IncomingMessage(b"", f"m{tag}", "rk", "", False, 0, {}, None, tag)
+    return Delivery(tag, batcher.delivered(tag), message)
+
+
+def test_the_batcher_acks_a_leading_run_with_one_frame_and_settles_the_rest() -> None:
+    batcher = SettlementBatcher()
+    batcher.new_channel()
+    deliveries = [delivered(batcher, tag) for tag in range(1, 6)]
+    assert batcher.add(deliveries[0], "ack", 0.1)  # the first of a burst asks for a flush
+    assert not batcher.add(deliveries[1], "ack", 0.1)
+    batcher.add(deliveries[2], "requeue", 0.1)
+    batcher.add(deliveries[4], "reject", 0.1)
+    frames = Frames()
+    sent = batcher.flush(frames)
+    assert frames.sent == [("nack", 3, True), ("reject", 5, False), ("ack", 2, True)]
+    assert sorted(outcome for outcome, _ in sent) == ["ack", "ack", "reject", "requeue"]
+    assert batcher.add(deliveries[3], "ack", 0.1)  # flushed: the next one asks again
+    batcher.flush(frames)
+    assert frames.sent[-1] == ("ack", 4, False)  # alone: a multiple ack would cover nothing else
+    assert batcher.stale == 0
+
+
+def test_settlements_of_a_dead_channel_are_discarded_never_sent() -> None:
+    batcher = SettlementBatcher()
+    batcher.new_channel()
+    old = delivered(batcher, 1)
+    batcher.new_channel()  # the channel died; the next one numbers its tags from 1 again
+    assert not batcher.is_current(old)
+    new = delivered(batcher, 1)
+    batcher.add(old, "ack", 0.1)
+    batcher.add(new, "requeue", 0.1)
+    frames = Frames()
+    assert batcher.flush(frames) == [("requeue", 0.1)]
+    assert frames.sent == [("nack", 1, True)]
+    assert batcher.stale == 1
+    batcher.add(delivered(batcher, 2), "ack", 0.1)
+    assert batcher.flush(None) == []  # the channel is closed: nothing can be sent
+    assert batcher.stale == 2

@@ -217,7 +217,8 @@ def test_close_is_idempotent_and_the_client_stays_usable(telemetry: CapturedTele
 
 
 def test_counters_start_at_zero(client: ResilientRedis, telemetry: CapturedTelemetry) -> None:
-    assert telemetry.value("operations_total", system="redis", client="unit", operation="get",
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="redis", client="unit", operation="get",
                            outcome="success") == 0.0
     assert telemetry.value("circuit_breaker_rejections_total", system="redis",
                            client="unit") == 0.0

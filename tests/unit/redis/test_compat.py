@@ -62,7 +62,7 @@ def test_connect_with_retry_retries_transient_failures_then_verifies_with_ping(
     assert len(clock.sleeps) == 2
     assert 0.25 <= clock.sleeps[0] <= 0.75
     assert 0.5 <= clock.sleeps[1] <= 1.5
-    assert telemetry.value("operations_total", system="redis", client="redis",
+    assert telemetry.value("operation_duration_seconds_count", system="redis", client="redis",
                            operation="connect", outcome="success_after_retry") == 1.0
     assert telemetry.value("retries_total", system="redis", client="redis",
                            operation="connect", error_type="connection") == 2.0

@@ -416,6 +416,10 @@ def test_half_open_never_admits_more_than_the_limit(
                 breaker.on_failure(ConnectionError("down"))
             else:
                 breaker.on_failure(ValueError("caller's fault"))
+        # The flag the success path reads instead of calling the breaker: a success changes
+        # nothing exactly when it is set.
+        assert breaker.quiet == (breaker._state is BreakerState.CLOSED and rate is None
+                                 and breaker.consecutive_failures == 0)
     for from_state, to_state in recorder.transitions()[1:]:
         assert (from_state, to_state) in {
             ("closed", "open"), ("open", "half_open"), ("half_open", "open"),

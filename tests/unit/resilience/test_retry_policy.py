@@ -323,7 +323,8 @@ def test_custom_classifier_decides_by_default_and_names_the_error_type() -> None
                            error_type="server_busy") == 2
     with pytest.raises(ConnectionError):  # the classifier said programming: no retry
         guard.call(_always(ConnectionError("down")))
-    assert telemetry.value("operations_total", system="custom", client="c", operation="op",
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="custom", client="c", operation="op",
                            outcome="failure") == 1
 
 

@@ -94,11 +94,14 @@ def test_scrape_holds_the_expected_values() -> None:
 
     assert sample(found, "retries_total", operation="get", error_type="connection",
                   **cache) == 3
-    assert sample(found, "operations_total", operation="get", outcome="success_after_retry",
+    assert sample(found, "operation_duration_seconds_count",
+                  operation="get", outcome="success_after_retry",
                   **cache) == 1
-    assert sample(found, "operations_total", operation="get", outcome="failure", **cache) == 0
+    assert sample(found, "operation_duration_seconds_count",
+                  operation="get", outcome="failure", **cache) == 0
     assert sample(found, "retries_exhausted_total", operation="get", **cache) == 0
-    assert sample(found, "operation_duration_seconds_sum", operation="get", **cache) == 7.0
+    assert sample(found, "operation_duration_seconds_sum", operation="get",
+                  outcome="success_after_retry", **cache) == 7.0
 
     assert sample(found, "circuit_breaker_state", state="closed", **orders) == 1
     assert sample(found, "circuit_breaker_state", state="open", **orders) == 0

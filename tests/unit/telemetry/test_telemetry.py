@@ -132,7 +132,7 @@ def test_prepare_creates_series_at_zero() -> None:
 
     for outcome in ("success", "success_after_retry", "failure", "failure_after_retry",
                     "rejected", "buffered"):
-        assert value("operations_total", operation="get", outcome=outcome) == 0
+        assert value("operation_duration_seconds_count", operation="get", outcome=outcome) == 0
     assert value("retries_exhausted_total", operation="get") == 0
     assert value("retry_budget_denied_total") == 0
     assert value("circuit_breaker_rejections_total") == 0
@@ -144,17 +144,18 @@ def test_prepare_creates_series_at_zero() -> None:
             "system": "rabbitmq", "client": "events", "reason": reason}) == 0
     for outcome in ("success", "failure"):
         assert value("reconnect_attempts_total", outcome=outcome) == 0
-    assert value("operation_duration_seconds_count", operation="get") == 0
-    assert value("operations_total", operation="set", outcome="success") is None
+    assert value("operation_duration_seconds_sum", operation="get", outcome="success") == 0
+    assert value("operation_duration_seconds_count", operation="set", outcome="success") is None
 
 
 def test_prepare_can_be_limited_to_families() -> None:
     registry = CollectorRegistry()
     telemetry = Telemetry(registry=registry, tracing=False, logs=False)
-    telemetry.prepare("redis", "cache", ["get"], families=["operations_total"])
+    telemetry.prepare("redis", "cache", ["get"], families=["operation_duration_seconds"])
     labels = {"system": "redis", "client": "cache"}
     assert registry.get_sample_value(
-        "resilient_client_operations_total", {**labels, "operation": "get", "outcome": "success"}
+        "resilient_client_operation_duration_seconds_count",
+        {**labels, "operation": "get", "outcome": "success"},
     ) == 0
     assert registry.get_sample_value("resilient_client_retry_budget_denied_total", labels) is None
 
@@ -343,5 +344,6 @@ def test_duration_histogram_carries_the_trace_id_as_exemplar(
 def test_captured_telemetry_without_namespace() -> None:
     telemetry = CapturedTelemetry(namespace="", logs=False)
     telemetry.prepare("redis", "c", ["get"])
-    assert telemetry.value("operations_total", system="redis", client="c", operation="get",
+    assert telemetry.value("operation_duration_seconds_count",
+                           system="redis", client="c", operation="get",
                            outcome="success") == 0
