@@ -85,12 +85,12 @@ class _AdoptedNodePool(ConnectionPool):
 class ClusterNodePools:
     """The pools of every node a cluster client knows, seen as one (pool gauges, health)."""
 
-    def __init__(self, cluster: RedisCluster, host: str, port: int) -> None:
+    def __init__(self, cluster: ResilientRedisCluster, host: str, port: int) -> None:
         self._cluster = cluster
         self.connection_kwargs: dict[str, Any] = {"host": host, "port": port, "db": 0}
 
     def member_pools(self) -> list[Any]:
-        if getattr(self._cluster, "nodes_manager", None) is None:  # still being built
+        if not self._cluster.slot_map_loaded:  # no node known yet (and no I/O here)
             return []
         return [node.redis_connection.connection_pool for node in self._cluster.get_nodes()  # type: ignore[no-untyped-call]
                 if node.redis_connection is not None]
@@ -155,7 +155,7 @@ class ResilientRedisCluster(SyncRedisClientBase, RedisCluster):
         if url is not None:
             self._driver_options["url"] = url
         else:
-            self._driver_options["startup_nodes"] = [ClusterNode(h, p) for h, p in nodes]
+            self._driver_options["startup_nodes"] = [ClusterNode(h, p) for h, p in nodes]  # type: ignore[no-untyped-call]
         self._started = False
         self._starting = False
         self._start_lock = threading.RLock()
@@ -184,6 +184,21 @@ class ResilientRedisCluster(SyncRedisClientBase, RedisCluster):
             self._started = True
         self._log_primaries()
 
+    @property
+    def slot_map_loaded(self) -> bool:
+        """Whether the driver has started: a node answered with the slot map."""
+        return bool(self.__dict__.get("_started"))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for an attribute not set: before the first call, the driver's. Reading a
+        # public one (encoder, nodes_manager, ...) loads the slot map, as a call would; a
+        # private one does not, so close() and the driver's __del__ (its _lock) stay I/O-free.
+        state = self.__dict__
+        if name.startswith("_") or state.get("_started", True) or state.get("_starting"):
+            raise AttributeError(name)
+        self._run(self._core.guards.for_command(("CLUSTER", "SLOTS")), self._start)
+        return object.__getattribute__(self, name)
+
     # -- the hot path -----------------------------------------------------------------------
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -196,7 +211,7 @@ class ResilientRedisCluster(SyncRedisClientBase, RedisCluster):
     def _send(self, *args: Any, **kwargs: Any) -> Any:
         if not self._started:
             self._start()
-        return RedisCluster.execute_command(self, *args, **kwargs)
+        return RedisCluster.execute_command(self, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     def _ping_once(self) -> Any:
         return self._send("PING")

@@ -54,10 +54,10 @@ from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
 __all__ = [
     "RedisCore",
+    "check_name",
     "counts_against_redis",
     "env_arguments",
     "make_pool",
-    "check_name",
     "resolve_pool",
 ]
 

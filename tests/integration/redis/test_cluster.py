@@ -34,6 +34,7 @@ def test_commands_and_pipelines_over_every_primary_with_health_naming_them(
     keys = [f"ic:test:{run}:{i}" for i in range(30)]
     monkeypatch.setenv("REDIS_URL", redis_cluster.startup_url())
     with ResilientRedisCluster.from_env(name="cluster", telemetry=telemetry) as client:
+        assert client.check() is True  # the first call loads the slot map
         assert client.retry.get_retries() == 0  # redis-py's own retries are off
         assert {client.get_node_from_key(key).name for key in keys} == {
             node.name for node in client.get_primaries()}  # the keys cover every primary
@@ -76,12 +77,36 @@ def test_bad_startup_arguments_are_config_errors_before_io() -> None:
     assert "startup_nodes" in str(raised.value)
 
 
-def test_an_unreachable_startup_node_is_a_config_error_naming_it() -> None:
-    with pytest.raises(ConfigError) as raised:
-        ResilientRedisCluster("redis://:secret-pw@127.0.0.1:1/0", retry=False)
-    assert "url" in str(raised.value)
-    assert "reachable" in str(raised.value)
-    assert "secret-pw" not in str(raised.value)
+def test_built_while_every_node_is_down_then_recovers_when_the_cluster_comes_back(
+    redis_cluster: RedisClusterSet, telemetry: CapturedTelemetry,
+) -> None:
+    redis_cluster.kill_all(wipe=False)  # data and nodes.conf kept: the same cluster restarts
+    started = time.monotonic()
+    client = ResilientRedisCluster(
+        startup_nodes=[node.address for node in redis_cluster.nodes], name="cold",
+        retry=default_policy(2, 0.01, 0.02), telemetry=telemetry, socket_connect_timeout=1)
+    assert time.monotonic() - started < 1  # no I/O at construction
+    assert client.health()["primaries"] == []
+    with pytest.raises(rx.ConnectionError) as raised:
+        client.set("ic:test:cold", "v")  # a write: nothing was sent, so it was retried
+    assert classify(raised.value) is ErrorCategory.CONNECTION
+    assert time.monotonic() - started < 5  # failed fast, not after redis-py's own retries
+    assert outcome(telemetry, "cold", "set", "failure_after_retry") == 1
+    assert retries(telemetry, "cold", "set") == 1
+    assert client.check() is False
+    assert client.state is not ConnectionState.CONNECTED
+
+    for node in redis_cluster.nodes:
+        redis_cluster.restart(node)
+    wait_until(redis_cluster.healthy, 40)
+    wait_until(client.check, 20)  # the same client: its slot map loaded by this call
+    assert client.set("ic:test:cold", "v") is True
+    assert client.get("ic:test:cold") == b"v"
+    client.delete("ic:test:cold")
+    assert client.state is ConnectionState.CONNECTED
+    assert client.health()["primaries"] == sorted(
+        f"127.0.0.1:{node.port}" for node in redis_cluster.primaries())
+    client.close()
 
 
 def test_unique_id_writes_over_all_slots_while_a_primary_is_killed(
@@ -185,7 +210,7 @@ def test_a_write_refused_with_tryagain_during_a_slot_migration_is_retried(
     assert outcome(telemetry, "tryagain", "mset", "success_after_retry") == 1
 
 
-def test_a_wrong_password_is_the_servers_auth_error_at_construction_without_the_password(
+def test_a_wrong_password_is_the_servers_auth_error_on_first_use_without_the_password(
     redis_cluster: RedisClusterSet, telemetry: CapturedTelemetry,
 ) -> None:
     user = f"ic_test_{uuid.uuid4().hex[:10]}"
@@ -194,9 +219,10 @@ def test_a_wrong_password_is_the_servers_auth_error_at_construction_without_the_
         redis_cluster.cli(node, "ACL", "SETUSER", user, "on", f">{password}", "~ic:*", "+@all")
     port = redis_cluster.nodes[0].port
     try:
+        bad = ResilientRedisCluster(f"redis://{user}:{wrong}@127.0.0.1:{port}/0", name="cauth",
+                                    telemetry=telemetry)
         with pytest.raises(rx.AuthenticationError) as raised:
-            ResilientRedisCluster(f"redis://{user}:{wrong}@127.0.0.1:{port}/0", name="cauth",
-                                  telemetry=telemetry)
+            bad.get("ic:test:auth")  # the first call loads the slot map: refused
         with ResilientRedisCluster(f"redis://{user}:{password}@127.0.0.1:{port}/0",
                                    name="cauth-ok", telemetry=telemetry) as good:
             assert good.set("ic:test:auth", "v") is True  # the user works: it was the password

@@ -79,7 +79,7 @@ def test_a_write_refused_with_readonly_by_a_demoted_primary_is_retried_on_the_ne
         assert client.health()["primary"] == f"127.0.0.1:{new.port}"
     assert all(is_demoted_primary(error) for error in retried.errors[:2])
     assert isinstance(retried.errors[0], rx.ConnectionError)  # redis-py's shape of READONLY
-    assert telemetry.value("operations_total", system="redis", client="readonly",
+    assert telemetry.value("operation_duration_seconds_count", system="redis", client="readonly",
                            operation="incrby", outcome="success_after_retry") == 1
 
 
