@@ -12,7 +12,9 @@ from sqlalchemy.engine import Engine
 from instrumented_clients.telemetry import Telemetry
 from instrumented_clients.telemetry.pool import bind_pool_gauges
 
-__all__ = ["PoolCounts", "bind_engine_pool_gauges", "forget_series", "pool_counts"]
+__all__ = [
+    "PoolCounts", "bind_engine_pool_gauges", "forget_series", "pool_counts", "pool_limit",
+]
 
 PoolCounts = dict[str, float]
 
@@ -31,13 +33,23 @@ def pool_counts(engine: Engine | None) -> PoolCounts:
         reader = getattr(pool, method, None)
         if reader is not None:
             counts[key] = float(max(0, reader()))
-    size = getattr(pool, "size", None)
-    max_overflow = getattr(pool, "_max_overflow", None)
-    if size is not None and isinstance(max_overflow, int):
-        counts["max"] = math.inf if max_overflow < 0 else float(size() + max_overflow)
+    limit = pool_limit(pool)
+    if limit is not None:
+        counts["max"] = float(limit)
     elif type(pool).__name__ == "StaticPool":
         counts["max"] = 1.0
     return counts
+
+
+def pool_limit(pool: Any) -> int | None:
+    """How many connections a queue pool hands out at most; None for a pool that never makes a
+    caller wait (no fixed size, or an unbounded overflow)."""
+    size = getattr(pool, "size", None)
+    # QueuePool offers no public accessor for its overflow limit.
+    max_overflow = getattr(pool, "_max_overflow", None)
+    if size is None or not isinstance(max_overflow, int) or max_overflow < 0:
+        return None
+    return int(size()) + max_overflow
 
 
 def bind_engine_pool_gauges(telemetry: Telemetry, system: str, client: str,

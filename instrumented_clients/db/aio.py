@@ -162,9 +162,10 @@ class AsyncResilientDatabase(DatabaseClient):
         """A pooled connection, pinged first when it has been idle too long (the asyncio client
         takes no transaction id at BEGIN, so the first round trip is always the caller's)."""
         core = self._core
-        started = core.clock.monotonic()
+        timed = core.checkout_may_wait()
+        started = core.clock.monotonic() if timed else 0.0
         connection = await self._engine.connect()
-        if core.pool_wait is not None:
+        if timed:
             core.pool_wait.observe(core.clock.monotonic() - started)
         return connection
 

@@ -33,7 +33,11 @@ from instrumented_clients.db._engine import (
     verb_of,
 )
 from instrumented_clients.db._health import database_health, span_attributes
-from instrumented_clients.db._pool_metrics import bind_engine_pool_gauges, forget_series
+from instrumented_clients.db._pool_metrics import (
+    bind_engine_pool_gauges,
+    forget_series,
+    pool_limit,
+)
 from instrumented_clients.db._rules import (
     counts_against_breaker,
     db_policy_from_env,
@@ -153,6 +157,18 @@ class DatabaseCore:
             metrics["pool_wait_seconds"].labels(system, self.name) if metrics else None
         )
         bind_engine_pool_gauges(telemetry, system, self.name, self.sync_engine)
+        self._limited_pool: Any = None
+        self._pool_limit: int | None = None
+
+    def checkout_may_wait(self) -> bool:
+        """Whether the next checkout may wait for a connection: only then is it timed into
+        ``pool_wait_seconds`` (a bounded queue pool with every connection in use)."""
+        if self.pool_wait is None:
+            return False
+        pool: Any = self.sync_engine.pool
+        if pool is not self._limited_pool:  # dispose() replaces the pool
+            self._limited_pool, self._pool_limit = pool, pool_limit(pool)
+        return self._pool_limit is not None and pool.checkedout() >= self._pool_limit
 
     def _guard(self, operation: str, span_name: str, attributes: Mapping[str, Any],
                policy: RetryPolicy | None = None) -> Guard:

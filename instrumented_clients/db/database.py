@@ -197,7 +197,8 @@ class ResilientDatabase(DatabaseClient):
     def _checkout(self, validate: bool) -> Connection:
         """A pooled connection; ``validate``: pinged first when it has been idle too long."""
         core = self._core
-        started = core.clock.monotonic()
+        timed = core.checkout_may_wait()
+        started = core.clock.monotonic() if timed else 0.0
         if validate:
             connection = self._engine.connect()
         else:
@@ -206,7 +207,7 @@ class ResilientDatabase(DatabaseClient):
                 connection = self._engine.connect()
             finally:
                 resume_validation(token)
-        if core.pool_wait is not None:
+        if timed:
             core.pool_wait.observe(core.clock.monotonic() - started)
         return connection
 

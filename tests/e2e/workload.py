@@ -135,7 +135,9 @@ def sql_loop(telemetry: Telemetry, port: int, stop: threading.Event) -> None:
         policy=RetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=0.2),
         breaker=CircuitBreaker(5, COOL_DOWN, name="orders", system="postgresql",
                                instrumentation=telemetry),
-        engine_options={"pool_size": 3, "max_overflow": 0,
+        # One pooled connection and a second thread that wants it now and then: a checkout that
+        # waits for a full pool is what pool_wait_seconds times.
+        engine_options={"pool_size": 1, "max_overflow": 0,
                         "connect_args": {"connect_timeout": 2}},
     )
     table = f"obs_e2e_{uuid.uuid4().hex}"
@@ -145,10 +147,18 @@ def sql_loop(telemetry: Telemetry, port: int, stop: threading.Event) -> None:
         # Long enough that a cut of the proxy lands inside a transaction.
         connection.execute(text("SELECT pg_sleep(0.05)"))
 
+    def contend() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                database.execute("SELECT 1")
+            stop.wait(TICK)
+
     with database:
         database.connect_with_retry(required=False)
         database.execute(f"CREATE TABLE IF NOT EXISTS {table} (id serial PRIMARY KEY, "
                          "at timestamptz NOT NULL)")
+        contender = threading.Thread(target=contend, daemon=True)
+        contender.start()
         try:
             while not stop.is_set():
                 with contextlib.suppress(Exception):
@@ -156,6 +166,7 @@ def sql_loop(telemetry: Telemetry, port: int, stop: threading.Event) -> None:
                     database.transaction(work)
                 stop.wait(TICK)
         finally:
+            contender.join(10)
             with contextlib.suppress(Exception):
                 database.execute(f"DROP TABLE IF EXISTS {table}")
 

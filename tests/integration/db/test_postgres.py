@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -164,15 +165,9 @@ def test_wrong_password_fails_once_with_a_clear_error_and_no_password(
                            operation="execute", outcome="failure") == 1
 
 
-def test_pool_gauges_follow_checked_out_connections(
-    make_db: MakeDb, telemetry: CapturedTelemetry
-) -> None:
-    db = make_db(name="pg-pool", engine_options={"pool_size": 3, "max_overflow": 2})
-
-    def gauge(state: str) -> float | None:
-        return telemetry.value("pool_connections", system="postgresql", client="pg-pool",
-                               state=state)
-
+@contextlib.contextmanager
+def one_connection_held(db: ResilientDatabase) -> Iterator[threading.Event]:
+    """A transaction in another thread holds one pooled connection until the event is set."""
     inside = threading.Event()
     release = threading.Event()
 
@@ -184,17 +179,45 @@ def test_pool_gauges_follow_checked_out_connections(
     holder.start()
     try:
         wait_until(inside.is_set, 10)
-        assert gauge("in_use") == 1.0
-        assert db.execute("SELECT 1").scalar() == 1
-        assert gauge("idle") == 1.0  # the one the SELECT used went back
+        yield release
     finally:
         release.set()
         holder.join(10)
+
+
+def test_pool_gauges_follow_checked_out_connections(
+    make_db: MakeDb, telemetry: CapturedTelemetry
+) -> None:
+    db = make_db(name="pg-pool", engine_options={"pool_size": 3, "max_overflow": 2})
+
+    def gauge(state: str) -> float | None:
+        return telemetry.value("pool_connections", system="postgresql", client="pg-pool",
+                               state=state)
+
+    with one_connection_held(db):
+        assert gauge("in_use") == 1.0
+        assert db.execute("SELECT 1").scalar() == 1
+        assert gauge("idle") == 1.0  # the one the SELECT used went back
     assert gauge("in_use") == 0.0
     assert gauge("idle") == 2.0
     assert telemetry.value("pool_max_connections", system="postgresql", client="pg-pool") == 5.0
+    # Never at its limit, so no checkout could wait and none was timed.
     assert (telemetry.value("pool_wait_seconds_count", system="postgresql", client="pg-pool")
-            or 0) >= 2
+            or 0) == 0
+
+
+def test_a_checkout_that_waits_for_a_full_pool_is_timed(
+    make_db: MakeDb, telemetry: CapturedTelemetry
+) -> None:
+    db = make_db(name="pg-full", engine_options={"pool_size": 1, "max_overflow": 0})
+    db.execute("SELECT 1")
+    with one_connection_held(db) as release:
+        threading.Timer(0.2, release.set).start()
+        assert db.execute("SELECT 1").scalar() == 1  # waits for the held connection
+    assert telemetry.value("pool_wait_seconds_count", system="postgresql",
+                           client="pg-full") == 1
+    assert (telemetry.value("pool_wait_seconds_sum", system="postgresql", client="pg-full")
+            or 0) >= 0.15
 
 
 def pids_of_two_pooled_connections(db: ResilientDatabase) -> set[int]:
