@@ -44,7 +44,8 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "AsyncResilientDatabase", "CommitOutcomeUnknownError", "DatabaseUnavailableError",
         "ExecuteResult", "ResilientDatabase", "is_transient_db_error",
     ),
-    "instrumented_clients.redis": ("AsyncResilientRedis", "ResilientRedis"),
+    "instrumented_clients.redis": ("AsyncResilientRedis", "ResilientRedis",
+                                   "ResilientRedisCluster"),
     "instrumented_clients.rabbitmq": (
         "AsyncResilientConsumer", "AsyncResilientPublisher", "IncomingMessage", "PublishResult",
         "RejectMessage", "ResilientConsumer", "ResilientPublisher", "Topology",
@@ -92,7 +93,11 @@ if TYPE_CHECKING:
         Topology,
         is_transient_rmq_error,
     )
-    from instrumented_clients.redis import AsyncResilientRedis, ResilientRedis
+    from instrumented_clients.redis import (
+        AsyncResilientRedis,
+        ResilientRedis,
+        ResilientRedisCluster,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -145,6 +150,7 @@ __all__ = [
     "ResilientDatabase",
     "ResilientPublisher",
     "ResilientRedis",
+    "ResilientRedisCluster",
     "RetryBudget",
     "RetryPolicy",
     "Telemetry",

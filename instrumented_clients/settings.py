@@ -53,13 +53,14 @@ Environ = Mapping[str, str] | None
 PUBLISHER: Final = "ResilientPublisher"
 CONSUMER: Final = "ResilientConsumer"
 REDIS: Final = "ResilientRedis"
+REDIS_CLUSTER: Final = "ResilientRedisCluster"
 DATABASE: Final = "ResilientDatabase"
 DEMO: Final = "demo"
 CHECK: Final = "check"
 DB_HELPER: Final = "get_db_connection_retry"
 REDIS_HELPER: Final = "get_redis_connection_retry"
 _DB_READERS: Final = (DATABASE, DB_HELPER, DEMO)
-_REDIS_READERS: Final = (REDIS, REDIS_HELPER, DEMO)
+_REDIS_READERS: Final = (REDIS, REDIS_CLUSTER, REDIS_HELPER, DEMO)
 _RABBITMQ_CLIENTS: Final = (PUBLISHER, CONSUMER, DEMO, CHECK)
 
 
@@ -212,8 +213,11 @@ DB_VALIDATE_IDLE_AFTER: Final = FloatSetting(
     description="A pooled connection idle at least this long is pinged before use (0: every "
     "checkout); psycopg reads and transactions find a dead one with their own BEGIN instead.")
 REDIS_URL: Final = UrlSetting(
-    env="REDIS_URL", default="redis://localhost:6379/0", used_by=(REDIS, DEMO, CHECK),
-    description="Redis URL (`redis://`, `rediss://` or `unix://`).")
+    env="REDIS_URL", default="redis://localhost:6379/0",
+    used_by=(REDIS, REDIS_CLUSTER, DEMO, CHECK),
+    description="Redis URL (`redis://`, `rediss://` or `unix://`), or the Sentinels and the "
+    "service behind them: `redis+sentinel://host:port[,host:port...]/service[/db]`; for "
+    "ResilientRedisCluster any node's `redis://` URL.")
 REDIS_RETRY_MAX_ATTEMPTS: Final = IntSetting(
     env="REDIS_RETRY_MAX_ATTEMPTS", default=4, minimum=1, used_by=_REDIS_READERS,
     description="Attempts per command, the first included.")

@@ -2,7 +2,9 @@
 # Local clusters for failover tests and experiments, on loopback ports of their own:
 #   scripts/clusters.sh start|stop|status rabbitmq   3 RabbitMQ nodes joined in one cluster
 #   scripts/clusters.sh start|stop|status postgres   PostgreSQL primary + synchronous standby
-# No Docker: the machine's rabbitmq-server and PostgreSQL binaries (scripts/ensure-services.sh
+#   scripts/clusters.sh start|stop|status redis-sentinel   Redis primary + replica + 3 Sentinels
+#   scripts/clusters.sh start|stop|status redis-cluster    Redis Cluster: 3 primaries, 3 replicas
+# No Docker: the machine's rabbitmq-server, PostgreSQL and redis-server binaries (scripts/ensure-services.sh
 # installs them). Needs root or the postgres user for PostgreSQL. IC_CLUSTER_DIR: where the
 # clusters' directories go (default: instrumented-clients-clusters in the temporary directory).
 set -euo pipefail

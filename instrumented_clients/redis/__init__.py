@@ -1,5 +1,7 @@
-"""Redis: ``ResilientRedis`` (a ``redis.Redis`` with retries, breaker, state and telemetry), its
-asyncio twin ``AsyncResilientRedis`` (a ``redis.asyncio.Redis``), and the in-house helpers'
+"""Redis: ``ResilientRedis`` (a ``redis.Redis`` with retries, breaker, state and telemetry; also
+behind Sentinel), its asyncio twin ``AsyncResilientRedis`` (a ``redis.asyncio.Redis``),
+``ResilientRedisCluster`` (a ``redis.cluster.RedisCluster`` under the same rules), and the
+in-house helpers'
 ``RedisConnectionRetry`` / ``with_redis_retry`` / ``get_redis_connection_retry``.
 
 Needs the ``redis`` extra (redis-py 8.1 or later 8.x).
@@ -7,6 +9,7 @@ Needs the ``redis`` extra (redis-py 8.1 or later 8.x).
 
 from instrumented_clients.redis.aio import AsyncResilientPipeline, AsyncResilientRedis
 from instrumented_clients.redis.client import ResilientRedis, counts_against_redis
+from instrumented_clients.redis.cluster import ResilientClusterPipeline, ResilientRedisCluster
 from instrumented_clients.redis.commands import CommandKind, command_kind, command_label
 from instrumented_clients.redis.compat import (
     RedisConnectionRetry,
@@ -23,8 +26,10 @@ __all__ = [
     "AsyncResilientRedis",
     "CommandKind",
     "RedisConnectionRetry",
+    "ResilientClusterPipeline",
     "ResilientPipeline",
     "ResilientRedis",
+    "ResilientRedisCluster",
     "StaleConnectionError",
     "classify",
     "command_kind",

@@ -11,16 +11,19 @@ the :class:`~instrumented_clients.redis.core.RedisCore`, then hands the pool to 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, cast
 
 from instrumented_clients.client import HealthReport
+from instrumented_clients.redis.connection import strict_checkout
 from instrumented_clients.redis.core import RedisCore, env_arguments, resolve_pool
 from instrumented_clients.redis.guards import idempotent as writes_idempotent
 from instrumented_clients.redis.tracking import SYSTEM
 from instrumented_clients.resilience import (
     CircuitBreaker,
     ConnectionState,
+    ConnectionTracker,
+    Guard,
     RetryBudget,
     RetryPolicy,
 )
@@ -29,7 +32,7 @@ from instrumented_clients.resilience.clock import Clock
 if TYPE_CHECKING:
     from instrumented_clients.telemetry import Telemetry
 
-__all__ = ["RedisClientBase"]
+__all__ = ["RedisClientBase", "SyncRedisClientBase"]
 
 
 class RedisClientBase:
@@ -60,14 +63,9 @@ class RedisClientBase:
         required: bool = True,
         **connection_options: Any,
     ) -> None:
-        connection_pool, owns_pool = resolve_pool(
-            self.pool_class, name, connection_pool, url, health_check_interval,
+        connection_pool = self._start_driver(
+            name, url, connection_pool, health_check_interval, single_connection_client,
             connection_options)
-        # The driver's Redis.__init__, next in the MRO of the concrete client.
-        cast(Any, super()).__init__(
-            connection_pool=connection_pool, single_connection_client=single_connection_client
-        )
-        self.auto_close_connection_pool = owns_pool
         core = self._core = RedisCore(
             connection_pool, name=name, required=required, policy=policy, retry=retry,
             breaker=breaker, budget=budget, telemetry=telemetry, retry_writes=retry_writes,
@@ -83,6 +81,20 @@ class RedisClientBase:
         self.db = core.db
         self._tracker = core.tracker
         self._guards = core.guards.by_name
+
+    def _start_driver(self, name: str, url: str | None, connection_pool: Any,
+                      health_check_interval: float, single_connection_client: bool,
+                      connection_options: dict[str, Any]) -> Any:
+        """Check the arguments, start the driver and return the pool the core watches."""
+        connection_pool, owns_pool = resolve_pool(
+            self.pool_class, name, connection_pool, url, health_check_interval,
+            connection_options)
+        # The driver's Redis.__init__, next in the MRO of the concrete client.
+        cast(Any, super()).__init__(
+            connection_pool=connection_pool, single_connection_client=single_connection_client
+        )
+        self.auto_close_connection_pool = owns_pool
+        return connection_pool
 
     @classmethod
     def from_env(
@@ -131,3 +143,66 @@ class RedisClientBase:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, address={self.address!r}, "
                 f"db={self.db}, state={self._tracker.state.value})")
+
+
+class SyncRedisClientBase(RedisClientBase):
+    """What the blocking clients (one server, or a cluster) share: the guarded run of anything
+    that is not a single command, and ``close()``."""
+
+    def _run(self, guard: Guard, fn: Callable[[], Any]) -> Any:
+        """Run anything else that talks to the server (a pipeline's execute) like a command."""
+        tracker = self._tracker
+        if not tracker.connected:
+            tracker.attempt_started()
+        token = strict_checkout.set(True)
+        try:
+            result = guard.call(fn)
+        except BaseException as error:
+            self._core.call_failed(guard, error)
+            raise
+        finally:
+            strict_checkout.reset(token)
+        if not tracker.connected:
+            self._core.attempt_succeeded()
+        return result
+
+    def _ping_once(self) -> Any:
+        """One ``PING`` through the driver, no guard (what ``check()`` runs)."""
+        raise NotImplementedError
+
+    def check(self, *, raise_on_error: bool = False) -> bool:
+        """One ``PING``, no retry (through the breaker); True when Redis answered.
+
+        Args:
+            raise_on_error: raise the failure (classified and recorded all the same) instead of
+                returning False.
+        """
+        try:
+            self._run(self._core.guards.check, self._ping_once)
+        except Exception:
+            if raise_on_error:
+                raise
+            return False
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Release the connections, as the driver's ``close()`` does; idempotent.
+
+        The pool's connections are closed when the client made the pool (or
+        ``auto_close_connection_pool`` is set); a pool passed in by the caller stays theirs.
+        The client stays usable: the next command connects again, and the state goes from
+        CLOSED back to CONNECTED (a closed client is never reported as down).
+
+        Args:
+            timeout: accepted for the shape every client shares; closing does not wait.
+        """
+        driver = cast(Any, super())
+        tracker: ConnectionTracker | None = getattr(self, "_tracker", None)
+        if tracker is None or tracker.state is ConnectionState.CLOSED:
+            driver.close()  # a half-built client, or nothing left to close but the pool
+            return
+        tracker.closing()
+        try:
+            driver.close()
+        finally:
+            self._core.closed()

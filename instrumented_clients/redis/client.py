@@ -36,23 +36,23 @@ have retried (attempts, deadline or budget spent), CONNECTED again on the next s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.connection import ConnectionPool
 
-from instrumented_clients.redis.base import RedisClientBase
+from instrumented_clients.redis.base import SyncRedisClientBase
 from instrumented_clients.redis.connection import strict_checkout
 from instrumented_clients.redis.core import counts_against_redis
 from instrumented_clients.redis.guards import writes_opted_in
 from instrumented_clients.redis.pipeline import ResilientPipeline
-from instrumented_clients.resilience import ConnectionState, ConnectionTracker, Guard
+from instrumented_clients.redis.settings import sentinel_url
 
 __all__ = ["ResilientRedis", "counts_against_redis"]
 
 
-class ResilientRedis(RedisClientBase, redis.Redis):
+class ResilientRedis(SyncRedisClientBase, redis.Redis):
     """A ``redis.Redis`` with retries, a circuit breaker, connection state and telemetry.
 
     Args:
@@ -85,6 +85,30 @@ class ResilientRedis(RedisClientBase, redis.Redis):
 
     pool_class = ConnectionPool
 
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str,
+        *,
+        db: int = 0,
+        name: str = "redis",
+        **kwargs: Any,
+    ) -> ResilientRedis:
+        """A client of the primary of ``service_name``, found through ``sentinels``
+        (``[(host, port), ...]``); the same as the URL
+        ``redis+sentinel://host:port,host:port/service_name/db``.
+
+        ``kwargs`` are the constructor's (``password=`` for the data nodes,
+        ``sentinel_kwargs=`` for the connections to the Sentinels). After a failover a write
+        refused with ``READONLY`` by the demoted primary is retried against the new one (it
+        was not applied); see :mod:`instrumented_clients.redis.sentinel`.
+
+        Raises:
+            ConfigError: no Sentinel, a malformed address, or an empty service name.
+        """
+        return cls(sentinel_url(list(sentinels), service_name, db), name=name, **kwargs)
+
     # -- the hot path -----------------------------------------------------------------------
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
@@ -107,23 +131,6 @@ class ResilientRedis(RedisClientBase, redis.Redis):
             self._core.attempt_succeeded()
         return result
 
-    def _run(self, guard: Guard, fn: Callable[[], Any]) -> Any:
-        """Run anything else that talks to the server (a pipeline's execute) like a command."""
-        tracker = self._tracker
-        if not tracker.connected:
-            tracker.attempt_started()
-        token = strict_checkout.set(True)
-        try:
-            result = guard.call(fn)
-        except BaseException as error:
-            self._core.call_failed(guard, error)
-            raise
-        finally:
-            strict_checkout.reset(token)
-        if not tracker.connected:
-            self._core.attempt_succeeded()
-        return result
-
     # -- pipelines --------------------------------------------------------------------------
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ResilientPipeline:
@@ -135,38 +142,5 @@ class ResilientRedis(RedisClientBase, redis.Redis):
 
     # -- the client shape -------------------------------------------------------------------
 
-    def check(self, *, raise_on_error: bool = False) -> bool:
-        """One ``PING``, no retry (through the breaker); True when Redis answered.
-
-        Args:
-            raise_on_error: raise the failure (classified and recorded all the same) instead of
-                returning False.
-        """
-        try:
-            self._run(self._core.guards.check, lambda: self._execute_command("PING"))  # type: ignore[no-untyped-call]
-        except Exception:
-            if raise_on_error:
-                raise
-            return False
-        return True
-
-    def close(self, timeout: float | None = None) -> None:
-        """Release the connections, as ``redis.Redis.close()`` does; idempotent.
-
-        The pool's connections are closed when the client made the pool (or
-        ``auto_close_connection_pool`` is set); a pool passed in by the caller stays theirs.
-        The client stays usable: the next command connects again, and the state goes from
-        CLOSED back to CONNECTED (a closed client is never reported as down).
-
-        Args:
-            timeout: accepted for the shape every client shares; closing does not wait.
-        """
-        tracker: ConnectionTracker | None = getattr(self, "_tracker", None)
-        if tracker is None or tracker.state is ConnectionState.CLOSED:
-            super().close()  # a half-built client, or nothing left to close but the pool
-            return
-        tracker.closing()
-        try:
-            super().close()
-        finally:
-            self._core.closed()
+    def _ping_once(self) -> Any:
+        return self._execute_command("PING")  # type: ignore[no-untyped-call]

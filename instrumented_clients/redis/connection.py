@@ -64,6 +64,18 @@ def no_retry(asynchronous: bool = False) -> Retry | AsyncRetry:
 class SendTrackingMixin:
     """Marks the errors raised before a command is sent; mixed into a pool's connection class."""
 
+    # connect() covers what runs before connect_check_health: behind Sentinel, asking the
+    # Sentinels for the primary (MasterNotFoundError). The pool calls it at every check-out,
+    # hence the same early return as connect_check_health.
+    def connect(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self._sock:
+            return
+        try:
+            super().connect(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as error:
+            mark_unsent(error)
+            raise
+
     def connect_check_health(self: Any, *args: Any, **kwargs: Any) -> None:
         if self._sock:  # connected: redis-py's own first test, made here to spare it a call
             return
@@ -85,6 +97,15 @@ class SendTrackingMixin:
 
 class AsyncSendTrackingMixin:
     """:class:`SendTrackingMixin` for ``redis.asyncio`` connections."""
+
+    async def connect(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self._reader is not None and self._writer is not None:
+            return
+        try:
+            await super().connect(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as error:
+            mark_unsent(error)
+            raise
 
     async def connect_check_health(self: Any, *args: Any, **kwargs: Any) -> None:
         if self._reader is not None and self._writer is not None:  # as redis-py's is_connected

@@ -12,7 +12,7 @@ and held by both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from instrumented_clients.client import HealthReport, resolve_breaker, resolve_retry
@@ -27,6 +27,7 @@ from instrumented_clients.redis.pool_metrics import (
     pool_counts,
     unbind_pool_gauges,
 )
+from instrumented_clients.redis.sentinel import describe_primary, is_sentinel_url, sentinel_pool
 from instrumented_clients.redis.settings import (
     DEFAULT_URL,
     URL_EXPECTED,
@@ -53,6 +54,7 @@ from instrumented_clients.telemetry import Telemetry, get_default_telemetry
 
 __all__ = [
     "RedisCore",
+    "check_name",
     "counts_against_redis",
     "env_arguments",
     "make_pool",
@@ -73,6 +75,8 @@ def make_pool(pool_class: Any, url: str | None, health_check_interval: float,
     url = validate_url(DEFAULT_URL if url is None else url)
     connection_options.setdefault("health_check_interval", health_check_interval)
     try:
+        if is_sentinel_url(url):
+            return sentinel_pool(pool_class, url, connection_options)
         return pool_class.from_url(url, **connection_options)
     except (ValueError, TypeError) as error:
         raise ConfigError(
@@ -96,6 +100,12 @@ def env_arguments(environ: Mapping[str, str] | None, overrides: dict[str, Any]) 
     return overrides
 
 
+def check_name(name: object) -> None:
+    """Raises ValueError unless ``name`` (the ``client`` label) is a non-empty string."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+
 def resolve_pool(pool_class: Any, name: object, connection_pool: Any, url: str | None,
                  health_check_interval: float,
                  connection_options: dict[str, Any]) -> tuple[Any, bool]:
@@ -105,8 +115,7 @@ def resolve_pool(pool_class: Any, name: object, connection_pool: Any, url: str |
         ValueError: a bad ``name``, or a pool combined with a URL or connection options.
         ConfigError: a malformed URL.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    check_name(name)
     if connection_pool is not None and (url is not None or connection_options):
         raise ValueError(
             "connection_pool cannot be combined with url or connection options "
@@ -173,6 +182,8 @@ class RedisCore:
         )
         bind_pool_metrics(self.telemetry, SYSTEM, name, pool)
         self.pool_gauges_bound = True
+        self.after_change: Callable[[], None] | None = None
+        """Called after a failure and after the success that ends one (a topology's log)."""
 
     # -- connection state (slow paths only) -------------------------------------------------
 
@@ -190,12 +201,16 @@ class RedisCore:
                 # Used again after close(): the pool gauges follow it again.
                 bind_pool_count_gauges(self.telemetry, SYSTEM, self.name, self.pool)
                 self.pool_gauges_bound = True
+            if self.after_change is not None:
+                self.after_change()
         except Exception:  # a successful call must not fail on bookkeeping
             _log.exception("redis client %r: connection state bookkeeping failed", self.name)
 
     def call_failed(self, guard: Guard, error: BaseException) -> None:
         try:
             call_failed(self.tracker, self.pool, guard, error)
+            if self.after_change is not None:
+                self.after_change()
         except Exception:  # the caller must see the original error, not a bookkeeping one
             _log.exception("redis client %r: connection state bookkeeping failed", self.name)
 
@@ -205,14 +220,18 @@ class RedisCore:
         self.pool_gauges_bound = False
         self.tracker.closed_now("close() called", reusable=True)
 
-    def health(self) -> HealthReport:
-        """A snapshot for health endpoints: no URL, no password."""
+    def health(self, **details: Any) -> HealthReport:
+        """A snapshot for health endpoints: no URL, no password; ``details`` are added (a
+        topology's primaries)."""
         counts = pool_counts(self.pool)  # what the pool gauges read, too
+        primary: dict[str, Any] = describe_primary(self.pool)  # behind Sentinel
         return HealthReport.build(
-            SYSTEM, self.name, self.tracker, self.breaker, address=self.address, db=self.db,
+            SYSTEM, self.name, self.tracker, self.breaker,
+            address=primary.get("primary") or self.address, db=self.db,
             retry_writes=self.guards.retry_writes,
             pool={"in_use": int(counts["in_use"]), "idle": int(counts["idle"]),
                   "max": int(counts["max"])},
+            **primary, **details,
         )
 
 

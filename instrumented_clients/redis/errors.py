@@ -15,10 +15,14 @@ subclasses of ``ConnectionError``, so the order of the checks matters)::
     ├── InvalidResponse ─────────────── CONNECTION   transient (protocol desync: the socket is gone)
     ├── ResponseError ───────────────── PROGRAMMING  permanent (the server answered "no")
     │   ├── NoPermissionError ───────── AUTH         permanent (ACL)
-    │   ├── ReadOnlyError ───────────── CONFIGURATION permanent (writing to a replica)
+    │   ├── ReadOnlyError ───────────── CONFIGURATION permanent (writing to a replica; behind
+    │   │                               Sentinel redis-py raises it as a ConnectionError, which
+    │   │                               is retried: refused, so not applied)
     │   ├── OutOfMemoryError ────────── CONFIGURATION permanent (maxmemory reached)
     │   ├── TryAgainError ───────────── SERVER_BUSY  transient (the server refused: not applied)
     │   └── ClusterDownError, MasterDownError ── SERVER_BUSY transient (refused: not applied)
+    ├── ClusterError ────────────────── SERVER_BUSY  transient (RedisCluster's "TTL exhausted":
+    │                                                every try redirected or refused, none ran)
     ├── WatchError ──────────────────── UNKNOWN      never retried here: the caller's
     │                                                ``transaction()`` loop re-runs its function
     ├── DataError, PubSubError, LockError ── PROGRAMMING permanent
@@ -51,6 +55,7 @@ from instrumented_clients.resilience.errors import (
 __all__ = [
     "StaleConnectionError",
     "classify",
+    "is_demoted_primary",
     "is_refused_by_server",
     "mark_unsent",
     "was_unsent",
@@ -81,6 +86,9 @@ _REFUSED_BY_SERVER: Final[tuple[type[BaseException], ...]] = (
     rx.BusyLoadingError,
     rx.TryAgainError,
     rx.ClusterDownError,  # MasterDownError derives from it
+    # RedisCluster's "TTL exhausted": every try of the command was redirected (MOVED, ASK) or
+    # refused (TRYAGAIN), so no node ran it.
+    rx.ClusterError,
 )
 _CONFIGURATION: Final[tuple[type[BaseException], ...]] = (rx.ReadOnlyError, rx.OutOfMemoryError)
 _PROGRAMMING: Final[tuple[type[BaseException], ...]] = (
@@ -131,5 +139,19 @@ def was_unsent(exc: BaseException) -> bool:
 
 def is_refused_by_server(exc: BaseException) -> bool:
     """Whether the server answered with a refusal that means the command did not run
-    (``LOADING``, ``TRYAGAIN``, ``CLUSTERDOWN``, ``MASTERDOWN``)."""
-    return isinstance(exc, _REFUSED_BY_SERVER)
+    (``LOADING``, ``TRYAGAIN``, ``CLUSTERDOWN``, ``MASTERDOWN``, or ``READONLY`` from a primary
+    demoted by a failover, see :func:`is_demoted_primary`)."""
+    return isinstance(exc, _REFUSED_BY_SERVER) or is_demoted_primary(exc)
+
+
+def is_demoted_primary(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``READONLY`` refusal from a server that is no longer the primary.
+
+    Behind Sentinel, redis-py's ``SentinelManagedConnection`` turns the ``ReadOnlyError`` into
+    ``ConnectionError("The previous master is now a slave")``, raised while handling it: the
+    refusal is then the error's ``__context__``. A replica refuses a write before running it, so
+    neither shape was applied.
+    """
+    if isinstance(exc, rx.ReadOnlyError):
+        return True
+    return isinstance(exc, rx.ConnectionError) and isinstance(exc.__context__, rx.ReadOnlyError)

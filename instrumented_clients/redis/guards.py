@@ -128,18 +128,25 @@ class CommandGuards:
             guard = self._by_mode[key] = self._make_guard(label, span_name, self._policies[mode])
         return guard
 
+    def _command_mode(self, name: str, args: Sequence[Any]) -> str:
+        kind = commands.command_kind(name, args)
+        if kind is CommandKind.READ or (kind is CommandKind.WRITE and self.retry_writes):
+            return "read"
+        if kind is CommandKind.WRITE:
+            return "read" if writes_opted_in.get() else "write"
+        return "blocking"
+
+    def retried_after_sending(self, args: Sequence[Any]) -> bool:
+        """Whether the command may run again after a failure once it was sent (a read, or a
+        write the caller made retryable) — the rule, for a command re-sent on its own."""
+        return self._command_mode(commands.normalise(args[0]), args) == "read"
+
     def for_command(self, args: Sequence[Any]) -> Guard:
         """The Guard of one command (slow path: the first call of a name, or opted-in writes)."""
         name = commands.normalise(args[0])
         label = commands.command_label(name)
-        kind = commands.command_kind(name, args)
         opted_in = writes_opted_in.get()
-        if kind is CommandKind.READ or (kind is CommandKind.WRITE and self.retry_writes):
-            mode = "read"
-        elif kind is CommandKind.WRITE:
-            mode = "read" if opted_in else "write"
-        else:
-            mode = "blocking"
+        mode = self._command_mode(name, args)
         guard = self._mode_guard(label, name if _COMMAND_NAME.fullmatch(name) else SYSTEM, mode)
         # XREAD's kind depends on its arguments; an opted-in call must not fill the shared cache.
         cacheable = name not in ("XREAD", "XREADGROUP") and not opted_in

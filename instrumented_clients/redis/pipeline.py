@@ -20,10 +20,21 @@ from opentelemetry.semconv.attributes.db_attributes import DB_OPERATION_BATCH_SI
 from redis.client import Pipeline
 from redis.connection import ConnectionPool
 
+from instrumented_clients.redis.errors import was_unsent
 from instrumented_clients.redis.guards import CommandGuards
 from instrumented_clients.resilience import Guard
 
-__all__ = ["ResilientPipeline", "replayer"]
+__all__ = ["ResilientPipeline", "replayer", "report_partial"]
+
+
+def report_partial(error: BaseException, size: int) -> None:
+    """Say on ``error`` that a non-transactional batch failed part-way, unless provably nothing
+    of it was sent: its commands run one by one, so some may have been applied, and it was not
+    run again (a transaction is all or nothing and needs no such note)."""
+    if was_unsent(error) or not isinstance(error, Exception):
+        return
+    error.add_note(f"pipeline of {size} commands failed part-way: the commands before the "
+                   "failure may have been applied; it was not run again")
 
 
 def replayer(pipe: Any) -> Callable[[], None]:
@@ -82,5 +93,10 @@ class ResilientPipeline(Pipeline):
             result: list[Any] = super(ResilientPipeline, self).execute(raise_on_error)
             return result
 
-        result: list[Any] = self._run_guarded(guard, attempt)
+        try:
+            result: list[Any] = self._run_guarded(guard, attempt)
+        except BaseException as error:
+            if not transactional:
+                report_partial(error, len(stack))
+            raise
         return result

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from instrumented_clients.config import ConfigError
 from instrumented_clients.redaction import redact_url
@@ -17,10 +18,26 @@ from instrumented_clients.settings import (
     REDIS_URL,
 )
 
-__all__ = ["DEFAULT_URL", "URL_EXPECTED", "default_policy", "policy_from_env", "validate_url"]
+__all__ = [
+    "DEFAULT_URL",
+    "SENTINEL_SCHEME",
+    "URL_EXPECTED",
+    "SentinelAddress",
+    "default_policy",
+    "parse_sentinel_url",
+    "policy_from_env",
+    "sentinel_url",
+    "validate_url",
+]
 
 DEFAULT_URL: Final = REDIS_URL.default
-URL_EXPECTED: Final = "a URL like redis://[user:password@]host[:port][/db], rediss://... or unix://"
+URL_EXPECTED: Final = (
+    "a URL like redis://[user:password@]host[:port][/db], rediss://..., unix://... "
+    "or redis+sentinel://host:port[,host:port...]/service[/db]")
+SENTINEL_SCHEME: Final = "redis+sentinel"
+SENTINEL_EXPECTED: Final = (
+    "a URL like redis+sentinel://[user:password@]host:port[,host:port...]/service[/db] "
+    "(the Sentinels' addresses, the monitored service's name)")
 
 
 def default_policy(
@@ -52,10 +69,56 @@ def policy_from_env(
                           REDIS_RETRY_MAX_DELAY.read(environ), clock=clock)
 
 
+@dataclass(frozen=True)
+class SentinelAddress:
+    """What a ``redis+sentinel://`` URL names: the Sentinels, the service, db and credentials."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+def sentinel_url(sentinels: Sequence[tuple[str, int]], service: str, db: int = 0) -> str:
+    """The ``redis+sentinel://`` URL of ``service`` watched by ``sentinels``."""
+    hosts = ",".join(f"{host}:{port}" for host, port in sentinels)
+    return f"{SENTINEL_SCHEME}://{hosts}/{quote(service, safe='')}/{db}"
+
+
+def parse_sentinel_url(url: str, argument: str = "url") -> SentinelAddress:
+    """Parse ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``.
+
+    Raises:
+        ConfigError: naming ``argument``, the URL without its password, and what was expected.
+    """
+    shown = redact_url(url)
+    rest = url[len(SENTINEL_SCHEME) + 3:] if url.startswith(SENTINEL_SCHEME + "://") else ""
+    netloc, _, path = rest.partition("/")
+    credentials, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if credentials:
+        user, has_password, secret = credentials.partition(":")
+        username, password = unquote(user) or None, unquote(secret) if has_password else None
+    sentinels: list[tuple[str, int]] = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(argument, shown, SENTINEL_EXPECTED)
+        sentinels.append((host.strip("[]"), int(port)))
+    service, _, db = path.strip("/").partition("/")
+    if not service or (db and not db.isdigit()):
+        raise ConfigError(argument, shown, SENTINEL_EXPECTED)
+    return SentinelAddress(tuple(sentinels), unquote(service), int(db or 0), username, password)
+
+
 def validate_url(url: object, argument: str = "url") -> str:
     """Check a Redis URL before any I/O; the error names ``argument`` and never the password."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(argument, repr(url), URL_EXPECTED)
+    if url.startswith(SENTINEL_SCHEME + ":"):
+        parse_sentinel_url(url, argument)
+        return url
     shown = redact_url(url)
     try:
         parts = urlsplit(url)

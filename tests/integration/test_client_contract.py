@@ -29,14 +29,15 @@ from instrumented_clients.rabbitmq import (
     ResilientPublisher,
 )
 from instrumented_clients.rabbitmq.topology import Queue
-from instrumented_clients.redis import ResilientRedis
+from instrumented_clients.redis import ResilientRedis, ResilientRedisCluster
 from instrumented_clients.resilience import CircuitBreaker, RetryPolicy
 from instrumented_clients.testing import await_until, wait_until
 from tests.integration.async_helpers import no_blocking
 from tests.integration.health.test_http import fetch
+from tests.integration.redis.topologies import redis_cluster_session
 
 pytestmark = pytest.mark.integration
-__all__ = ["no_blocking"]  # a fixture
+__all__ = ["no_blocking", "redis_cluster_session"]  # fixtures
 
 Factory = Callable[..., Any]
 CLOSED_PORT_AMQP = "amqp://guest:guest@127.0.0.1:1/"
@@ -58,12 +59,14 @@ FACTORIES: dict[str, Factory] = {
     "publisher": ResilientPublisher,
     "consumer": _consumer,
     "redis": ResilientRedis,
+    "redis-cluster": ResilientRedisCluster,
     "database": ResilientDatabase,
 }
 SYSTEMS = {"publisher": "rabbitmq", "consumer": "rabbitmq", "redis": "redis",
-           "database": "sqlite"}
+           "redis-cluster": "redis", "database": "sqlite"}
 MALFORMED_URLS = {"publisher": "http://guest:pw@broker/", "consumer": "http://guest:pw@broker/",
-                  "redis": "http://cache:6379/0", "database": "nosuchdb://host/db"}
+                  "redis": "http://cache:6379/0", "redis-cluster": "http://cache:6379/0",
+                  "database": "nosuchdb://host/db"}
 
 
 @pytest.fixture(autouse=True)
@@ -78,11 +81,14 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def build(kind: str) -> Iterator[Factory]:
+def build(kind: str, request: pytest.FixtureRequest) -> Iterator[Factory]:
     made: list[Any] = []
+    # A cluster client asks a node for the slot map when it is built: it needs the cluster.
+    default_args = ((request.getfixturevalue("redis_cluster_session").startup_url(),)
+                    if kind == "redis-cluster" else ())
 
     def make(*args: Any, **kwargs: Any) -> Any:
-        client = FACTORIES[kind](*args, **kwargs)
+        client = FACTORIES[kind](*(args or default_args), **kwargs)
         made.append(client)
         return client
 
@@ -200,7 +206,7 @@ def test_consumer_stop_still_works_with_a_deprecation_warning() -> None:
 
 
 UNREACHABLE_URLS = {"publisher": CLOSED_PORT_AMQP, "consumer": CLOSED_PORT_AMQP,
-                    "redis": "redis://127.0.0.1:1/0",
+                    "redis": "redis://127.0.0.1:1/0", "redis-cluster": "redis://127.0.0.1:1/0",
                     "database": "postgresql+psycopg://postgres@127.0.0.1:1/test"}
 
 

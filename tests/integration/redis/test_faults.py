@@ -15,41 +15,64 @@ from instrumented_clients import CircuitOpenError, ConnectionState
 from instrumented_clients.redis import ResilientRedis, default_policy
 from instrumented_clients.testing import CapturedTelemetry, FaultProxy, wait_until
 
-from .helpers import (
-    URL,
-    Background,
-    admin,
-    metric,
-    outcome,
-    prefix,
-    proxy,
-    retries,
+from .helpers import Background, metric, outcome, retries
+from .topologies import (
+    Target,
+    redis_cluster,
+    redis_cluster_session,
+    target,
+    target_admin,
+    target_prefix,
+    target_proxy,
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["admin", "prefix", "proxy"]  # fixtures
+__all__ = ["redis_cluster", "redis_cluster_session", "target", "target_admin", "target_prefix",
+           "target_proxy"]  # fixtures
 
 FAST = default_policy(4, 0.01, 0.05)  # the default shape, with test-sized delays
 
 
+# Every test runs on a single server and on the cluster client (see .topologies.Target).
 @pytest.fixture
-def client(telemetry: CapturedTelemetry) -> Iterator[ResilientRedis]:
-    with ResilientRedis(URL, name="faults", telemetry=telemetry, policy=FAST) as redis_client:
+def admin(target_admin: redis.Redis) -> redis.Redis:
+    return target_admin
+
+
+@pytest.fixture
+def prefix(target_prefix: str) -> str:
+    return target_prefix
+
+
+@pytest.fixture
+def proxy(target_proxy: FaultProxy) -> FaultProxy:
+    return target_proxy
+
+
+@pytest.fixture
+def client(target: Target, telemetry: CapturedTelemetry) -> Iterator[ResilientRedis]:
+    with target.make(target.url, name="faults", telemetry=telemetry,
+                     policy=FAST) as redis_client:
         yield redis_client
 
 
 @pytest.fixture
-def proxied(proxy: FaultProxy, telemetry: CapturedTelemetry) -> Iterator[ResilientRedis]:
-    with ResilientRedis(proxy.url(URL), name="proxied", telemetry=telemetry,
-                        policy=FAST) as redis_client:
+def proxied(target: Target, proxy: FaultProxy,
+            telemetry: CapturedTelemetry) -> Iterator[ResilientRedis]:
+    with target.make(proxy.url(target.url), name="proxied", telemetry=telemetry,
+                     policy=FAST) as redis_client:
         yield redis_client
 
 
-def idle_socket_closed_by_peer(client: ResilientRedis) -> bool:
-    """True once the kernel has the server's FIN/RST for the pooled idle connection."""
-    connections = list(client.connection_pool._available_connections)
-    sockets = [c._sock for c in connections if c._sock is not None]
-    return bool(sockets) and all(select.select([s], [], [], 0)[0] for s in sockets)
+@pytest.fixture
+def idle_closed(target: Target) -> Callable[[ResilientRedis], bool]:
+    def closed(client: ResilientRedis) -> bool:
+        """True once the kernel has the server's FIN/RST for the pooled idle connections."""
+        connections = list(target.pool_of(client)._available_connections)
+        sockets = [c._sock for c in connections if c._sock is not None]
+        return bool(sockets) and all(select.select([s], [], [], 0)[0] for s in sockets)
+
+    return closed
 
 
 def test_client_kill_next_read_succeeds_after_a_counted_retry(
@@ -71,11 +94,12 @@ def test_client_kill_next_read_succeeds_after_a_counted_retry(
 
 
 def test_client_kill_then_write_is_retried_because_nothing_was_sent(
-    client: ResilientRedis, admin: redis.Redis, prefix: str, telemetry: CapturedTelemetry
+    client: ResilientRedis, admin: redis.Redis, prefix: str, telemetry: CapturedTelemetry,
+    idle_closed: Callable[[ResilientRedis], bool],
 ) -> None:
     client.ping()
     admin.client_kill_filter(_id=client.client_id())
-    wait_until(lambda: idle_socket_closed_by_peer(client), 5)
+    wait_until(lambda: idle_closed(client), 5)
     assert client.incr(f"{prefix}:n") == 1
     assert admin.get(f"{prefix}:n") == b"1"  # applied once
     assert outcome(telemetry, "faults", "incrby", "success_after_retry") == 1
@@ -83,15 +107,15 @@ def test_client_kill_then_write_is_retried_because_nothing_was_sent(
 
 def test_proxy_cut_between_commands_read_and_write_retried(
     proxied: ResilientRedis, proxy: FaultProxy, admin: redis.Redis, prefix: str,
-    telemetry: CapturedTelemetry,
+    telemetry: CapturedTelemetry, idle_closed: Callable[[ResilientRedis], bool],
 ) -> None:
     proxied.set(f"{prefix}:k", "v")
     assert proxy.cut() == 1
-    wait_until(lambda: idle_socket_closed_by_peer(proxied), 5)
+    wait_until(lambda: idle_closed(proxied), 5)
     assert proxied.get(f"{prefix}:k") == b"v"
     assert retries(telemetry, "proxied", "get") == 1
     proxy.cut()
-    wait_until(lambda: idle_socket_closed_by_peer(proxied), 5)
+    wait_until(lambda: idle_closed(proxied), 5)
     assert proxied.incr(f"{prefix}:n") == 1
     assert admin.get(f"{prefix}:n") == b"1"
     assert retries(telemetry, "proxied", "incrby") == 1
@@ -176,25 +200,30 @@ def test_pipeline_of_100_incr_cut_mid_execution_is_not_applied_twice(
     done = cut_after_applied(proxy, lambda: admin.get(key) == b"100", run_pipeline)
     assert isinstance(done.error, rx.ConnectionError)
     assert admin.get(key) == b"100"  # all or nothing, and never 200
+    notes = getattr(done.error, "__notes__", [])
+    assert any("failed part-way" in note for note in notes) is (not transaction)
     operation = "transaction" if transaction else "pipeline"
     assert retries(telemetry, "proxied", operation) == 0
     assert outcome(telemetry, "proxied", operation, "failure") == 1
 
 
 def test_pipeline_on_a_dead_pooled_connection_is_retried_and_applied_once(
-    proxied: ResilientRedis, proxy: FaultProxy, admin: redis.Redis, prefix: str,
-    telemetry: CapturedTelemetry,
+    target: Target, proxied: ResilientRedis, proxy: FaultProxy, admin: redis.Redis, prefix: str,
+    telemetry: CapturedTelemetry, idle_closed: Callable[[ResilientRedis], bool],
 ) -> None:
     key = f"{prefix}:ctr"
     proxied.ping()
     proxy.cut()
-    wait_until(lambda: idle_socket_closed_by_peer(proxied), 5)
+    wait_until(lambda: idle_closed(proxied), 5)
     pipe = proxied.pipeline()
     for _ in range(100):
         pipe.incr(key)
     assert pipe.execute()[-1] == 100
     assert admin.get(key) == b"100"
-    assert outcome(telemetry, "proxied", "transaction", "success_after_retry") == 1
+    # pipeline() is MULTI/EXEC by default on one server, a plain pipeline on a cluster (redis-py's
+    # defaults: a cluster's batch may span slots).
+    operation = "pipeline" if target.kind == "cluster" else "transaction"
+    assert outcome(telemetry, "proxied", operation, "success_after_retry") == 1
 
 
 def test_blocking_pop_is_never_retried_after_sending(
@@ -218,11 +247,12 @@ def test_blocking_pop_is_never_retried_after_sending(
 
 
 def test_breaker_opens_fails_fast_then_half_open_probe_closes_it(
-    proxy: FaultProxy, admin: redis.Redis, prefix: str, telemetry: CapturedTelemetry,
+    target: Target, proxy: FaultProxy, admin: redis.Redis, prefix: str,
+    telemetry: CapturedTelemetry,
 ) -> None:
     key = f"{prefix}:k"
     admin.set(key, "v")
-    with ResilientRedis(proxy.url(URL), name="breaker", telemetry=telemetry,
+    with target.make(proxy.url(target.url), name="breaker", telemetry=telemetry,
                         policy=default_policy(2, 0.01, 0.02), failure_threshold=3,
                         recovery_timeout=1.0) as client:
         assert client.get(key) == b"v"
@@ -266,16 +296,17 @@ def test_breaker_opens_fails_fast_then_half_open_probe_closes_it(
 
 
 def test_idle_health_check_on_a_dead_link_lets_a_write_be_retried(
-    proxy: FaultProxy, admin: redis.Redis, prefix: str, telemetry: CapturedTelemetry,
+    target: Target, proxy: FaultProxy, admin: redis.Redis, prefix: str,
+    telemetry: CapturedTelemetry,
 ) -> None:
     # A silent dead link (blackhole): the idle-health-check PING, sent before the command, times
     # out. Nothing of the INCR was sent, so it is retried on a fresh connection, and applied once.
     key = f"{prefix}:n"
-    with ResilientRedis(proxy.url(URL), name="idle", telemetry=telemetry, policy=FAST,
+    with target.make(proxy.url(target.url), name="idle", telemetry=telemetry, policy=FAST,
                         health_check_interval=0.05, socket_timeout=0.5,
                         socket_connect_timeout=0.5) as client:
         client.ping()
-        connection = client.connection_pool._available_connections[0]
+        connection = target.pool_of(client)._available_connections[0]
         wait_until(lambda: time.monotonic() > connection.next_health_check, 5)
         proxy.blackhole()
         background = Background(lambda: client.incr(key))

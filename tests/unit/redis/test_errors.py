@@ -25,6 +25,7 @@ C = ErrorCategory
         (rx.TryAgainError("TRYAGAIN"), C.SERVER_BUSY),
         (rx.MasterDownError("MASTERDOWN"), C.SERVER_BUSY),
         (rx.ClusterDownError("CLUSTERDOWN"), C.SERVER_BUSY),
+        (rx.ClusterError("TTL exhausted."), C.SERVER_BUSY),
         (rx.MaxConnectionsError("Too many connections"), C.SERVER_BUSY),
         (rx.AuthenticationError("invalid username-password pair"), C.AUTH),
         (rx.AuthorizationError("not authorized"), C.AUTH),
