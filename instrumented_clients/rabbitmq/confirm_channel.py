@@ -284,6 +284,10 @@ class ConfirmChannel:
                                 outcome)
         outbox = self.outbox
         outbox.flush_spool(self._spool_failed)
+        # A full window left the wake-up flag set (see pump) and this confirm made room: clear
+        # it before looking at the outbox, or a publish arriving now would find the flag set
+        # and wait for the next timeout sweep.
+        self._wake_scheduled = False
         if outbox or outbox.has_waiting_producers:
             self.pump()
         else:

@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pika
 import pytest
@@ -15,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instrumented_clients.rabbitmq.breaker_gate import BreakerGate
+from instrumented_clients.rabbitmq.confirm_channel import ConfirmChannel
 from instrumented_clients.rabbitmq.confirms import ConfirmTracker
+from instrumented_clients.rabbitmq.connection import RabbitConnection
 from instrumented_clients.rabbitmq.errors import MessageDroppedError
 from instrumented_clients.rabbitmq.message import OutgoingMessage, PublishResult
 from instrumented_clients.rabbitmq.outbox import BROKEN, SENT, SETTLED, Outbox, SendResult
@@ -388,3 +391,63 @@ def test_a_drop_fails_the_future_and_reaches_the_hook(
     with pytest.raises(MessageDroppedError):
         dropped.future.result(0)
     assert seen == [("m1", "overflow")]
+
+
+# -- confirm channel: wake-ups ---------------------------------------------------------------------
+
+
+class IOThread:
+    """The connection side a ConfirmChannel uses: calls queued for the I/O thread, run on demand."""
+
+    def __init__(self) -> None:
+        self.name = "pub"
+        self.calls: list[Callable[[], None]] = []
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self.calls.append(fn)
+
+    def call_later(self, _delay: float, _fn: Callable[[], None]) -> None:
+        return None
+
+    def run(self) -> None:
+        calls, self.calls = self.calls, []
+        for fn in calls:
+            fn()
+
+
+class Channel:
+    """The pika channel side: records what was published."""
+
+    connection = None
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def basic_publish(self, _exchange: str, _routing_key: str, _body: bytes, properties: Any,
+                      _mandatory: bool) -> None:
+        self.published.append(properties.message_id)
+
+
+def test_a_publish_after_a_full_window_drains_wakes_the_io_thread(
+    telemetry: CapturedTelemetry, context: ClientContext,
+) -> None:
+    outcomes = make_outcomes(telemetry, context)
+    outbox = outcomes.outbox
+    io = IOThread()
+    confirms: ConfirmTracker[OutgoingMessage] = ConfirmTracker()
+    channel = ConfirmChannel(cast(RabbitConnection, io), outbox, confirms, outcomes,
+                             BreakerGate(None), 2, 30.0, lambda: None, context.clock)
+    channel.channel = Channel()
+    channel.ready = True
+    for number in (1, 2):
+        outbox.accept(message(number))
+        channel.wake()
+    io.run()  # both sent: the window is full
+    assert channel.channel.published == ["m1", "m2"]
+    # The broker confirms both while nothing waits in the outbox.
+    channel._on_confirm(SimpleNamespace(method=pika.spec.Basic.Ack(delivery_tag=2,
+                                                                   multiple=True)))
+    outbox.accept(message(3))
+    channel.wake()
+    io.run()
+    assert channel.channel.published == ["m1", "m2", "m3"]
