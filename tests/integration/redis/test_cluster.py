@@ -165,12 +165,16 @@ def test_unique_id_writes_over_all_slots_while_a_primary_is_killed(
         assert result.applied_twice == 0
         assert result.recovery_seconds < 30
     assert shown[1].lost == 0
-    # The victim's slots refused connections (nothing sent: retried) and, while its replica was
-    # being promoted, the other primaries answered CLUSTERDOWN (not run: retried for writes too).
+    # The victim's slots refused connections (nothing sent: retried). Whether a write also met
+    # CLUSTERDOWN while the replica was promoted depends on where the writer was in that window
+    # (its retry classification is a unit test); it is reported, and every retried error was a
+    # connection failure or a refusal by the server, never an answered command.
     assert any(classify(error) is ErrorCategory.CONNECTION for error in retried.errors)
     refused = [error for error in retried.errors if is_refused_by_server(error)]
-    assert any(isinstance(error, rx.ClusterDownError) for error in refused), \
-        sorted({type(error).__name__ for error in retried.errors})
+    record_property("cluster kill -9 CLUSTERDOWN retried",
+                    sum(isinstance(error, rx.ClusterDownError) for error in refused))
+    assert all(classify(error) is ErrorCategory.CONNECTION or is_refused_by_server(error)
+               for error in retried.errors), sorted({type(e).__name__ for e in retried.errors})
 
 
 def test_a_write_refused_with_tryagain_during_a_slot_migration_is_retried(
